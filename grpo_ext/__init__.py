@@ -1,0 +1,1 @@
+"""DeepSeekMath-style extensions to TRL's GRPO trainer."""

@@ -1,0 +1,1 @@
+"""Entry points launched with `accelerate launch`."""

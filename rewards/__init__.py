@@ -1,0 +1,1 @@
+"""Rule-based math reward functions for TRL's GRPOTrainer."""
