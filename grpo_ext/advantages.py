@@ -1,0 +1,137 @@
+r"""Advantages of DeepSeekMath's GRPO (outcome and process supervision) and of Online RFT, as pure functions.
+
+Rows are ordered as TRL orders them: the `group_size` completions of one prompt are consecutive. Unscorable rewards
+(NaN, TRL's convention for a reward function returning None) are left out of the group statistics and get
+advantage 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+EPS = 1e-4  # TRL's epsilon in (r - mean) / (std + eps)
+
+
+def _nanstd(x: torch.Tensor, dim=None, keepdim: bool = False) -> torch.Tensor:
+    """Bessel-corrected standard deviation ignoring NaNs (TRL's `nanstd`); NaN when fewer than 2 values."""
+    mean = torch.nanmean(x, dim=dim, keepdim=True)
+    count = (~torch.isnan(x)).sum(dim=dim, keepdim=True)
+    var = torch.nanmean((x - mean) ** 2, dim=dim, keepdim=True) * count / (count - 1)
+    var = torch.where(count > 1, var, torch.full_like(var, float("nan")))
+    std = var.sqrt()
+    return std if keepdim or dim is None else std.squeeze(dim)
+
+
+def outcome_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group") -> torch.Tensor:
+    r"""GRPO outcome advantages, one per completion (TRL's `sum_then_normalize`).
+
+    A_i = (r_i - mean(r_group)) / (std(r_group) + 1e-4) with `scale="group"`; std over the whole batch with
+    `scale="batch"`; no division with `scale="none"`. NaN rewards are excluded and get A_i = 0.
+    """
+    rewards = torch.as_tensor(rewards, dtype=torch.float32)
+    if rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards are not a whole number of groups of size {group_size}")
+    grouped = rewards.view(-1, group_size)
+    advantages = (grouped - torch.nanmean(grouped, dim=1, keepdim=True)).view(-1)
+    if scale == "group":
+        std = _nanstd(grouped, dim=1, keepdim=True).expand_as(grouped).reshape(-1) if group_size > 1 else None
+    elif scale == "batch":
+        std = _nanstd(rewards).expand_as(rewards) if rewards.numel() > 1 else None
+    elif scale == "none":
+        std = None
+    else:
+        raise ValueError(f"unknown scale {scale!r}; expected 'group', 'batch' or 'none'")
+    if std is not None:
+        advantages = advantages / (std + EPS)
+    elif scale != "none":
+        advantages = advantages / EPS  # a single value: its deviation from its own mean is 0
+    return torch.nan_to_num(advantages, nan=0.0)
+
+
+def online_rft_advantages(rewards: torch.Tensor, threshold: float) -> torch.Tensor:
+    r"""Online RFT gradient coefficient (DeepSeekMath section 5.2.1): GC(o) = 1[r(o) >= threshold], NaN -> 0."""
+    rewards = torch.as_tensor(rewards, dtype=torch.float32)
+    return (rewards >= threshold).float()  # NaN >= t is False
+
+
+def normalize_group_step_rewards(step_rewards: Sequence[Sequence[float]], group_size: int) -> list[list[float]]:
+    r"""r~_{i,j} = (r_{i,j} - mean(R)) / (std(R) + 1e-4), R = all step rewards of the group's G outputs.
+
+    Pooled over the group's steps (DeepSeekMath eq. for process supervision). std is Bessel-corrected as in TRL;
+    with fewer than two scored steps in the group every normalised reward is 0. NaN step rewards stay NaN.
+    """
+    if len(step_rewards) % group_size:
+        raise ValueError(f"{len(step_rewards)} completions are not a whole number of groups of size {group_size}")
+    normalized: list[list[float]] = []
+    for start in range(0, len(step_rewards), group_size):
+        group = step_rewards[start : start + group_size]
+        pooled = torch.tensor([float(r) for rows in group for r in rows], dtype=torch.float64)
+        scored = pooled[~torch.isnan(pooled)]
+        if scored.numel() >= 2:
+            mean, std = scored.mean(), scored.std()
+        else:
+            mean, std = (scored.mean() if scored.numel() else torch.tensor(0.0, dtype=torch.float64)), None
+        for rows in group:
+            values = torch.tensor([float(r) for r in rows], dtype=torch.float64)
+            values = (values - mean) / (std + EPS) if std is not None else torch.where(
+                torch.isnan(values), values, torch.zeros_like(values))
+            normalized.append(values.tolist())
+    return normalized
+
+
+def process_advantages(
+    step_rewards: Sequence[Sequence[float]],
+    step_ends: Sequence[Sequence[int]],
+    group_size: int,
+    num_tokens: int,
+) -> torch.Tensor:
+    r"""Process-supervision advantages (DeepSeekMath section 4.1.3), shape (B, num_tokens).
+
+    `step_rewards[i][j]` is the reward of step j of completion i and `step_ends[i][j]` the index of that step's
+    last completion token (non-decreasing in j, in [0, num_tokens)). With r~ the rewards normalised over all steps
+    of the group (`normalize_group_step_rewards`):
+
+        A_{i,t} = sum_{j : step_ends[i][j] >= t} r~_{i,j}
+
+    Tokens after the last step end get 0; NaN (unscored) steps count as 0.
+    """
+    if len(step_rewards) != len(step_ends):
+        raise ValueError(f"step_rewards has {len(step_rewards)} completions but step_ends has {len(step_ends)}")
+    return steps_to_token_advantages(normalize_group_step_rewards(step_rewards, group_size), step_ends, num_tokens)
+
+
+def steps_to_token_advantages(
+    normalized_rewards: Sequence[Sequence[float]], step_ends: Sequence[Sequence[int]], num_tokens: int
+) -> torch.Tensor:
+    """A_{i,t} = sum of the (already normalised) rewards of the steps of completion i ending at or after t."""
+    advantages = torch.zeros(len(normalized_rewards), num_tokens, dtype=torch.float64)
+    for i, (rewards, ends) in enumerate(zip(normalized_rewards, step_ends)):
+        if len(rewards) != len(ends):
+            raise ValueError(f"completion {i}: {len(rewards)} step rewards but {len(ends)} step ends")
+        previous = -1
+        for end in ends:
+            if not (0 <= end < num_tokens) or end < previous:
+                raise ValueError(
+                    f"completion {i}: step_ends must be non-decreasing token indices in [0, {num_tokens}); "
+                    f"got {list(ends)}"
+                )
+            previous = end
+        # reward at each step's last token, then a reverse cumulative sum (reward-to-go over steps)
+        at_end = torch.zeros(num_tokens, dtype=torch.float64)
+        for reward, end in zip(rewards, ends):
+            if reward == reward:  # skip NaN
+                at_end[end] += reward
+        advantages[i] = at_end.flip(0).cumsum(0).flip(0)
+    return advantages.float()
+
+
+def step_sums(per_token: torch.Tensor, step_ends: Sequence[int]) -> list[float]:
+    """Sum of `per_token` (T,) over each step's tokens: step j covers (step_ends[j-1], step_ends[j]]."""
+    if len(step_ends) == 0:
+        return []
+    cumulative = per_token.detach().double().cumsum(0)
+    ends = torch.as_tensor(list(step_ends), dtype=torch.long, device=per_token.device)
+    totals = cumulative[ends]
+    return (totals - torch.cat([totals.new_zeros(1), totals[:-1]])).tolist()

@@ -1,0 +1,106 @@
+"""`GRPOConfig`: TRL's config plus the DeepSeekMath options (KL estimator, supervision, Online RFT).
+
+Every new option defaults to TRL's behaviour, so `GRPOConfig(...)` with no new option is TRL's config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig as _TRLGRPOConfig
+
+from .kl import KL_ESTIMATORS
+
+KL_PLACEMENTS = ("loss", "reward")
+SUPERVISIONS = ("outcome", "process")
+ADVANTAGE_ESTIMATORS = ("grpo", "online_rft")
+PROCESS_OUTCOME_MODES = ("last_step", "none")
+
+
+@dataclass
+class GRPOConfig(_TRLGRPOConfig):
+    r"""
+    [`trl.GRPOConfig`] with the options of DeepSeekMath (arXiv 2402.03300). See `docs/grpo_ext.md`.
+
+    Parameters:
+        kl_estimator (`str`, defaults to `"k3"`):
+            Per-token estimator of KL(pi_theta || pi_ref): `"k1"`, `"k2"`, `"k3"` (DeepSeekMath, TRL) or `"k3+"`
+            (value of k3, gradient of k2). See [`grpo_ext.kl.per_token_kl`].
+        kl_in (`str`, defaults to `"loss"`):
+            `"loss"`: `beta * KL` is added to the per-token loss (DeepSeekMath, TRL). `"reward"`: `beta` times the
+            per-sequence sum of the detached estimate is subtracted from each completion's reward before group
+            normalisation (PPO-style); the loss then carries no KL term.
+        supervision (`str`, defaults to `"outcome"`):
+            `"outcome"`: TRL's group-normalised sequence advantage. `"process"`: step rewards from a process reward
+            model, normalised over the group's steps; token advantage = sum of the normalised rewards of the steps
+            ending at or after it (DeepSeekMath section 4.1.3).
+        step_delimiter (`str`, defaults to `"\n\n"`):
+            Separator between reasoning steps under process supervision (the trainer's `step_splitter=` overrides).
+        process_outcome_reward (`str`, defaults to `"last_step"`):
+            Under process supervision, what to do with the outcome reward functions' weighted sum: `"last_step"` adds
+            it to the reward of each completion's last step; `"none"` ignores them (they are still logged).
+        advantage_estimator (`str`, defaults to `"grpo"`):
+            `"grpo"` or `"online_rft"` (DeepSeekMath section 5.2.1: gradient coefficient 1 for completions whose
+            reward marks them correct, 0 otherwise).
+        rft_correct_threshold (`float`, defaults to `1.0`):
+            Under Online RFT, a completion is correct when its weighted outcome reward is `>=` this value.
+    """
+
+    kl_estimator: str = field(
+        default="k3",
+        metadata={"help": "KL estimator: 'k1', 'k2', 'k3' (DeepSeekMath/TRL default) or 'k3+' (k3 value, k2 gradient).",
+                  "choices": list(KL_ESTIMATORS)},
+    )
+    kl_in: str = field(
+        default="loss",
+        metadata={"help": "Where the KL penalty goes: 'loss' (DeepSeekMath/TRL) or 'reward' (PPO-style, subtracted "
+                  "from each completion's reward before group normalisation).", "choices": list(KL_PLACEMENTS)},
+    )
+    supervision: str = field(
+        default="outcome",
+        metadata={"help": "'outcome' (one advantage per completion) or 'process' (per-step rewards from a process "
+                  "reward model).", "choices": list(SUPERVISIONS)},
+    )
+    step_delimiter: str = field(
+        default="\n\n",
+        metadata={"help": "Delimiter between reasoning steps under process supervision."},
+    )
+    process_outcome_reward: str = field(
+        default="last_step",
+        metadata={"help": "Under process supervision: 'last_step' adds the outcome rewards' weighted sum to the last "
+                  "step's reward; 'none' ignores it.", "choices": list(PROCESS_OUTCOME_MODES)},
+    )
+    advantage_estimator: str = field(
+        default="grpo",
+        metadata={"help": "'grpo' (group-normalised) or 'online_rft' (coefficient 1 for correct completions, else 0).",
+                  "choices": list(ADVANTAGE_ESTIMATORS)},
+    )
+    rft_correct_threshold: float = field(
+        default=1.0,
+        metadata={"help": "Online RFT: a completion is correct when its weighted outcome reward is >= this value."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
+        _check_choice("kl_in", self.kl_in, KL_PLACEMENTS)
+        _check_choice("supervision", self.supervision, SUPERVISIONS)
+        _check_choice("process_outcome_reward", self.process_outcome_reward, PROCESS_OUTCOME_MODES)
+        _check_choice("advantage_estimator", self.advantage_estimator, ADVANTAGE_ESTIMATORS)
+        if self.kl_in == "reward" and self.beta == 0.0:
+            raise ValueError(
+                "GRPOConfig: kl_in='reward' needs a KL coefficient, but beta=0.0 (no reference model is loaded). "
+                "Set beta > 0 (DeepSeekMath uses 0.04) or use kl_in='loss'."
+            )
+        if self.supervision == "process" and not self.step_delimiter:
+            raise ValueError("GRPOConfig: step_delimiter must be a non-empty string under supervision='process'.")
+
+    @property
+    def uses_trl_advantages(self) -> bool:
+        """True when TRL's own advantages are used unchanged (outcome supervision, GRPO, KL in the loss)."""
+        return self.supervision == "outcome" and self.advantage_estimator == "grpo" and self.kl_in == "loss"
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"GRPOConfig: unknown {name}={value!r}; expected one of {', '.join(map(repr, choices))}.")

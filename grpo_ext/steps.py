@@ -1,0 +1,93 @@
+r"""Reasoning steps of a completion, and where each step ends in token space.
+
+A completion's text is split into steps (by a delimiter, `"\n\n"` by default, or by a user callable
+`str -> list[str]`). Each step owns its own text and the delimiter that follows it; the last step also owns any
+trailing text and the trailing special tokens (EOS), so that every token up to the end of the completion belongs to
+a step. The end of step j in token space is the first token whose character span reaches the start of step j + 1,
+so a token that straddles a delimiter belongs to the step it closes. An empty completion has no step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+StepSplitter = Callable[[str], list[str]]
+
+
+def split_steps(text: str, delimiter: str = "\n\n") -> list[str]:
+    """Non-empty steps of `text` split on `delimiter`, stripped of surrounding whitespace."""
+    return [piece.strip() for piece in text.split(delimiter) if piece.strip()]
+
+
+def delimiter_splitter(delimiter: str = "\n\n") -> StepSplitter:
+    """A step splitter that splits on `delimiter` (see `split_steps`)."""
+
+    def splitter(text: str) -> list[str]:
+        return split_steps(text, delimiter)
+
+    return splitter
+
+
+def step_char_starts(text: str, steps: Sequence[str]) -> list[int]:
+    """Character offset of each step in `text`, searching left to right; steps must appear in order."""
+    starts, cursor = [], 0
+    for j, step in enumerate(steps):
+        start = text.find(step, cursor)
+        if start < 0:
+            raise ValueError(
+                f"step {j} ({step[:40]!r}) returned by the step splitter is not a substring of the completion "
+                f"after offset {cursor}; a splitter must return pieces of the text, in order"
+            )
+        starts.append(start)
+        cursor = start + len(step)
+    return starts
+
+
+def token_char_ends(token_ids: Sequence[int], tokenizer) -> tuple[str, list[int]]:
+    """Decoded text (special tokens skipped, as TRL decodes completions) and each token's character end in it.
+
+    Uses the fast tokenizer's offsets when re-encoding the text reproduces the generated ids (the usual case);
+    otherwise (a non-canonical tokenization was sampled) falls back to decoding prefixes. Special tokens are
+    zero-width: they end where the previous token ends.
+    """
+    token_ids = list(token_ids)
+    text = tokenizer.decode(token_ids, skip_special_tokens=True)
+    special = set(tokenizer.all_special_ids)
+    kept = [k for k, t in enumerate(token_ids) if t not in special]
+    ends = [0] * len(token_ids)
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True) if kept else None
+    if encoding is not None and list(encoding["input_ids"]) == [token_ids[k] for k in kept]:
+        char_end = {k: offset[1] for k, offset in zip(kept, encoding["offset_mapping"])}
+    else:
+        char_end = {}
+        for k in kept:
+            prefix = tokenizer.decode(token_ids[: k + 1], skip_special_tokens=True)
+            n = 0  # length of the common prefix: a trailing partial UTF-8 character decodes to U+FFFD
+            limit = min(len(prefix), len(text))
+            while n < limit and prefix[n] == text[n]:
+                n += 1
+            char_end[k] = n
+    last = 0
+    for k in range(len(token_ids)):
+        last = max(last, char_end.get(k, last))
+        ends[k] = last
+    return text, ends
+
+
+def locate_steps(token_ids: Sequence[int], tokenizer, splitter: StepSplitter) -> tuple[list[str], list[int]]:
+    """Steps of a generated completion and the index of each step's last token (see the module docstring)."""
+    token_ids = list(token_ids)
+    text, ends = token_char_ends(token_ids, tokenizer)
+    steps = list(splitter(text)) if text else []
+    if not steps:
+        return [], []
+    starts = step_char_starts(text, steps)
+    step_ends = []
+    for j in range(len(steps)):
+        if j == len(steps) - 1:
+            step_ends.append(len(token_ids) - 1)
+            break
+        boundary = starts[j + 1]  # step j owns the characters [starts[j], boundary)
+        token = next(k for k, end in enumerate(ends) if end >= boundary)
+        step_ends.append(token)
+    return steps, step_ends

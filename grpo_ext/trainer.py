@@ -1,0 +1,339 @@
+"""`GRPOTrainer`: TRL's GRPO trainer with DeepSeekMath's KL estimators, process supervision and Online RFT.
+
+The subclass only wires the pure functions of `grpo_ext.kl`, `grpo_ext.advantages` and `grpo_ext.steps` into TRL's
+extension points; with every new option at its default it calls straight through to TRL.
+
+* `_compute_loss`: for a non-k3 estimator (or `kl_in="reward"`) TRL's loss is computed with `beta` set to 0, and
+  `beta * aggregate(per_token_kl)` is added. TRL's aggregation is linear in the per-token loss, so this equals
+  TRL's loss with the estimator swapped. The policy log-probs come from TRL's own forward (captured in
+  `_get_per_token_logps_and_entropies`): no extra forward.
+* `_generate_and_score_completions`: for process supervision, Online RFT and `kl_in="reward"` the advantages TRL
+  computed are replaced by ours, built from the rewards of all processes (captured in `_calculate_rewards`).
+  Process advantages have shape (B, T); TRL's `_compute_loss` accepts them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+from accelerate.utils import gather, gather_object
+from trl import GRPOTrainer as _TRLGRPOTrainer
+
+from .advantages import (
+    normalize_group_step_rewards,
+    online_rft_advantages,
+    outcome_advantages,
+    step_sums,
+    steps_to_token_advantages,
+)
+from .config import GRPOConfig
+from .kl import KL_ESTIMATORS, aggregate_per_token_loss, per_token_kl
+from .steps import delimiter_splitter, locate_steps
+
+logger = logging.getLogger(__name__)
+
+# Values of the new options when a plain `trl.GRPOConfig` is passed: TRL's behaviour.
+_DEFAULTS = {
+    "kl_estimator": "k3",
+    "kl_in": "loss",
+    "supervision": "outcome",
+    "step_delimiter": "\n\n",
+    "process_outcome_reward": "last_step",
+    "advantage_estimator": "grpo",
+    "rft_correct_threshold": 1.0,
+}
+
+
+class GRPOTrainer(_TRLGRPOTrainer):
+    """[`trl.GRPOTrainer`] plus the options of [`grpo_ext.GRPOConfig`].
+
+    Extra keyword arguments:
+        process_reward_model: for `supervision="process"`, a callable `(prompts, steps) -> list[list[float]]`
+            (one score per step; `prompts` as in the dataset, `steps[i]` the steps of completion i), or a Hugging
+            Face token-classification model (then also pass `process_reward_tokenizer`), wrapped in
+            `grpo_ext.reward_models.ProcessRewardModel`. Stored as `self.process_reward_model`, which may be
+            replaced between steps (iterative RL).
+        process_reward_tokenizer: the PRM's tokenizer when `process_reward_model` is a model.
+        step_splitter: a callable `str -> list[str]` returning the steps of a completion, in order, each a
+            substring of it. Defaults to splitting on `args.step_delimiter`.
+    """
+
+    _tag_names = ["trl", "grpo", "grpo_ext"]
+
+    def __init__(
+        self,
+        model,
+        reward_funcs=None,
+        args=None,
+        *trl_args,
+        process_reward_model=None,
+        process_reward_tokenizer=None,
+        step_splitter: Callable[[str], list[str]] | None = None,
+        **trl_kwargs,
+    ):
+        if args is None:  # as TRL does, but with our config so that the new options exist
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = GRPOConfig(f"{str(name).split('/')[-1]}-GRPO")
+        options = {key: getattr(args, key, default) for key, default in _DEFAULTS.items()}
+        _validate(options, args, process_reward_model, step_splitter)
+        self.ext = options
+        super().__init__(model, reward_funcs, args, *trl_args, **trl_kwargs)
+        self.step_splitter = step_splitter or delimiter_splitter(options["step_delimiter"])
+        self.process_reward_model = self._wrap_process_reward_model(process_reward_model, process_reward_tokenizer)
+        self._capture_logps = False
+        self._captured_logps = None
+        self._captured_rewards = None
+
+    # ------------------------------------------------------------------------------------------------ set-up
+
+    def _wrap_process_reward_model(self, prm, tokenizer):
+        if prm is None or not isinstance(prm, torch.nn.Module):
+            return prm
+        if tokenizer is None:
+            raise ValueError(
+                "GRPOTrainer: process_reward_model is a model, so process_reward_tokenizer= is needed to score steps"
+            )
+        from .reward_models import ProcessRewardModel  # lazily: only this path needs it
+
+        prm = prm.to(self.accelerator.device).eval()
+        return ProcessRewardModel(prm, tokenizer, step_separator=self.ext["step_delimiter"])
+
+    @property
+    def _uses_trl_advantages(self) -> bool:
+        ext = self.ext
+        return ext["supervision"] == "outcome" and ext["advantage_estimator"] == "grpo" and ext["kl_in"] == "loss"
+
+    @property
+    def _uses_process_rewards(self) -> bool:
+        return self.ext["supervision"] == "process" and self.ext["advantage_estimator"] == "grpo"
+
+    # ------------------------------------------------------------------------------------------------ loss
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        result = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if self._capture_logps:  # only set around TRL's loss forward in `_compute_loss`
+            self._captured_logps = result[0]
+        return result
+
+    def _compute_loss(self, model, inputs):
+        if self.beta == 0.0:
+            return super()._compute_loss(model, inputs)
+        estimator, kl_in = self.ext["kl_estimator"], self.ext["kl_in"]
+        trl_kl = estimator == "k3" and kl_in == "loss"  # TRL's own term: leave it in TRL's loss
+        beta = self.beta
+        self._capture_logps = True
+        if not trl_kl:
+            self.beta = 0.0
+        try:
+            loss = super()._compute_loss(model, inputs)
+        finally:
+            self.beta = beta
+            self._capture_logps = False
+        logps, self._captured_logps = self._captured_logps, None
+
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        old_logps = inputs.get("old_per_token_logps")
+        old_logps = logps.detach() if old_logps is None else old_logps
+        old_or_none = old_logps if self.args.use_bias_correction_kl else None
+        kl_kwargs = dict(old_logps=old_or_none, mask=mask, importance_sampling_level=self.importance_sampling_level)
+        ref_logps = inputs["ref_per_token_logps"]
+        mode = "train" if self.model.training else "eval"
+
+        if not trl_kl and kl_in == "loss":
+            kl = per_token_kl(logps, ref_logps, estimator, **kl_kwargs)
+            loss = loss + beta * aggregate_per_token_loss(
+                kl,
+                mask,
+                self.loss_type,
+                gradient_accumulation_steps=self.current_gradient_accumulation_steps,
+                max_completion_length=self.max_completion_length,
+                num_items_in_batch=inputs.get("num_items_in_batch"),
+                num_processes=self.accelerator.num_processes,
+                steps_per_generation=self.args.steps_per_generation,
+                training=mode == "train",
+            )
+            self._metrics[mode]["kl"].append(self._global_masked_mean(kl.detach(), mask))
+        # The value of every estimator, beside TRL's `kl` (the one in use); k3+ has k3's value.
+        with torch.no_grad():
+            for name in ("k1", "k2", "k3"):
+                value = per_token_kl(logps.detach(), ref_logps, name, **kl_kwargs)
+                self._metrics[mode][f"kl/{name}"].append(self._global_masked_mean(value, mask))
+        return loss
+
+    def _global_masked_mean(self, x: torch.Tensor, mask: torch.Tensor) -> float:
+        """Token mean over all processes, as TRL's `global_masked_mean` for (B, T) tensors."""
+        x = x.expand_as(mask) if x.shape != mask.shape else x
+        totals = torch.stack([(x * mask).sum(), mask.sum().float()])
+        totals = self.accelerator.reduce(totals, reduction="sum")
+        return (totals[0] / totals[1].clamp(min=1.0)).item()
+
+    # ------------------------------------------------------------------------------------------------ advantages
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._captured_rewards = (prompts, completion_ids_list, rewards_per_func)
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        captured, self._captured_rewards = self._captured_rewards, None
+        if self._uses_trl_advantages:
+            return output
+        prompts, completion_ids_list, rewards_per_func = captured
+        device = self.accelerator.device
+        mode = "train" if self.model.training else "eval"
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        process_slice = slice(
+            self.accelerator.process_index * len(prompts), (self.accelerator.process_index + 1) * len(prompts)
+        )
+        mask = output["completion_mask"]
+        if "tool_mask" in output:
+            mask = mask * output["tool_mask"]
+
+        # Weighted outcome reward of every completion of every process; NaN where no reward function scored it
+        # (TRL's unscorable rows; with no outcome reward function at all every row is NaN).
+        rewards = (rewards_per_func * self.reward_weights.to(device).unsqueeze(0)).nansum(dim=1)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+
+        token_kl = None
+        if self.ext["kl_in"] == "reward":
+            token_kl = self._sampling_kl(output) * mask  # (B, T), detached
+            sequence_kl = gather(token_kl.sum(-1))  # (N,)
+            self._metrics[mode]["kl"].append(self._global_masked_mean(token_kl, mask))
+
+        if self.ext["advantage_estimator"] == "online_rft":
+            advantages = online_rft_advantages(rewards, self.ext["rft_correct_threshold"])
+            self._metrics[mode]["online_rft/frac_correct"].append(advantages.mean().item())
+            if token_kl is not None:
+                advantages = advantages - self.beta * sequence_kl
+            advantages[torch.isnan(rewards)] = 0.0
+            advantages = advantages[process_slice]
+        elif self.ext["supervision"] == "process":
+            advantages = self._process_advantages(
+                prompts, completion_ids_list, rewards, token_kl, group_size, mask.size(1), process_slice, mode
+            )
+            self._metrics[mode]["process/advantage_mean"].append(self._global_masked_mean(advantages, mask))
+        else:  # outcome GRPO with the KL penalty in the reward
+            advantages = outcome_advantages(rewards - self.beta * sequence_kl, group_size, self.scale_rewards)
+            advantages = advantages[process_slice]
+        output["advantages"] = advantages.to(device)
+        return output
+
+    @torch.no_grad()
+    def _sampling_kl(self, output) -> torch.Tensor:
+        """Detached per-token KL estimate at the sampling policy pi_old on the sampled tokens, (B, T).
+
+        Reuses TRL's `old_per_token_logps` when TRL computed them; otherwise this is the one extra (no-grad)
+        policy forward of `kl_in="reward"`.
+        """
+        old_logps = output.get("old_per_token_logps")
+        if old_logps is None:
+            ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+            attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+            old_logps, _, _ = self._get_per_token_logps_and_entropies(
+                self.model, ids, attention, output["completion_ids"].size(1),
+                batch_size=self.args.per_device_train_batch_size if self.model.training
+                else self.args.per_device_eval_batch_size,
+            )
+        return per_token_kl(old_logps, output["ref_per_token_logps"], self.ext["kl_estimator"]).detach()
+
+    def _process_advantages(
+        self, prompts, completion_ids_list, rewards, token_kl, group_size, num_tokens, process_slice, mode
+    ) -> torch.Tensor:
+        """Split, score and normalise steps over the whole group (all processes); return local (B, T) advantages."""
+        steps, step_ends = [], []
+        for ids in completion_ids_list:
+            completion_steps, ends = locate_steps(ids, self._tokenizer, self.step_splitter)
+            steps.append(completion_steps)
+            step_ends.append(ends)
+        step_rewards = self.process_reward_model(prompts, steps)
+        step_rewards = _check_step_rewards(step_rewards, steps)
+        if token_kl is not None:  # PPO-style: each step's reward pays for the KL of its own tokens
+            for i, ends in enumerate(step_ends):
+                step_kl = step_sums(token_kl[i], ends)
+                step_rewards[i] = [r - self.beta * k for r, k in zip(step_rewards[i], step_kl)]
+
+        # Group statistics need every completion of the group, which may live on other processes.
+        all_step_rewards = gather_object(step_rewards)
+        all_step_ends = gather_object(step_ends)
+        if self.ext["process_outcome_reward"] == "last_step":
+            for i, outcome in enumerate(rewards.tolist()):
+                if all_step_rewards[i] and outcome == outcome:  # not NaN
+                    all_step_rewards[i][-1] = all_step_rewards[i][-1] + outcome
+        normalized = normalize_group_step_rewards(all_step_rewards, group_size)
+
+        num_steps = torch.tensor([len(s) for s in all_step_ends], dtype=torch.float32)
+        self._metrics[mode]["process/steps_per_completion"].append(num_steps.mean().item())
+        self._metrics[mode]["process/frac_no_steps"].append((num_steps == 0).float().mean().item())
+        if bool((num_steps == 0).all()):
+            logger.warning(
+                "Process supervision: the step splitter returned no steps for every completion of this batch, so "
+                "every advantage is 0. Check step_delimiter / step_splitter against the model's outputs."
+            )
+        return steps_to_token_advantages(normalized[process_slice], step_ends, num_tokens)
+
+
+def _check_step_rewards(step_rewards, steps) -> list[list[float]]:
+    """Validate the PRM's output shape; None becomes NaN (unscored step)."""
+    if len(step_rewards) != len(steps):
+        raise ValueError(
+            f"process_reward_model returned scores for {len(step_rewards)} completions, expected {len(steps)}"
+        )
+    checked = []
+    for i, (scores, completion_steps) in enumerate(zip(step_rewards, steps)):
+        scores = list(scores)
+        if len(scores) != len(completion_steps):
+            raise ValueError(
+                f"process_reward_model returned {len(scores)} scores for completion {i}, which has "
+                f"{len(completion_steps)} steps"
+            )
+        checked.append([float("nan") if s is None else float(s) for s in scores])
+    return checked
+
+
+def _validate(options: dict, args, process_reward_model, step_splitter) -> None:
+    """Construction-time errors for option combinations that cannot work."""
+    if options["kl_estimator"] not in KL_ESTIMATORS:
+        raise ValueError(
+            f"GRPOTrainer: unknown kl_estimator={options['kl_estimator']!r}; expected one of {', '.join(KL_ESTIMATORS)}"
+        )
+    if options["kl_in"] == "reward" and args.beta == 0.0:
+        raise ValueError("GRPOTrainer: kl_in='reward' with beta=0.0 has no KL to put in the reward; set beta > 0.")
+    non_trl = not (
+        options["supervision"] == "outcome" and options["advantage_estimator"] == "grpo" and options["kl_in"] == "loss"
+    )
+    if non_trl and getattr(args, "multi_objective_aggregation", "sum_then_normalize") != "sum_then_normalize":
+        raise ValueError(
+            "GRPOTrainer: supervision='process', advantage_estimator='online_rft' and kl_in='reward' combine the "
+            "reward functions by their weighted sum; multi_objective_aggregation must be 'sum_then_normalize'."
+        )
+    if options["supervision"] == "process":
+        if options["advantage_estimator"] == "online_rft":
+            logger.warning(
+                "GRPOTrainer: advantage_estimator='online_rft' judges each completion by its outcome reward; the "
+                "process reward model is not consulted under supervision='process'."
+            )
+        elif process_reward_model is None:
+            raise ValueError(
+                "GRPOTrainer: supervision='process' needs process_reward_model= (a callable "
+                "(prompts, steps) -> list[list[float]] or a token-classification model with process_reward_tokenizer=)."
+            )
+        elif not callable(process_reward_model):
+            raise TypeError("GRPOTrainer: process_reward_model must be callable or a torch model")
+    elif process_reward_model is not None:
+        logger.warning("GRPOTrainer: process_reward_model is ignored because supervision='outcome'.")
+    if step_splitter is not None:
+        if not callable(step_splitter):
+            raise TypeError("GRPOTrainer: step_splitter must be a callable str -> list[str]")
+        probe = step_splitter("Step 1: 1 + 1 = 2.\n\nStep 2: 2 * 3 = 6.\n\nThe answer is 6.")
+        if not isinstance(probe, list) or not all(isinstance(s, str) for s in probe):
+            raise TypeError("GRPOTrainer: step_splitter must return a list of str")
+        if not probe:
+            logger.warning(
+                "GRPOTrainer: step_splitter returned no steps for a three-step probe text; if it returns no steps "
+                "for every completion, every process advantage will be 0."
+            )

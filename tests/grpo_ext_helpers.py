@@ -1,0 +1,66 @@
+"""Shared helpers for the grpo_ext trainer tests: one place that builds a tiny, cheap trainer."""
+
+from __future__ import annotations
+
+import torch
+from datasets import Dataset
+
+PROMPTS = ["What is 3 + 4?", "Compute 7 * 2.", "Natalia sold 48 clips.", "What is 1 + 1?"]
+
+
+def digit_reward(completions, **kwargs):
+    """Deterministic outcome reward: the fraction of digits in the completion text, in [0, 1]."""
+    return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
+
+
+def length_parity_reward(completions, **kwargs):
+    """Deterministic 0/1 reward: 1 when the completion has an even number of characters (a 'correct' mark)."""
+    return [float(len(c) % 2 == 0) for c in completions]
+
+
+def step_length_prm(prompts, steps):
+    """A deterministic process reward model: each step scores its length modulo 7, divided by 7."""
+    return [[(len(s) % 7) / 7.0 for s in completion_steps] for completion_steps in steps]
+
+
+def tiny_dataset(n: int = 8) -> Dataset:
+    return Dataset.from_dict({"prompt": [PROMPTS[i % len(PROMPTS)] for i in range(n)]})
+
+
+def make_config(output_dir, config_cls=None, **overrides):
+    if config_cls is None:
+        from grpo_ext import GRPOConfig as config_cls
+    kwargs = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        temperature=1.0,
+        beta=0.04,
+        dataloader_num_workers=0,
+    )
+    kwargs.update(overrides)
+    return config_cls(**kwargs)
+
+
+def make_trainer(model_path, output_dir, trainer_cls=None, config_cls=None, reward_funcs=None, dataset=None,
+                 trainer_kwargs=None, **config_overrides):
+    if trainer_cls is None:
+        from grpo_ext import GRPOTrainer as trainer_cls
+    torch.manual_seed(0)
+    args = make_config(output_dir, config_cls=config_cls, **config_overrides)
+    return trainer_cls(
+        model=model_path,
+        reward_funcs=[digit_reward] if reward_funcs is None else reward_funcs,
+        args=args,
+        train_dataset=tiny_dataset() if dataset is None else dataset,
+        **(trainer_kwargs or {}),
+    )
