@@ -1,1 +1,53 @@
-"""Rule-based math reward functions for TRL's GRPOTrainer."""
+"""Rule-based math reward functions for TRL's GRPOTrainer.
+
+Public API (TRL convention `fn(completions, **kwargs) -> list[float | None]`):
+
+* `accuracy_reward` / `AccuracyReward(...)`: exact, bounded, batched answer checking.
+* `extract_answer`, `extract_gold`, `answers_match`: the pieces it is built from.
+* `format_reward` / `FormatReward`, `soft_overlong_punishment`, `length_penalty_reward`,
+  `reasoning_steps_reward`, `combine_rewards`.
+
+See docs/rewards.md.
+"""
+
+from .accuracy import AccuracyReward, AccuracyRewardConfig, accuracy_reward
+from .equivalence import answers_match, clear_cache, match_many
+from .extraction import completion_text, extract_answer, extract_gold, last_boxed
+from .pool import VerifierPool, get_default_pool
+from .shaping import (
+    CombinedReward,
+    FormatReward,
+    LengthPenaltyReward,
+    ReasoningStepsReward,
+    SoftOverlongPunishment,
+    combine_rewards,
+    format_reward,
+    length_penalty_reward,
+    reasoning_steps_reward,
+    soft_overlong_punishment,
+)
+
+__all__ = [
+    "AccuracyReward",
+    "AccuracyRewardConfig",
+    "CombinedReward",
+    "FormatReward",
+    "LengthPenaltyReward",
+    "ReasoningStepsReward",
+    "SoftOverlongPunishment",
+    "VerifierPool",
+    "accuracy_reward",
+    "answers_match",
+    "clear_cache",
+    "combine_rewards",
+    "completion_text",
+    "extract_answer",
+    "extract_gold",
+    "format_reward",
+    "get_default_pool",
+    "last_boxed",
+    "length_penalty_reward",
+    "match_many",
+    "reasoning_steps_reward",
+    "soft_overlong_punishment",
+]

@@ -1,0 +1,108 @@
+"""`accuracy_reward`: 1.0 when a completion's final answer equals the gold answer, bounded and batched."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from .equivalence import match_many
+from .extraction import completion_text, extract_answer, extract_gold
+from .normalize import parse_number
+
+__all__ = ["AccuracyRewardConfig", "AccuracyReward", "accuracy_reward"]
+
+
+@dataclass
+class AccuracyRewardConfig:
+    timeout: float = field(
+        default=5.0,
+        metadata={"help": "Per-item deadline in seconds for the sympy check; an item over it scores 0.0."},
+    )
+    last_number_fallback: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Use the last number of a completion when it has no \\boxed{}, '####' or 'the answer is'. "
+            "None (default): only when the gold answer is a plain number (GSM8K-style)."
+        },
+    )
+    correct_reward: float = field(default=1.0, metadata={"help": "Reward of a correct answer."})
+    wrong_reward: float = field(default=0.0, metadata={"help": "Reward of a wrong, missing or rejected answer."})
+
+    def __post_init__(self):
+        if not self.timeout > 0:
+            raise ValueError(f"AccuracyRewardConfig.timeout must be positive, got {self.timeout}")
+
+
+def _gold_texts(n: int, solution, answer) -> list:
+    if answer is None and solution is None:
+        raise ValueError(
+            "accuracy_reward needs the gold answer: a dataset column named 'answer' (bare value or GSM8K "
+            "rationale ending in '#### x') or 'solution' (MATH solution with \\boxed{})"
+        )
+    for name, column in (("answer", answer), ("solution", solution)):
+        if column is not None and len(column) != n:
+            raise ValueError(f"accuracy_reward got {n} completions but {len(column)} values in column '{name}'")
+    return [
+        answer[i] if answer is not None and answer[i] is not None else (solution[i] if solution is not None else None)
+        for i in range(n)
+    ]
+
+
+class AccuracyReward:
+    """TRL reward function `fn(completions, solution=None, answer=None, **kwargs) -> list[float | None]`.
+
+    A callable class rather than a closure so it pickles (TRL may send reward functions to other processes).
+    """
+
+    __name__ = "accuracy_reward"
+
+    def __init__(self, config: AccuracyRewardConfig | None = None, **overrides):
+        self.config = config or AccuracyRewardConfig(**overrides)
+        if config is not None and overrides:
+            self.config = AccuracyRewardConfig(**{**asdict(config), **overrides})
+
+    def __call__(
+        self,
+        completions: list,
+        solution: list[str] | None = None,
+        answer: list[str] | None = None,
+        log_extra: Callable[[str, list], None] | None = None,
+        **kwargs,
+    ) -> list[float | None]:
+        cfg = self.config
+        golds = [extract_gold(text) for text in _gold_texts(len(completions), solution, answer)]
+        preds = []
+        for completion, gold in zip(completions, golds):
+            fallback = cfg.last_number_fallback
+            if fallback is None:
+                fallback = gold is not None and parse_number(gold) is not None
+            preds.append(None if gold is None else extract_answer(completion_text(completion), fallback))
+        to_check = [i for i, (p, g) in enumerate(zip(preds, golds)) if p is not None and g is not None]
+        verdicts = match_many([(preds[i], golds[i]) for i in to_check], timeout=cfg.timeout)
+        rewards: list[float | None] = [None if g is None else cfg.wrong_reward for g in golds]
+        for i, ok in zip(to_check, verdicts):
+            rewards[i] = cfg.correct_reward if ok else cfg.wrong_reward
+        if log_extra is not None:
+            log_extra("gold_answer", [g if g is not None else "[unparseable]" for g in golds])
+            log_extra("pred_answer", [p if p is not None else "[none]" for p in preds])
+        return rewards
+
+
+_default = AccuracyReward()
+
+
+def accuracy_reward(
+    completions: list, solution: list[str] | None = None, answer: list[str] | None = None, **kwargs
+) -> list[float | None]:
+    r"""1.0 when a completion's final answer is mathematically equal to the gold answer, else 0.0.
+
+    Gold comes from `answer` when given (a bare value such as `18` or `\frac{14}{3}`, or GSM8K's whole
+    rationale ending in `#### 18`), else from `solution` (GSM8K rationale, or a MATH solution whose last
+    `\boxed{}` holds the answer). The reward is None when no gold answer can be found (TRL ignores it).
+    Completions are strings or conversations. Each item is bounded by a 5 s deadline in any calling
+    context; use `AccuracyReward(timeout=..., ...)` for other settings.
+
+    >>> accuracy_reward([r"so \boxed{\dfrac12}", "It is 18 dollars."], answer=["0.5", "18"])
+    [1.0, 1.0]
+    """
+    return _default(completions, solution=solution, answer=answer, **kwargs)

@@ -1,0 +1,115 @@
+"""Is a predicted answer mathematically equal to the gold? Fast path in-process, sympy in bounded workers.
+
+Order of checks for one (pred, gold) pair of already-extracted answer strings:
+
+1. cache: an LRU of earlier verdicts keyed on the raw (pred, gold) strings;
+2. normalized string equality (`normalize.normalize_answer`): equal -> True;
+3. both plain numbers (`normalize.parse_number`): exact `Fraction` comparison decides, True or False;
+4. pre-checks (`guards.reject_reason`) on the prediction: a pathological answer -> False;
+5. otherwise math-verify `parse` + `verify` in a worker process (`pool.VerifierPool`), bounded by `timeout`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from .guards import reject_reason
+from .normalize import normalize_answer, numbers_equal, parse_number
+from .pool import VerifierPool, get_default_pool
+
+__all__ = ["answers_match", "match_many", "fast_verdict", "clear_cache"]
+
+_CACHE_SIZE = 100_000
+
+
+class _LRUCache:
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        return None
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+_cache = _LRUCache(_CACHE_SIZE)
+
+
+def clear_cache() -> None:
+    """Forget cached verdicts (tests and benchmarks use this to measure cold work)."""
+    _cache.clear()
+
+
+def fast_verdict(pred: str, gold: str, max_chars: int = 1000) -> bool | None:
+    """The verdict when it needs no sympy (string/number fast path or a rejected prediction), else None."""
+    if len(pred) > max_chars:
+        return False
+    if normalize_answer(pred) == normalize_answer(gold):
+        return True
+    pred_number = parse_number(pred)
+    gold_number = parse_number(gold)
+    if pred_number is not None and gold_number is not None:
+        return numbers_equal(pred_number, gold_number)
+    if reject_reason(pred, max_chars=max_chars) or reject_reason(gold, max_chars=max_chars):
+        return False
+    return None
+
+
+def match_many(
+    pairs: list[tuple[str, str]], timeout: float = 5.0, pool: VerifierPool | None = None, use_cache: bool = True
+) -> list[bool]:
+    """`answers_match` over many pairs at once: fast path here, the rest spread over the worker pool."""
+    results: list[bool | None] = [None] * len(pairs)
+    todo: dict[tuple[str, str], list[int]] = {}
+    for i, (pred, gold) in enumerate(pairs):
+        cached = _cache.get((pred, gold)) if use_cache else None
+        if cached is not None:
+            results[i] = cached
+            continue
+        verdict = fast_verdict(pred, gold)
+        if verdict is not None:
+            results[i] = verdict
+            if use_cache:
+                _cache.put((pred, gold), verdict)
+        else:
+            todo.setdefault((pred, gold), []).append(i)  # repeated pairs are verified once
+    if todo:
+        unique = list(todo)
+        verdicts = (pool or get_default_pool()).run(unique, timeout)
+        for pair, verdict in zip(unique, verdicts):
+            if use_cache:
+                _cache.put(pair, verdict)
+            for i in todo[pair]:
+                results[i] = verdict
+    return results  # type: ignore[return-value]
+
+
+def answers_match(pred: str, gold: str, timeout: float = 5.0) -> bool:
+    r"""True when the answer strings `pred` and `gold` are mathematically equal.
+
+    `0.5` vs `\frac12`, `10,080` vs `10080` and `\text{Evelyn}` vs `Evelyn` are decided without sympy;
+    `3\sqrt{13}` vs `\sqrt{117}` or intervals, sets and matrices go to math-verify in a worker process, which
+    is killed if it takes longer than `timeout` seconds (the pair is then not equal). Safe to call from any
+    thread; nothing in the strings is ever executed.
+    """
+    if not isinstance(pred, str) or not isinstance(gold, str):
+        raise TypeError("answers_match takes two strings (use extract_answer / extract_gold first)")
+    if timeout <= 0:
+        raise ValueError(f"timeout must be positive, got {timeout}")
+    return match_many([(pred, gold)], timeout)[0]

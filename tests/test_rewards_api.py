@@ -1,0 +1,186 @@
+"""Public API of `rewards`: extraction, fast-path equivalence, accuracy_reward and the shaping rewards."""
+
+import math
+
+import pytest
+
+import rewards
+from rewards import (
+    accuracy_reward,
+    answers_match,
+    combine_rewards,
+    extract_answer,
+    extract_gold,
+    format_reward,
+    length_penalty_reward,
+    reasoning_steps_reward,
+    soft_overlong_punishment,
+)
+from rewards.normalize import parse_number
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (r"so \boxed{\frac{1}{2}} and done", r"\frac{1}{2}"),
+        (r"first \boxed{1}, finally \boxed{\frac{a}{\sqrt{b^{2}}}}.", r"\frac{a}{\sqrt{b^{2}}}"),
+        (r"\fbox{7}", "7"),
+        (r"\boxed 5 is it", "5"),
+        (r"last box unbalanced \boxed{3} then \boxed{4", "3"),
+        ("She earns 9 * 2 = 18 dollars.\n#### 18", "18"),
+        ("Therefore, the answer is $1,234.50.", "$1,234.50"),
+        ("The final answer is: 42. I hope it is correct.", "42"),
+        ("She has 3 apples, then buys 15 more, so 18 apples.", "18"),
+        ("It costs $1,234.50 in total.", "$1,234.50"),
+        ("no numbers here", None),
+        ("", None),
+    ],
+)
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_extract_answer_without_last_number_fallback():
+    assert extract_answer("so 18 apples", last_number_fallback=False) is None
+    assert extract_answer(r"so \boxed{18}", last_number_fallback=False) == "18"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("18", "18"),
+        (r"\frac{14}{3}", r"\frac{14}{3}"),
+        (r"$\frac{14}{3}$", r"\frac{14}{3}"),
+        ("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18.\n#### 18", "18"),
+        (r"We get $r = 3$, so the answer is $\boxed{\left( 3, \frac{\pi}{2} \right)}.$", r"\left( 3, \frac{\pi}{2} \right)"),
+        ("A long rationale\nwithout any final answer marker", None),
+        ("", None),
+        (None, None),
+        (18, "18"),
+    ],
+)
+def test_extract_gold(text, expected):
+    assert extract_gold(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, value, percent",
+    [
+        ("1,234.50", "2469/2", False),
+        (r"\$18.00", "18", False),
+        ("18 apples", "18", False),
+        (r"-\dfrac34", "-3/4", False),
+        (r"\frac{14}{3}", "14/3", False),
+        ("7/2", "7/2", False),
+        (r"25\%", "25", True),
+        (r"30^\circ", "30", False),
+        ("10,080", "10080", False),
+        ("18.", "18", False),
+    ],
+)
+def test_parse_number_exact(text, value, percent):
+    from fractions import Fraction
+
+    number = parse_number(text)
+    assert number is not None and number.value == Fraction(value) and number.percent == percent
+
+
+@pytest.mark.parametrize("text", ["1,2", "5x", r"2\pi", r"\sqrt{2}", "1/0", "", "1" * 300])
+def test_parse_number_rejects_non_plain(text):
+    assert parse_number(text) is None
+
+
+def test_accuracy_reward_conversational_and_string_and_columns():
+    completions = [
+        [{"role": "assistant", "content": r"Thus \boxed{\dfrac12}."}],
+        [{"role": "assistant", "content": "So she makes 18 dollars."}],
+        "#### 72",
+        r"\boxed{3}",
+    ]
+    rewards_ = accuracy_reward(
+        completions,
+        answer=["0.5", "18", "Natalia sold 48/2 = 24 clips.\n#### 72", None],
+        solution=[None, None, None, r"Hence $\boxed{4}$."],
+    )
+    assert rewards_ == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_accuracy_reward_none_when_gold_unparseable():
+    out = accuracy_reward(["#### 5", "#### 5"], solution=["long\nrationale without marker", "#### 5"])
+    assert out == [None, 1.0]
+
+
+def test_accuracy_reward_errors_are_clear():
+    with pytest.raises(ValueError, match="answer"):
+        accuracy_reward(["1"])
+    with pytest.raises(ValueError, match="column 'answer'"):
+        accuracy_reward(["1", "2"], answer=["1"])
+
+
+def test_last_number_fallback_default_only_for_numeric_gold():
+    # The gold is symbolic, so a stray last number is not taken as the answer.
+    assert extract_answer("x = 2 so 3") == "3"
+    assert accuracy_reward(["I think it is pi/2 roughly 1"], answer=[r"\frac{\pi}{2}"]) == [0.0]
+    assert accuracy_reward(["The total is 18 dollars"], answer=["18"]) == [1.0]
+    strict = rewards.AccuracyReward(last_number_fallback=False)
+    assert strict(["The total is 18 dollars"], answer=["18"]) == [0.0]
+
+
+def test_answers_match_symbolic_goes_to_sympy():
+    assert answers_match(r"3\sqrt{13}", r"\sqrt{117}")
+    assert not answers_match(r"3\sqrt{13}", r"\sqrt{118}")
+
+
+def test_format_reward():
+    assert format_reward([r"so \boxed{3}.", "so 3", r"\boxed{3} " + "x" * 500]) == [1.0, 0.0, 0.0]
+    think = rewards.FormatReward(require_think=True)
+    assert think([r"<think>add</think> \boxed{3}", r"\boxed{3}", r"<think></think>\boxed{3}",
+                  r"<think>a \boxed{3}</think> 3"]) == [1.0, 0.0, 0.0, 0.0]
+    prefilled = rewards.FormatReward(require_think=True, think_prefilled=True)
+    assert prefilled([r"add</think> \boxed{3}"]) == [1.0]
+
+
+def test_soft_overlong_punishment_matches_dapo_formula():
+    # L_max = 10, L_cache = 4: 0 up to 6 tokens, then linear down to -1 at 10, -1 beyond.
+    fn = soft_overlong_punishment(max_completion_len=10, soft_punish_cache=4)
+    ids = [[0] * n for n in (3, 6, 7, 8, 10, 11)]
+    assert fn(["x"] * 6, completion_ids=ids) == [0.0, 0.0, -0.25, -0.5, -1.0, -1.0]
+    with pytest.raises(ValueError, match="completion_ids"):
+        fn(["x"])
+    with pytest.raises(ValueError):
+        soft_overlong_punishment(10, 0)
+
+
+def test_length_penalty_reward_kimi_formula():
+    fn = length_penalty_reward()
+    # One group, lengths 2, 4, 6: lambda = 0.5, 0, -0.5. Wrong answers keep min(0, lambda).
+    completions = [r"\boxed{1}", r"\boxed{1}", r"\boxed{2}"]
+    ids = [[0] * 2, [0] * 4, [0] * 6]
+    out = fn(completions, completion_ids=ids, answer=["1"] * 3, prompts=["p"] * 3)
+    assert out == [0.5, 0.0, -0.5]
+    # Two prompts are separate groups; equal lengths give 0.
+    out = fn(completions[:2], completion_ids=[[0], [0]], answer=["1", "1"], prompts=["a", "b"])
+    assert out == [0.0, 0.0]
+
+
+def test_reasoning_steps_reward():
+    fn = reasoning_steps_reward(target_steps=3)
+    text = "Step 1: add.\nStep 2: multiply.\nStep 3: done."
+    assert fn([text, "First, add. Then, done.", "just 3"]) == [1.0, pytest.approx(2 / 3), 0.0]
+
+
+def test_combine_rewards_weighted_sum_skips_none():
+    def a(completions, **kw):
+        return [1.0, None, None]
+
+    def b(completions, **kw):
+        return [0.5, 2.0, None]
+
+    combined = combine_rewards([a, b], weights=[2.0, -1.0])
+    assert combined(["x", "y", "z"]) == [1.5, -2.0, None]
+    assert combined.__name__ == "a+b"
+    with pytest.raises(ValueError, match="weights"):
+        combine_rewards([a, b], weights=[1.0])
+    total = combine_rewards([accuracy_reward, format_reward], weights=[1.0, 0.1])
+    assert total([r"\boxed{18}"], answer=["18"]) == [pytest.approx(1.1)]
+    assert not math.isnan(total(["18"], answer=["18"])[0])
