@@ -20,6 +20,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -39,6 +40,7 @@ DATASET_ALIASES = {
     "math500": "math500",
     "math-500": "math500",
     MATH500_HUB_ID: "math500",
+    "custom": "custom",
 }
 
 _LEVEL = re.compile(r"^\s*(?:level\s*)?(\d+)\s*$", re.IGNORECASE)
@@ -171,7 +173,36 @@ def map_math_row(row: dict, idx: int, where: str, prompt_kwargs: dict | None = N
     }
 
 
-_MAPPERS = {"gsm8k": map_gsm8k_row, "math": map_math_row, "math500": map_math_row}
+def map_custom_row(
+    row: dict,
+    idx: int,
+    where: str,
+    prompt_kwargs: dict | None = None,
+    question_column: str = "question",
+    answer_column: str = "answer",
+) -> dict:
+    """Any dataset with a question and a gold final answer. A question column that already holds chat messages
+    (a list of `{"role", "content"}` dicts) is used as the prompt unchanged; `solution` is kept when present."""
+    missing = [c for c in (question_column, answer_column) if c not in row]
+    if missing:
+        raise DatasetFormatError(f"{where}: missing column(s) {missing}; the row has {sorted(row)}")
+    question, answer = row[question_column], row[answer_column]
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        answer = str(answer)
+    if not isinstance(answer, str) or not answer.strip():
+        raise DatasetFormatError(f"{where}: column {answer_column!r} must be a non-empty string, got {answer!r}")
+    if isinstance(question, list) and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in question):
+        prompt = question
+    elif isinstance(question, str) and question.strip():
+        prompt = make_prompt(question, **(prompt_kwargs or {}))
+    else:
+        raise DatasetFormatError(
+            f"{where}: column {question_column!r} must be a non-empty string or a list of chat messages"
+        )
+    return {"idx": idx, "prompt": prompt, "answer": answer, "solution": row.get("solution") or answer}
+
+
+_MAPPERS = {"gsm8k": map_gsm8k_row, "math": map_math_row, "math500": map_math_row, "custom": map_custom_row}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -213,11 +244,15 @@ def load_math_dataset(
     instruction: str | None = DEFAULT_INSTRUCTION,
     system_prompt: str | None = None,
     num_few_shot: int = 0,
+    question_column: str = "question",
+    answer_column: str = "answer",
 ):
-    """Load GSM8K, MATH or MATH-500 as prompt/answer/solution rows.
+    """Load GSM8K, MATH, MATH-500 or a custom question/answer dataset as prompt/answer/solution rows.
 
     Args:
-        name: `gsm8k`, `math`, `math500` or one of their hub ids (see `DATASET_ALIASES`).
+        name: `gsm8k`, `math`, `math500` or one of their hub ids (see `DATASET_ALIASES`); `custom` for any other
+            source with a question (or chat-messages) column and a gold-answer column, read from `data_files` or
+            the hub dataset `hub_id`.
         split: hub split (`train`/`test`); ignored with `data_files`.
         data_files: local JSONL file(s) in the hub rows' shape; rows are numbered across files in order.
         limit: keep the first `limit` rows (after mapping; `idx` stays the source position).
@@ -225,6 +260,7 @@ def load_math_dataset(
         instruction, system_prompt: see `make_prompt`.
         num_few_shot: prepend this many worked examples (GSM8K: the first train rows of `openai/gsm8k` or, with
             `data_files`, the first rows of the same files, excluded from the returned set; MATH: likewise).
+        question_column, answer_column: column names for `custom`.
     """
     from datasets import Dataset
 
@@ -246,6 +282,8 @@ def load_math_dataset(
         sources = sources[:limit]
     prompt_kwargs = {"instruction": instruction, "system_prompt": system_prompt, "few_shot": few_shot}
     mapper = _MAPPERS[kind]
+    if kind == "custom":
+        mapper = partial(map_custom_row, question_column=question_column, answer_column=answer_column)
     rows = [mapper(row, offset + i, where, prompt_kwargs) for i, (where, row) in enumerate(sources)]
     if not rows:
         raise DatasetFormatError(f"{data_files or name}: no rows")
@@ -256,6 +294,8 @@ def _few_shot_pair(kind: str, row: dict, where: str) -> tuple[str, str]:
     if kind == "gsm8k":
         _require(row, ("question", "answer"), where)
         return row["question"], gsm8k_rationale_as_boxed(row["answer"])
+    if kind == "custom":
+        raise ValueError("num_few_shot is not supported for custom datasets")
     _require(row, ("problem", "solution"), where)
     return row["problem"], row["solution"]
 
@@ -263,7 +303,11 @@ def _few_shot_pair(kind: str, row: dict, where: str) -> tuple[str, str]:
 def _hub_rows(kind: str, split: str, hub_id: str | None) -> list[tuple[str, dict]]:
     from datasets import load_dataset
 
-    if kind == "gsm8k":
+    if kind == "custom":
+        if hub_id is None:
+            raise ValueError("dataset 'custom' needs data_files (local JSONL) or a hub id")
+        source, config = hub_id, None
+    elif kind == "gsm8k":
         source, config = hub_id or GSM8K_HUB_ID, GSM8K_HUB_CONFIG
     elif kind == "math":
         source, config = hub_id or MATH_HUB_ID, None

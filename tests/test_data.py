@@ -117,3 +117,19 @@ def test_rows_are_numbered_across_files(tmp_path):
     b = write_jsonl(tmp_path / "b.jsonl", [{"question": "q1", "answer": "#### 1"}])
     ds = load_math_dataset("gsm8k", data_files=[a, b])
     assert ds["idx"] == [0, 1] and ds["answer"] == ["0", "1"]
+
+
+def test_custom_dataset_columns(tmp_path):
+    path = write_jsonl(
+        tmp_path / "custom.jsonl",
+        [
+            {"q": "What is 2+3?", "gold": 5},
+            {"q": [{"role": "user", "content": "Chat prompt"}], "gold": "x"},
+        ],
+    )
+    ds = load_math_dataset("custom", data_files=path, question_column="q", answer_column="gold")
+    assert ds["answer"] == ["5", "x"]
+    assert ds[0]["prompt"] == make_prompt("What is 2+3?")
+    assert ds[1]["prompt"] == [{"role": "user", "content": "Chat prompt"}]
+    with pytest.raises(DatasetFormatError, match=r"custom\.jsonl, line 1: missing column\(s\) \['answer'\]"):
+        load_math_dataset("custom", data_files=path, question_column="q")

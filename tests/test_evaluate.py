@@ -1,0 +1,317 @@
+import itertools
+import json
+import math
+
+import pytest
+
+from launch.evaluate import (
+    MathEvalCallback,
+    SamplingParams,
+    TransformersGenerator,
+    main,
+    majority_vote,
+    markdown_table,
+    pass_at_k,
+    summarize,
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pure metrics
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_pass_at_k_hand_worked():
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)  # 1 - C(3,2)/C(4,2)
+    assert pass_at_k(5, 2, 3) == pytest.approx(1 - 1 / 10)  # 1 - C(3,3)/C(5,3)
+    assert pass_at_k(4, 2, 2) == pytest.approx(5 / 6)
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)  # pass@1 = c/n
+    assert pass_at_k(10, 0, 5) == 0.0 and pass_at_k(10, 10, 1) == 1.0
+    assert pass_at_k(4, 2, 3) == 1.0  # fewer than k wrong samples: every k-subset holds a correct one
+    for bad in [(4, 5, 1), (4, 1, 0), (4, 1, 5)]:
+        with pytest.raises(ValueError):
+            pass_at_k(*bad)
+
+
+@pytest.mark.parametrize("n, c, k", [(6, 2, 3), (7, 3, 2), (8, 1, 4), (5, 4, 1)])
+def test_pass_at_k_matches_enumeration_of_subsets(n, c, k):
+    samples = [True] * c + [False] * (n - c)
+    subsets = list(itertools.combinations(samples, k))
+    assert pass_at_k(n, c, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
+    assert pass_at_k(n, c, k) == pytest.approx(1 - math.comb(n - c, k) / math.comb(n, k))
+
+
+def test_majority_vote():
+    assert majority_vote(["3", "4", "4", None]) == 1
+    assert majority_vote(["3", "4"]) == 0  # tie: the group seen first
+    assert majority_vote([None, None]) is None
+    assert majority_vote([None, "7"]) == 1  # no-answer samples do not vote
+    assert majority_vote(["x = 2", "x=2", "3", "3", "3"]) == 2
+    assert majority_vote(["x = 2", "x=2", "3"]) == 0  # whitespace-normalised answers vote together
+
+    def numerically_equal(a, b):
+        return float(a) == float(b)
+
+    # without equivalence "0.5" and ".50" are separate groups and "2" wins the tie with the first seen ("0.5")
+    assert majority_vote(["0.5", "2", "2", ".50"]) == 1
+    assert majority_vote(["0.5", "2", "2", ".50", "0.500"], same=numerically_equal) == 0
+
+
+def test_majority_vote_groups_equivalent_latex_with_rewards():
+    from rewards import answers_match
+
+    assert majority_vote(["1/3", "0.5", "\\frac{1}{2}"], same=lambda a, b: answers_match(a, b)) == 1
+
+
+def test_summarize_and_table():
+    records = [
+        {"corrects": [True, False], "maj": {"1": True, "2": True}, "level": 1},
+        {"corrects": [False, True], "maj": {"1": False, "2": False}, "level": 2},
+    ]
+    metrics = summarize(records, ks=[1, 2])
+    assert metrics == {"count": 2, "pass@1": 0.5, "pass@2": 1.0, "maj@1": 0.5, "maj@2": 0.5}
+    table = markdown_table(
+        {
+            "dataset": "d",
+            "model": "m",
+            "generation": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8, "num_samples": 2},
+            "overall": metrics,
+            "by_level": {"1": summarize(records[:1], [1, 2])},
+        }
+    )
+    assert "| group | problems | pass@1 | pass@2 | maj@1 | maj@2 |" in table
+    assert "| all | 2 | 50.0 | 100.0 | 50.0 | 50.0 |" in table and "| level 1 | 1 | 50.0 | 100.0 | 100.0 | 100.0 |" in table
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Scripted generator: answers are known, so accuracies are computed by hand
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def render_last_user_turn(messages):
+    return messages[-1]["content"]
+
+
+class ScriptedGenerator:
+    """Returns fixed completions per prompt (looked up by the question text) and records what it was asked."""
+
+    def __init__(self, by_question, fail_after_calls=None):
+        self.by_question = by_question
+        self.asked = []
+        self.fail_after_calls = fail_after_calls
+
+    def generate(self, prompts, n, params):
+        if self.fail_after_calls is not None and len(self.asked) >= self.fail_after_calls:
+            raise KeyboardInterrupt("simulated crash")
+        self.asked.append(list(prompts))
+        out = []
+        for prompt in prompts:
+            question = prompt.split("\n")[0]
+            completions = self.by_question[question]
+            assert len(completions) == n
+            out.append(completions)
+        return out
+
+
+def read_rows(path, n=8):
+    with open(path) as handle:
+        return [json.loads(line) for line in itertools.islice(handle, n)]
+
+
+def gsm8k_golds(shared_data):
+    return [(r["question"].split("\n")[0], r["answer"].split("####")[-1].strip()) for r in read_rows(shared_data / "gsm8k" / "test.jsonl")]
+
+
+def eval_args(data_files, out, *extra):
+    return ["--data_files", str(data_files), "--limit", "8", "--output_dir", str(out), "--save_every", "3", *extra]
+
+
+def test_greedy_gsm8k_exact_accuracy(shared_data, tmp_path):
+    golds = gsm8k_golds(shared_data)
+    by_question = {}
+    for i, (question, gold) in enumerate(golds):
+        if i == 4:
+            completion = f"She pays {gold} dollars in total."  # no \boxed: the last-number fallback finds it
+        elif i % 2 == 0:
+            completion = f"Step by step... so the answer is \\boxed{{{gold}}}."
+        elif i == 7:
+            completion = "I cannot solve this."  # no answer at all
+        else:
+            completion = f"The answer is \\boxed{{{int(gold) + 1}}}."
+        by_question[question] = [completion]
+    out = tmp_path / "gsm8k"
+    summary = main(
+        eval_args(shared_data / "gsm8k" / "test.jsonl", out, "--dataset_name", "gsm8k"),
+        generator=ScriptedGenerator(by_question),
+        render=render_last_user_turn,
+    )
+    assert summary["overall"] == {"count": 8, "pass@1": 4 / 8}
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [r["idx"] for r in records] == list(range(8))
+    assert [r["correct"] for r in records] == [True, False, True, False, True, False, True, False]
+    assert records[4]["extracted_answer"] == "20" and records[7]["extracted_answer"] is None
+    assert records[1]["gold"] == "3" and records[1]["extracted_answer"] == "4"
+    assert set(records[0]) >= {"prompt", "completion", "extracted_answer", "gold", "correct"}
+    assert json.loads((out / "summary.json").read_text())["overall"]["pass@1"] == 0.5
+    assert "| all | 8 | 50.0 |" in (out / "summary.md").read_text()
+
+
+def test_greedy_math500_exact_accuracy_per_level_and_subject(shared_data, tmp_path):
+    rows = read_rows(shared_data / "math500" / "test.jsonl")
+    by_question = {}
+    for i, row in enumerate(rows):
+        gold = row["answer"]
+        if i == 2:
+            gold = "\\dfrac{14}{3}"  # equivalent form of \frac{14}{3}
+        answer = gold if i % 2 == 0 else "12345"
+        by_question[row["problem"].split("\n")[0]] = [f"Reasoning.\nThe final answer is $\\boxed{{{answer}}}$."]
+    out = tmp_path / "math500"
+    summary = main(
+        eval_args(shared_data / "math500" / "test.jsonl", out, "--dataset_name", "math500"),
+        generator=ScriptedGenerator(by_question),
+        render=render_last_user_turn,
+    )
+    # levels of rows 0-7: 2 5 3 3 2 2 3 4; rows 0, 2, 4, 6 are correct
+    assert summary["overall"] == {"count": 8, "pass@1": 0.5}
+    assert {k: (v["count"], v["pass@1"]) for k, v in summary["by_level"].items()} == {
+        "2": (3, 2 / 3),
+        "3": (3, 2 / 3),
+        "4": (1, 0.0),
+        "5": (1, 0.0),
+    }
+    assert {k: (v["count"], v["pass@1"]) for k, v in summary["by_subject"].items()} == {
+        "Algebra": (2, 1.0),
+        "Intermediate Algebra": (1, 0.0),
+        "Number Theory": (2, 0.5),
+        "Prealgebra": (1, 0.0),
+        "Precalculus": (2, 0.5),
+    }
+    assert "| level 2 | 3 | 66.7 |" in (out / "summary.md").read_text()
+
+
+def test_sampling_pass_at_k_and_maj_at_k_exact(shared_data, tmp_path):
+    golds = gsm8k_golds(shared_data)
+    by_question = {}
+    for i, (question, gold) in enumerate(golds):
+        g, w1, w2, none = (f"\\boxed{{{gold}}}", f"\\boxed{{{int(gold) + 1}}}", f"\\boxed{{{int(gold) + 2}}}", "no idea")
+        patterns = {
+            0: [g, g, g, g],
+            1: [w1, w1, w1, w1],
+            2: [g, w1, w1, none],
+            3: [w1, g, g, w2],
+            4: [none, none, none, g],
+        }
+        by_question[question] = patterns.get(i, [w1, w2, w1, g])
+    summary = main(
+        eval_args(shared_data / "gsm8k" / "test.jsonl", tmp_path / "s", "--temperature", "0.7", "--num_samples", "4")
+        + ["--k", "1", "2", "4"],
+        generator=ScriptedGenerator(by_question),
+        render=render_last_user_turn,
+    )
+    # per problem (c of 4): 4, 0, 1, 2, 1, 1, 1, 1
+    expected = {
+        "count": 8,
+        "pass@1": (1 + 0 + 0.25 + 0.5 + 0.25 + 3 * 0.25) / 8,
+        "pass@2": (1 + 0 + 0.5 + 5 / 6 + 0.5 + 3 * 0.5) / 8,
+        "pass@4": (1 + 0 + 1 + 1 + 1 + 3 * 1) / 8,
+        "maj@1": 2 / 8,  # first sample correct: problems 0 and 2
+        "maj@2": 2 / 8,  # ties go to the first answer seen: 0 and 2
+        "maj@4": 3 / 8,  # problem 0, 3 (g twice), 4 (g the only vote)
+    }
+    assert summary["overall"].keys() == expected.keys()
+    for key, value in expected.items():
+        assert summary["overall"][key] == pytest.approx(value), key
+
+
+def test_resume_continues_a_partial_run(shared_data, tmp_path):
+    golds = gsm8k_golds(shared_data)
+    by_question = {q: [f"\\boxed{{{g}}}" if i < 3 else "\\boxed{0}"] for i, (q, g) in enumerate(golds)}
+    out = tmp_path / "resume"
+    args = eval_args(shared_data / "gsm8k" / "test.jsonl", out)
+    crashing = ScriptedGenerator(by_question, fail_after_calls=2)  # save_every 3: two chunks (6 rows) then a crash
+    with pytest.raises(KeyboardInterrupt):
+        main(args, generator=crashing, render=render_last_user_turn)
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 6
+    with pytest.raises(FileExistsError, match="--resume"):
+        main(args, generator=ScriptedGenerator(by_question), render=render_last_user_turn)
+    with pytest.raises(ValueError, match="different settings"):
+        main(args + ["--resume", "--max_new_tokens", "7"], generator=ScriptedGenerator(by_question), render=render_last_user_turn)
+    resumed = ScriptedGenerator(by_question)
+    summary = main(args + ["--resume"], generator=resumed, render=render_last_user_turn)
+    assert [p.split("\n")[0] for batch in resumed.asked for p in batch] == [q for q, _ in golds[6:]]
+    assert summary["overall"] == {"count": 8, "pass@1": 3 / 8}
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert sorted(r["idx"] for r in records) == list(range(8))
+
+
+def test_bad_options_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="not used by the HfArgumentParser.*--num_sample"):
+        main(["--num_sample", "4"])
+    config = tmp_path / "c.yaml"
+    config.write_text("dataset_name: gsm8k\ntemprature: 0.5\n")
+    with pytest.raises(ValueError, match="temprature"):
+        main(["--config", str(config)])
+    with pytest.raises(ValueError, match="needs sampling"):
+        main(["--num_samples", "4", "--k", "1"])
+    with pytest.raises(ValueError, match="k values"):
+        main(["--num_samples", "4", "--temperature", "1", "--k", "8"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Real backend on the tiny model
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_transformers_backend_end_to_end_with_resume(shared_data, tiny_model_path, tmp_path):
+    out = tmp_path / "tiny"
+    common = ["--model_name_or_path", tiny_model_path, "--data_files", str(shared_data / "gsm8k" / "test.jsonl")]
+    common += ["--output_dir", str(out), "--max_new_tokens", "6", "--batch_size", "3", "--save_every", "4"]
+    first = main(common + ["--limit", "4"])
+    assert first["overall"]["count"] == 4
+    second = main(common + ["--limit", "6", "--resume"])
+    assert second["overall"]["count"] == 6
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [r["idx"] for r in records] == list(range(6))
+    assert all(r["prompt"].endswith("<|im_start|>assistant\n") for r in records)
+    assert all(isinstance(r["completion"], str) and isinstance(r["correct"], bool) for r in records)
+    assert second["overall"]["pass@1"] == sum(r["correct"] for r in records) / 6
+    assert (out / "summary.md").exists()
+
+
+def test_transformers_generator_batching_matches_one_by_one(tiny_model_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        for q in ("1+1?", "Natalia sold clips to 48 of her friends in April. How many?", "x^2 = 4, x = ?")
+    ]
+    params = SamplingParams(max_new_tokens=5)
+    batched = TransformersGenerator.from_pretrained(tiny_model_path, batch_size=3, dtype="float32")
+    single = TransformersGenerator(batched.model, tokenizer, batch_size=1)
+    assert batched.generate(prompts, 1, params) == single.generate(prompts, 1, params)
+    sampled = batched.generate(prompts, 2, SamplingParams(temperature=1.0, max_new_tokens=5))
+    assert [len(s) for s in sampled] == [2, 2, 2]
+
+
+def test_eval_callback_logs_accuracy_during_training(shared_data, tiny_model_path, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+    from grpo_ext.data import load_math_dataset
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    ids = tokenizer("1 + 1 = 2")["input_ids"]
+    train = Dataset.from_list([{"input_ids": ids, "labels": ids}] * 4)
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, report_to=[], use_cpu=True,
+        logging_steps=100, save_strategy="no",
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
+    problems = load_math_dataset("gsm8k", data_files=str(shared_data / "gsm8k" / "test.jsonl"), limit=3)
+    trainer.add_callback(MathEvalCallback(trainer, problems, eval_steps=1, max_new_tokens=4))
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "math_eval/accuracy" in entry]
+    assert [entry["step"] for entry in logged] == [1, 2]
+    assert all(entry["math_eval/count"] == 3 and 0 <= entry["math_eval/accuracy"] <= 1 for entry in logged)
