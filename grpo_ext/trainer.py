@@ -117,11 +117,15 @@ class GRPOTrainer(_TRLGRPOTrainer):
             self._captured_logps = result[0]
         return result
 
+    def _kl_is_trls(self) -> bool:
+        """k3 in the loss is TRL's own KL term: leave it inside TRL's loss."""
+        return self.ext["kl_estimator"] == "k3" and self.ext["kl_in"] == "loss"
+
     def _compute_loss(self, model, inputs):
         if self.beta == 0.0:
             return super()._compute_loss(model, inputs)
         estimator, kl_in = self.ext["kl_estimator"], self.ext["kl_in"]
-        trl_kl = estimator == "k3" and kl_in == "loss"  # TRL's own term: leave it in TRL's loss
+        trl_kl = self._kl_is_trls()
         beta = self.beta
         self._capture_logps = True
         if not trl_kl:
