@@ -1,0 +1,547 @@
+"""Iterative RL (DeepSeekMath, arXiv 2402.03300, section 4.1.3): refresh the reward model on fresh policy
+samples with 10% replay of historical data, and reset the reference model to the current policy.
+
+Pieces, from pure to wired:
+
+* `training_mix(new_rows, buffer, replay_ratio, rng)`: the RM's training data for one iteration;
+* `ReplayBuffer`: every earlier iteration's labelled rows (checkpointed);
+* `RewardModelRefresher`: records rollouts, labels them, trains the RM in place, keeps all processes equal;
+* `reset_reference(ref_model, policy_model)`: reference <- policy;
+* `IterativeRLCallback`: a `transformers.TrainerCallback` that fires the refresh every
+  `reward_model_refresh_steps` optimizer steps and saves/restores the refresher with TRL's checkpoints;
+* `IterativeRLConfig`: the options, as a dataclass mixin for `GRPOConfig`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from .labelling import (
+    LabellingCost,
+    Scorer,
+    TransformersContinuationSampler,
+    accuracy_scorer,
+    math_shepherd_labels_batch,
+    orm_labels,
+)
+from .reward_models import (
+    DEFAULT_STEP_SEPARATOR,
+    completion_text,
+    evaluate_reward_model,
+    make_collate,
+    orm_text,
+    prompt_text,
+    split_steps,
+    train_reward_model,
+    unwrap_reward_model,
+)
+
+logger = logging.getLogger(__name__)
+
+STATE_DIR_NAME = "iterative_rl"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class IterativeRLConfig:
+    """Iterative-RL options. Meant to be mixed into `GRPOConfig`: `class GRPOConfig(IterativeRLConfig, trl.GRPOConfig)`."""
+
+    reward_model_refresh_steps: int = field(
+        default=0,
+        metadata={"help": "Refresh the reward model every this many optimizer steps (one iteration); 0 disables "
+                  "iterative RL."},
+    )
+    replay_ratio: float = field(
+        default=0.1,
+        metadata={"help": "Fraction of the reward model's training mix drawn from the replay buffer of earlier "
+                  "iterations (DeepSeekMath: 0.1). Must be in [0, 1)."},
+    )
+    reward_model_train_epochs: float = field(
+        default=1.0, metadata={"help": "Epochs over the training mix at each refresh."}
+    )
+    reward_model_train_steps: int = field(
+        default=0, metadata={"help": "If > 0, number of reward-model optimizer steps per refresh (overrides epochs)."}
+    )
+    reward_model_learning_rate: float = field(
+        default=2e-6, metadata={"help": "AdamW learning rate of the reward model during refreshes."}
+    )
+    reward_model_batch_size: int = field(
+        default=8, metadata={"help": "Per-step batch size of reward-model training at a refresh (every process)."}
+    )
+    reward_model_max_length: int | None = field(
+        default=None, metadata={"help": "Truncate reward-model training inputs to this many tokens (None: no cut)."}
+    )
+    reset_ref_on_refresh: bool = field(
+        default=True,
+        metadata={"help": "Reset the reference model to the current policy at every refresh. With PEFT the "
+                  "reference is the adapter-disabled base model and is left unchanged."},
+    )
+    rm_label_mode: str = field(
+        default="hard",
+        metadata={"help": "PRM step labels (Math-Shepherd): 'hard' = a step is good if any of k continuations "
+                  "reaches the gold answer; 'soft' = the fraction that does.", "choices": ["hard", "soft"]},
+    )
+    rm_label_num_continuations: int = field(
+        default=8, metadata={"help": "k, continuations sampled from every step prefix to label PRM steps."}
+    )
+    rm_label_max_new_tokens: int = field(
+        default=512, metadata={"help": "Maximum new tokens of each labelling continuation."}
+    )
+    rm_gold_column: str = field(
+        default="answer", metadata={"help": "Dataset column holding the gold answer used to label rollouts."}
+    )
+    rm_offload_policy_optimizer: bool = field(
+        default=False,
+        metadata={"help": "Move the policy optimizer's state to CPU while the reward model trains, and back after."},
+    )
+
+    def __post_init__(self):
+        if self.reward_model_refresh_steps < 0:
+            raise ValueError(f"reward_model_refresh_steps must be >= 0, got {self.reward_model_refresh_steps}")
+        if not 0.0 <= self.replay_ratio < 1.0:
+            raise ValueError(f"replay_ratio must be in [0, 1), got {self.replay_ratio}")
+        if self.rm_label_mode not in ("hard", "soft"):
+            raise ValueError(f"rm_label_mode must be 'hard' or 'soft', got {self.rm_label_mode!r}")
+        if self.rm_label_num_continuations < 1:
+            raise ValueError(f"rm_label_num_continuations must be >= 1, got {self.rm_label_num_continuations}")
+        if self.reward_model_batch_size < 1:
+            raise ValueError(f"reward_model_batch_size must be >= 1, got {self.reward_model_batch_size}")
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            parent()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Replay
+# --------------------------------------------------------------------------------------------------------------
+
+
+def num_replay_rows(num_new: int, buffer_size: int, replay_ratio: float) -> int:
+    """Replay rows so that replay is `replay_ratio` of the mix: r / (n + r) = rho gives
+    r = round(rho / (1 - rho) * n), capped by the buffer size."""
+    if not 0.0 <= replay_ratio < 1.0:
+        raise ValueError(f"replay_ratio must be in [0, 1), got {replay_ratio}")
+    return min(buffer_size, int(math.floor(replay_ratio / (1.0 - replay_ratio) * num_new + 0.5)))
+
+
+class ReplayBuffer:
+    """All labelled reward-model rows of earlier iterations (JSON-serialisable dicts), in insertion order."""
+
+    FILE_NAME = "replay_buffer.jsonl"
+
+    def __init__(self, rows: Sequence[dict] | None = None):
+        self.rows: list[dict] = list(rows or [])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def extend(self, rows: Sequence[dict]) -> None:
+        self.rows.extend(rows)
+
+    def sample(self, n: int, rng: random.Random) -> list[dict]:
+        """n rows drawn uniformly without replacement (n is capped by the buffer size)."""
+        return rng.sample(self.rows, min(n, len(self.rows)))
+
+    def state_dict(self) -> dict:
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state["rows"])
+
+    def save(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        _write_jsonl(os.path.join(directory, self.FILE_NAME), self.rows)
+
+    @classmethod
+    def load(cls, directory: str) -> "ReplayBuffer":
+        return cls(_read_jsonl(os.path.join(directory, cls.FILE_NAME)))
+
+
+def training_mix(new_rows: Sequence[dict], buffer: ReplayBuffer, replay_ratio: float, rng: random.Random):
+    """New rows plus `num_replay_rows(len(new_rows), len(buffer), replay_ratio)` rows sampled from the buffer,
+    shuffled with `rng`. Returns (mix, number of replayed rows)."""
+    replay = buffer.sample(num_replay_rows(len(new_rows), len(buffer), replay_ratio), rng)
+    mix = list(new_rows) + replay
+    rng.shuffle(mix)
+    return mix, len(replay)
+
+
+def _write_jsonl(path: str, rows: Sequence[dict]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reference reset and optimizer offload
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _unwrap(model):
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    return model
+
+
+def reset_reference(ref_model, policy_model) -> bool:
+    """Copy the policy's parameters into the reference model (reuses TRL's `SyncRefModelCallback` with alpha=1,
+    which also gathers ZeRO-3 shards). Returns False, doing nothing, when there is no separate reference:
+    `ref_model is None` (beta = 0, or PEFT where the reference is the adapter-disabled base model; the base stays
+    the reference unless the user merges the adapter)."""
+    if ref_model is None:
+        return False
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    policy, ref = _unwrap(policy_model), _unwrap(ref_model)
+    if hasattr(policy, "peft_config"):
+        raise ValueError("the policy is a PEFT model: its reference is the adapter-disabled base, pass ref_model=None")
+    with torch.no_grad():
+        if is_deepspeed_zero3_enabled():  # TRL's helper gathers the shards; alpha=1: ref <- 0 * ref + policy
+            from trl.trainer.callbacks import SyncRefModelCallback
+
+            SyncRefModelCallback.sync_target_model(policy, ref, alpha=1.0)
+        else:
+            for ref_p, p in zip(ref.parameters(), policy.parameters(), strict=True):
+                ref_p.data.copy_(p.data)
+    return True
+
+
+def move_optimizer_state(optimizer, device) -> None:
+    """Move every tensor of an optimizer's state (e.g. Adam moments) to `device`, in place."""
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                state[key] = value.to(device, non_blocking=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Refresher
+# --------------------------------------------------------------------------------------------------------------
+
+
+class RewardModelRefresher:
+    """Turns the rollouts of an iteration into RM training data and trains the RM on them plus replay.
+
+    Args:
+        reward_model: the object the trainer scores with: an ORM `PreTrainedModel` (as in `reward_funcs`, possibly
+            accelerate-prepared) or a `ProcessRewardModel`. Its parameters are updated in place, so the trainer
+            needs no swap.
+        tokenizer: the RM's tokenizer.
+        kind: "orm" or "prm".
+        args: an `IterativeRLConfig` (or a GRPOConfig that inherits it).
+        scorer: `(completions, golds) -> list[float | None]`; defaults to `rewards.accuracy_reward`.
+        continuation_sampler_factory: `policy_model -> generate(prefixes, k)` for PRM labels; defaults to
+            `TransformersContinuationSampler` on the policy.
+        step_splitter: completion text -> steps (PRM); defaults to splitting at the PRM's step separator.
+        accelerator: an `accelerate.Accelerator` for multi-process runs (None: single process).
+        seed: base seed; iteration t uses seed + t for the replay draw and the RM's data order.
+    """
+
+    def __init__(
+        self,
+        reward_model,
+        tokenizer,
+        kind: str,
+        args: IterativeRLConfig,
+        scorer: Scorer | None = None,
+        continuation_sampler_factory: Callable[[Any], Callable] | None = None,
+        step_splitter: Callable[[str], list[str]] | None = None,
+        accelerator=None,
+        seed: int = 0,
+    ):
+        if kind not in ("orm", "prm"):
+            raise ValueError(f"kind must be 'orm' or 'prm', got {kind!r}")
+        self.reward_model = reward_model
+        self.model = unwrap_reward_model(reward_model)
+        self.tokenizer = tokenizer
+        self.kind = kind
+        self.args = args
+        self.scorer = scorer or accuracy_scorer
+        self.step_separator = getattr(reward_model, "step_separator", DEFAULT_STEP_SEPARATOR)
+        self.step_splitter = step_splitter or (lambda text: split_steps(text, self.step_separator))
+        self.continuation_sampler_factory = continuation_sampler_factory or (
+            lambda policy: TransformersContinuationSampler(
+                policy, tokenizer, max_new_tokens=args.rm_label_max_new_tokens
+            )
+        )
+        self.accelerator = accelerator
+        self.seed = seed
+        self.collate = make_collate(kind, tokenizer, self.step_separator, args.reward_model_max_length)
+        self.buffer = ReplayBuffer()
+        self.pending: list[dict] = []  # this process's rollouts since the last refresh
+        self.iteration = 0
+        self.last_refresh_step = 0
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._optimizer_state: dict | None = None  # loaded before the optimizer exists
+        self.last_metrics: dict[str, float] = {}
+
+    # -- recording ------------------------------------------------------------------------------------------
+
+    def record(self, prompts: Sequence, completions: Sequence, golds: Sequence) -> None:
+        """Keep this process's rollouts (call after each generation); they are labelled at the next refresh."""
+        if not (len(prompts) == len(completions) == len(golds)):
+            raise ValueError(f"lengths differ: {len(prompts)} prompts, {len(completions)} completions, {len(golds)} golds")
+        for p, c, g in zip(prompts, completions, golds):
+            self.pending.append({"prompt": p, "completion": completion_text(c), "gold": str(g)})
+
+    def record_from_inputs(self, inputs: Sequence[dict], prompts: Sequence, completions: Sequence) -> None:
+        """`record` with the golds read from the trainer's input rows (column `args.rm_gold_column`)."""
+        column = self.args.rm_gold_column
+        missing = [i for i, row in enumerate(inputs) if column not in row]
+        if missing:
+            raise KeyError(f"rm_gold_column {column!r} missing from input row {missing[0]} (keys: {sorted(inputs[0])})")
+        self.record(prompts, completions, [row[column] for row in inputs])
+
+    def should_refresh(self, global_step: int) -> bool:
+        n = self.args.reward_model_refresh_steps
+        return n > 0 and global_step > 0 and global_step % n == 0 and global_step != self.last_refresh_step
+
+    # -- labelling ------------------------------------------------------------------------------------------
+
+    def label(self, rollouts: Sequence[dict], policy_model=None) -> tuple[list[dict], LabellingCost]:
+        """Labelled RM rows from rollouts `{"prompt", "completion", "gold"}`."""
+        if not rollouts:
+            return [], LabellingCost()
+        if self.kind == "orm":
+            labels, cost = orm_labels(
+                [r["prompt"] for r in rollouts], [r["completion"] for r in rollouts], [r["gold"] for r in rollouts],
+                self.scorer,
+            )
+            rows = [
+                {"text": orm_text(r["prompt"], r["completion"], self.tokenizer), "label": y}
+                for r, y in zip(rollouts, labels)
+            ]
+            return rows, cost
+        examples = []
+        for r in rollouts:
+            steps = self.step_splitter(r["completion"])
+            if steps:  # an empty completion has no step to label
+                examples.append((prompt_text(r["prompt"], self.tokenizer), steps, r["gold"]))
+        if policy_model is None and any(len(s) > 1 for _, s, _ in examples):
+            raise ValueError("PRM labelling needs the policy model to sample continuations (refresh(policy_model=...))")
+        sampler = self.continuation_sampler_factory(_unwrap(policy_model)) if policy_model is not None else None
+        labels, cost = math_shepherd_labels_batch(
+            examples, sampler, k=self.args.rm_label_num_continuations, mode=self.args.rm_label_mode,
+            scorer=self.scorer, separator=self.step_separator,
+        )
+        rows = [{"prompt": p, "steps": list(s), "labels": y} for (p, s, _), y in zip(examples, labels)]
+        return rows, cost
+
+    # -- refresh --------------------------------------------------------------------------------------------
+
+    def _get_optimizer(self) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.args.reward_model_learning_rate)
+            if self._optimizer_state is not None:
+                self.optimizer.load_state_dict(self._optimizer_state)
+                self._optimizer_state = None
+        return self.optimizer
+
+    def _gather(self, rows: list[dict]) -> list[dict]:
+        """Every process's rows, concatenated in rank order (identical on all processes)."""
+        if self.accelerator is None or self.accelerator.num_processes == 1:
+            return rows
+        from accelerate.utils import gather_object
+
+        return [row for part in gather_object([rows]) for row in part]
+
+    def _broadcast_weights(self) -> None:
+        """Make every process hold rank 0's RM weights (training is already identical; this removes any
+        kernel-level nondeterminism)."""
+        if self.accelerator is None or self.accelerator.num_processes == 1:
+            return
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for p in self.model.parameters():
+                dist.broadcast(p.data, src=0)
+
+    def refresh(self, policy_model=None, global_step: int | None = None) -> dict[str, float]:
+        """One iteration's RM update. Every process must call it at the same step. Steps:
+        label this process's rollouts; gather all processes' rows; draw the mix (new + replay, same seed on every
+        process); evaluate, train, evaluate on the new rows; broadcast rank 0's weights; append the new rows to
+        the buffer. Returns metrics (prefix `rm/`)."""
+        start = time.perf_counter()
+        local_rows, cost = self.label(self.pending, policy_model)
+        new_rows = self._gather(local_rows)
+        if self.accelerator is not None and self.accelerator.num_processes > 1:
+            total = LabellingCost()
+            for part in self._gather([cost]):
+                total += part
+            cost = total
+        rng = random.Random(self.seed + self.iteration)
+        mix, n_replay = training_mix(new_rows, self.buffer, self.args.replay_ratio, rng)
+        before = evaluate_reward_model(self.model, self.collate, new_rows, self.args.reward_model_batch_size)
+        train_start = time.perf_counter()
+        losses = train_reward_model(
+            self.model, self.collate, mix, self._get_optimizer(),
+            num_epochs=self.args.reward_model_train_epochs, max_steps=self.args.reward_model_train_steps,
+            batch_size=self.args.reward_model_batch_size, seed=self.seed + self.iteration,
+        )
+        self._broadcast_weights()
+        train_seconds = time.perf_counter() - train_start
+        after = evaluate_reward_model(self.model, self.collate, new_rows, self.args.reward_model_batch_size)
+        self.buffer.extend(new_rows)
+        self.pending = []
+        self.iteration += 1
+        if global_step is not None:
+            self.last_refresh_step = global_step
+        self.last_metrics = {
+            "rm/iteration": float(self.iteration),
+            "rm/num_new_rows": float(len(new_rows)),
+            "rm/num_replay_rows": float(n_replay),
+            "rm/replay_fraction": n_replay / len(mix) if mix else 0.0,
+            "rm/buffer_size": float(len(self.buffer)),
+            "rm/train_steps": float(len(losses)),
+            "rm/loss_before": before["loss"],
+            "rm/accuracy_before": before["accuracy"],
+            "rm/loss_after": after["loss"],
+            "rm/accuracy_after": after["accuracy"],
+            "rm/train_seconds": train_seconds,
+            "rm/refresh_seconds": time.perf_counter() - start,
+            **cost.as_metrics(),
+        }
+        return self.last_metrics
+
+    # -- checkpointing --------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything the next refresh depends on except the per-process rollouts (see `save`)."""
+        optimizer = self.optimizer.state_dict() if self.optimizer is not None else self._optimizer_state
+        return {
+            "iteration": self.iteration,
+            "last_refresh_step": self.last_refresh_step,
+            "seed": self.seed,
+            "buffer": self.buffer.state_dict(),
+            "reward_model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": optimizer,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.iteration = state["iteration"]
+        self.last_refresh_step = state["last_refresh_step"]
+        self.seed = state["seed"]
+        self.buffer.load_state_dict(state["buffer"])
+        self.model.load_state_dict(state["reward_model"])  # in place: the trainer's object keeps scoring
+        self.optimizer = None
+        self._optimizer_state = state["optimizer"]
+        if state["optimizer"] is not None:
+            self._get_optimizer()
+
+    def _rank(self) -> tuple[int, int]:
+        if self.accelerator is None:
+            return 0, 1
+        return self.accelerator.process_index, self.accelerator.num_processes
+
+    def save(self, directory: str) -> None:
+        """Write `directory/` (normally `checkpoint-<step>/iterative_rl`): the main process writes the shared
+        state (counters, replay buffer as JSONL, RM weights + optimizer as torch), every process writes its own
+        pending rollouts to `pending_rank<r>.jsonl`."""
+        rank, world = self._rank()
+        os.makedirs(directory, exist_ok=True)
+        if rank == 0:
+            state = self.state_dict()
+            self.buffer.save(directory)
+            torch.save({"reward_model": state["reward_model"], "optimizer": state["optimizer"]},
+                       os.path.join(directory, "reward_model.pt"))
+            with open(os.path.join(directory, "state.json"), "w") as f:
+                json.dump({"iteration": self.iteration, "last_refresh_step": self.last_refresh_step,
+                           "seed": self.seed, "num_processes": world, "kind": self.kind}, f)
+        _write_jsonl(os.path.join(directory, f"pending_rank{rank}.jsonl"), self.pending)
+
+    def load(self, directory: str) -> None:
+        """Restore what `save` wrote. Each process takes back its own pending rollouts; if the number of
+        processes changed, rank 0 takes all of them (none is lost, the next mix may differ)."""
+        with open(os.path.join(directory, "state.json")) as f:
+            meta = json.load(f)
+        if meta["kind"] != self.kind:
+            raise ValueError(f"{directory} holds a {meta['kind']} refresher state, this refresher is {self.kind}")
+        tensors = torch.load(os.path.join(directory, "reward_model.pt"), map_location="cpu", weights_only=True)
+        self.load_state_dict({
+            "iteration": meta["iteration"], "last_refresh_step": meta["last_refresh_step"], "seed": meta["seed"],
+            "buffer": ReplayBuffer.load(directory).state_dict(), **tensors,
+        })
+        rank, world = self._rank()
+        if world == meta["num_processes"]:
+            ranks = [rank]
+        else:
+            ranks = list(range(meta["num_processes"])) if rank == 0 else []
+        self.pending = [r for k in ranks for r in _read_jsonl(os.path.join(directory, f"pending_rank{k}.jsonl"))]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Trainer callback
+# --------------------------------------------------------------------------------------------------------------
+
+
+class IterativeRLCallback(TrainerCallback):
+    """Fires `refresher.refresh` every `reward_model_refresh_steps` optimizer steps (on `on_step_end`, before the
+    trainer's checkpoint at that step is written), resets the reference model, and saves/restores the refresher
+    inside TRL's checkpoints (`checkpoint-<step>/iterative_rl/`).
+
+    Args:
+        refresher: the `RewardModelRefresher`.
+        ref_model: the trainer's reference model (None with PEFT or beta = 0).
+        log_fn: where refresh metrics go, e.g. `trainer.log` (default: the module logger).
+    """
+
+    def __init__(self, refresher: RewardModelRefresher, ref_model=None, log_fn: Callable[[dict], None] | None = None):
+        self.refresher = refresher
+        self.ref_model = ref_model
+        self.log_fn = log_fn
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        checkpoint = args.resume_from_checkpoint if isinstance(args.resume_from_checkpoint, str) else None
+        if checkpoint is None and state.global_step > 0:  # resumed with trainer.train(resume_from_checkpoint=...)
+            checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if checkpoint is not None:
+            directory = os.path.join(checkpoint, STATE_DIR_NAME)
+            if os.path.isdir(directory):
+                self.refresher.load(directory)
+            elif self.refresher.args.reward_model_refresh_steps > 0:
+                logger.warning("no iterative-RL state in %s: the replay buffer starts empty", checkpoint)
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if not self.refresher.should_refresh(state.global_step):
+            return
+        cfg = self.refresher.args
+        offload = cfg.rm_offload_policy_optimizer and optimizer is not None
+        if offload:
+            device = next(_unwrap(model).parameters()).device
+            move_optimizer_state(optimizer, "cpu")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        try:
+            metrics = self.refresher.refresh(policy_model=model, global_step=state.global_step)
+        finally:
+            if offload:
+                move_optimizer_state(optimizer, device)
+        if cfg.reset_ref_on_refresh:
+            metrics["rm/reference_reset"] = float(reset_reference(self.ref_model, model))
+        (self.log_fn or (lambda m: logger.info("iterative RL refresh: %s", m)))(metrics)
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        self.refresher.save(os.path.join(checkpoint, STATE_DIR_NAME))

@@ -1,0 +1,61 @@
+"""Run by tests/test_iterative.py under `accelerate launch --num_processes 2 --cpu`: one ORM and one PRM refresh
+with different rollouts on each rank; every rank must end with the same RM weights, buffer and pending state."""
+
+import hashlib
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+
+from grpo_ext.iterative import IterativeRLConfig, RewardModelRefresher
+from grpo_ext.reward_models import ProcessRewardModel
+from iterative_helpers import last_number_scorer, tiny_orm, tiny_prm, tiny_tokenizer
+
+
+def digest(model) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class Sampler:
+    num_generated_tokens = 0
+
+    def __call__(self, prefixes, k):
+        return [["7"] * k for _ in prefixes]
+
+
+def main():
+    accelerator = Accelerator(cpu=True)
+    rank = accelerator.process_index
+    tok = tiny_tokenizer()
+    args = IterativeRLConfig(reward_model_refresh_steps=1, reward_model_train_steps=3, reward_model_batch_size=4,
+                             reward_model_learning_rate=1e-3, rm_label_num_continuations=2)
+    orm = tiny_orm(seed=rank)  # deliberately different initial weights per rank
+    orm_refresher = RewardModelRefresher(orm, tok, "orm", args, scorer=last_number_scorer, accelerator=accelerator)
+    prm = ProcessRewardModel(tiny_prm(seed=rank), tok)
+    prm_refresher = RewardModelRefresher(prm, tok, "prm", args, scorer=last_number_scorer, accelerator=accelerator,
+                                         continuation_sampler_factory=lambda policy: Sampler())
+    for step in (1, 2):
+        n = 3 + rank  # different rollouts, and different counts, per rank
+        prompts = [f"r{rank} s{step} q{i} " for i in range(n)]
+        completions = [f"a\n\nb {i}\n\n{7 if i % 2 else 3}" for i in range(n)]
+        golds = ["7"] * n
+        orm_refresher.record(prompts, completions, golds)
+        prm_refresher.record(prompts, completions, golds)
+        orm_metrics = orm_refresher.refresh(global_step=step)
+        prm_refresher.refresh(policy_model=torch.nn.Linear(1, 1), global_step=step)
+    assert orm_metrics["rm/num_new_rows"] == 7.0 and orm_metrics["rm/num_replay_rows"] == 1.0, orm_metrics
+    mine = (digest(orm), digest(prm.model), len(orm_refresher.buffer), len(prm_refresher.buffer))
+    everyone = gather_object([mine])
+    if all(x == everyone[0] for x in everyone) and everyone[0][2] == 14:
+        print(f"rank {rank}: IDENTICAL", flush=True)
+    else:
+        print(f"rank {rank}: DIFFERENT {everyone}", flush=True)
+    accelerator.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+import copy
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import grpo_ext.iterative as iterative
+from grpo_ext.iterative import (
+    IterativeRLCallback,
+    IterativeRLConfig,
+    ReplayBuffer,
+    RewardModelRefresher,
+    move_optimizer_state,
+    num_replay_rows,
+    reset_reference,
+    training_mix,
+)
+from grpo_ext.labelling import step_prefix
+from grpo_ext.reward_models import ProcessRewardModel, orm_scores
+from iterative_helpers import last_number_scorer, tiny_orm, tiny_prm, tiny_tokenizer
+
+HERE = Path(__file__).resolve().parent
+
+
+# ---------------------------------------------------------------------------------------------------------- mix
+
+
+def test_num_replay_rows_formula():
+    assert num_replay_rows(90, 1000, 0.1) == 10  # 10 / (90 + 10) = 0.1
+    assert num_replay_rows(20, 1000, 0.1) == 2  # round(2.22)
+    assert num_replay_rows(90, 4, 0.1) == 4  # capped by the buffer
+    assert num_replay_rows(90, 1000, 0.0) == 0
+    assert num_replay_rows(10, 1000, 0.5) == 10
+    with pytest.raises(ValueError, match="replay_ratio"):
+        num_replay_rows(10, 10, 1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(num_new=st.integers(1, 500), ratio=st.floats(0.0, 0.9))
+def test_replay_is_within_one_sample_of_the_ratio(num_new, ratio):
+    r = num_replay_rows(num_new, 10**6, ratio)
+    assert abs(r - ratio * (num_new + r)) <= 1
+
+
+def test_training_mix_is_new_rows_plus_distinct_buffer_rows():
+    buffer = ReplayBuffer([{"id": f"old{i}"} for i in range(50)])
+    new = [{"id": f"new{i}"} for i in range(45)]
+    mix, n_replay = training_mix(new, buffer, 0.1, random.Random(0))
+    ids = [r["id"] for r in mix]
+    assert n_replay == 5 and len(mix) == 50 and len(set(ids)) == 50
+    assert {i for i in ids if i.startswith("new")} == {r["id"] for r in new}
+    assert training_mix(new, buffer, 0.1, random.Random(0))[0] == mix  # same seed, same mix
+    assert training_mix(new, ReplayBuffer(), 0.1, random.Random(0))[1] == 0
+
+
+def test_replay_buffer_round_trip(tmp_path):
+    rows = [{"prompt": "Q é", "steps": ["a", "b"], "labels": [1.0, 0.25]}, {"text": "x", "label": 0}]
+    buffer = ReplayBuffer(rows)
+    buffer.save(str(tmp_path))
+    assert ReplayBuffer.load(str(tmp_path)).rows == rows
+    other = ReplayBuffer()
+    other.load_state_dict(buffer.state_dict())
+    assert other.rows == rows and len(other) == 2
+
+
+# ---------------------------------------------------------------------------------------------------------- config
+
+
+def test_config_validation_and_grpo_config_mixin(tmp_path):
+    with pytest.raises(ValueError, match="replay_ratio"):
+        IterativeRLConfig(replay_ratio=1.0)
+    with pytest.raises(ValueError, match="rm_label_mode"):
+        IterativeRLConfig(rm_label_mode="medium")
+    assert IterativeRLConfig().replay_ratio == 0.1 and IterativeRLConfig().reset_ref_on_refresh
+
+    from dataclasses import dataclass
+
+    import trl
+
+    @dataclass
+    class Config(IterativeRLConfig, trl.GRPOConfig):
+        pass
+
+    cfg = Config(output_dir=str(tmp_path), reward_model_refresh_steps=5, report_to="none", use_cpu=True)
+    assert cfg.reward_model_refresh_steps == 5 and cfg.num_generations == trl.GRPOConfig(output_dir=str(tmp_path), use_cpu=True).num_generations
+    with pytest.raises(ValueError, match="replay_ratio"):
+        Config(output_dir=str(tmp_path), replay_ratio=-0.1, report_to="none", use_cpu=True)
+
+    parsed = trl.TrlParser(Config).parse_args_and_config(
+        ["--output_dir", str(tmp_path), "--reward_model_refresh_steps", "3", "--rm_label_mode", "soft",
+         "--report_to", "none", "--use_cpu", "true"]
+    )[0]
+    assert parsed.reward_model_refresh_steps == 3 and parsed.rm_label_mode == "soft"
+
+
+# ---------------------------------------------------------------------------------------------------------- refresher
+
+
+def _orm_refresher(refresh_steps=3, seed=0, model=None, **kw):
+    args = IterativeRLConfig(reward_model_refresh_steps=refresh_steps, reward_model_learning_rate=1e-3,
+                             reward_model_batch_size=4, reward_model_train_epochs=2, **kw)
+    model = model if model is not None else tiny_orm(seed=seed)
+    return RewardModelRefresher(model, tiny_tokenizer(), "orm", args, scorer=last_number_scorer, seed=seed)
+
+
+def _rollouts(step, n=6):
+    prompts = [f"Q{step}.{i}: 3+{i}? " for i in range(n)]
+    completions = [f"it is {3 + i}" if i % 2 == 0 else f"it is {i}" for i in range(n)]
+    golds = [str(3 + i) for i in range(n)]
+    return prompts, completions, golds
+
+
+def _state(step, tmp_path, resume=None):
+    args = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint=resume)
+    return args, SimpleNamespace(global_step=step), SimpleNamespace()
+
+
+def test_refresh_fires_every_n_steps_and_labels_the_iteration_rollouts(tmp_path):
+    refresher = _orm_refresher(refresh_steps=3)
+    callback = IterativeRLCallback(refresher, log_fn=(logged := []).append)
+    fired = []
+    for step in range(1, 8):
+        refresher.record(*_rollouts(step))
+        before = refresher.iteration
+        callback.on_step_end(*_state(step, tmp_path), model=torch.nn.Linear(1, 1))
+        if refresher.iteration > before:
+            fired.append(step)
+    assert fired == [3, 6]
+    assert [m["rm/num_new_rows"] for m in logged] == [18.0, 18.0]
+    assert [m["rm/buffer_size"] for m in logged] == [18.0, 36.0]
+    assert [m["rm/num_replay_rows"] for m in logged] == [0.0, 2.0]  # round(0.1 / 0.9 * 18) = 2
+    assert len(refresher.pending) == 6  # step 7's rollouts wait for the next refresh
+    assert refresher.buffer.rows[0] == {"text": "Q1.0: 3+0? it is 3", "label": 1}
+    assert refresher.buffer.rows[1]["label"] == 0
+    for key in ("rm/loss_before", "rm/loss_after", "rm/accuracy_before", "rm/accuracy_after",
+                "rm/refresh_seconds", "rm/label_seconds", "rm/train_seconds", "rm/reference_reset"):
+        assert key in logged[0]
+    assert not refresher.should_refresh(6) and not refresher.should_refresh(0)
+    assert not _orm_refresher(refresh_steps=0).should_refresh(3)
+
+
+def test_training_mix_has_the_replay_fraction(monkeypatch):
+    seen = []
+    real = iterative.train_reward_model
+
+    def spy(model, collate, rows, optimizer, **kw):
+        seen.append(list(rows))
+        return real(model, collate, rows, optimizer, **kw)
+
+    monkeypatch.setattr(iterative, "train_reward_model", spy)
+    refresher = _orm_refresher(replay_ratio=0.25)
+    refresher.record(*_rollouts(1, n=20))
+    refresher.refresh()
+    old_texts = {r["text"] for r in refresher.buffer.rows}
+    refresher.record(*_rollouts(2, n=20))
+    refresher.refresh()
+    first, second = seen
+    assert len(first) == 20  # empty buffer: nothing to replay
+    replayed = sum(r["text"] in old_texts for r in second)
+    assert replayed == 7  # round(0.25 / 0.75 * 20)
+    assert abs(replayed - 0.25 * len(second)) <= 1
+    assert len(second) == 27
+
+
+def test_refresh_updates_the_orm_in_place_and_the_next_rewards_use_it():
+    from accelerate import Accelerator
+
+    tok = tiny_tokenizer()
+    model = tiny_orm(seed=1)
+    # TRL prepares model reward functions with evaluation_mode=True: the object in reward_funcs stays ours
+    prepared = Accelerator(cpu=True).prepare_model(model, evaluation_mode=True, device_placement=True)
+    assert prepared is model
+    refresher = _orm_refresher(model=prepared)
+    prompts, completions = ["Q 3+4? "] * 2, ["it is 7", "it is 9"]
+    before_weights = copy.deepcopy(model.state_dict())
+    before = orm_scores(prepared, tok, prompts, completions)
+    refresher.record(*_rollouts(1, n=8))
+    metrics = refresher.refresh()
+    after = orm_scores(prepared, tok, prompts, completions)
+    assert any(not torch.equal(before_weights[k], v) for k, v in model.state_dict().items())
+    assert after != pytest.approx(before, abs=1e-4)
+    fresh = tiny_orm(seed=5)
+    fresh.load_state_dict(model.state_dict())
+    assert after == pytest.approx(orm_scores(fresh, tok, prompts, completions), abs=1e-6)
+    assert metrics["rm/loss_after"] < metrics["rm/loss_before"]
+
+
+class ScriptedSampler:
+    def __init__(self):
+        self.num_generated_tokens = 0
+
+    def __call__(self, prefixes, k):
+        # continuations reach the gold (the prompt's number) only from prefixes whose last step says "good"
+        out = []
+        for p in prefixes:
+            gold = p.split("=")[0].split()[-1]
+            out.append([gold if p.rstrip().endswith("good") else "0"] * k)
+        self.num_generated_tokens += k * len(prefixes)
+        return out
+
+
+def _prm_refresher(model=None, seed=0, **kw):
+    args = IterativeRLConfig(reward_model_refresh_steps=2, reward_model_learning_rate=3e-3, reward_model_batch_size=4,
+                             reward_model_train_steps=15, rm_label_num_continuations=2, **kw)
+    prm = ProcessRewardModel(model if model is not None else tiny_prm(seed=seed), tiny_tokenizer(), batch_size=4)
+    refresher = RewardModelRefresher(prm, tiny_tokenizer(), "prm", args, scorer=last_number_scorer,
+                                     continuation_sampler_factory=lambda policy: ScriptedSampler(), seed=seed)
+    return prm, refresher
+
+
+def _prm_rollouts(step, n=4):
+    prompts = [f"Task {step}{i} = ? " for i in range(n)]
+    golds = [f"{step}{i}" for i in range(n)]
+    completions = [f"x good\n\ny {'good' if i % 2 else 'bad'}\n\n{g if i % 2 else 0}" for i, g in enumerate(golds)]
+    return prompts, completions, golds
+
+
+def test_prm_refresh_labels_with_math_shepherd_and_scores_with_new_weights():
+    prm, refresher = _prm_refresher()
+    probe = (["Task 7 = ? "], [["x good", "y bad", "0"]])
+    before = prm(*probe)
+    refresher.record(*_prm_rollouts(1))
+    metrics = refresher.refresh(policy_model=torch.nn.Linear(1, 1))
+    assert refresher.buffer.rows[0] == {"prompt": "Task 10 = ? ", "steps": ["x good", "y bad", "0"],
+                                        "labels": [1.0, 0.0, 0.0]}
+    assert refresher.buffer.rows[1]["labels"] == [1.0, 1.0, 1.0]
+    assert metrics["rm/label_num_continuations"] == 4 * 2 * 2  # 4 rollouts x 2 non-final steps x k=2
+    assert metrics["rm/label_num_generated_tokens"] == 16
+    after = prm(*probe)
+    assert after[0] != pytest.approx(before[0], abs=1e-4)
+    assert metrics["rm/accuracy_after"] >= metrics["rm/accuracy_before"]
+    with pytest.raises(ValueError, match="policy model"):
+        refresher.record(*_prm_rollouts(2))
+        refresher.refresh(policy_model=None)
+
+
+def test_two_prm_iterations_with_a_real_tiny_policy(tiny_model_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    args = IterativeRLConfig(reward_model_refresh_steps=1, reward_model_train_steps=2, rm_label_num_continuations=2,
+                             rm_label_max_new_tokens=3, rm_label_mode="soft")
+    prm = ProcessRewardModel(tiny_prm(), tok)
+    refresher = RewardModelRefresher(prm, tok, "prm", args, scorer=last_number_scorer)
+    for step in (1, 2):
+        refresher.record(*_prm_rollouts(step, n=2))
+        metrics = refresher.refresh(policy_model=policy, global_step=step)
+        assert metrics["rm/label_num_continuations"] == 2 * 2 * 2
+        assert 0 < metrics["rm/label_num_generated_tokens"] <= 8 * 3
+    assert refresher.iteration == 2 and len(refresher.buffer) == 4
+    assert all(set(r["labels"]) <= {0.0, 0.5, 1.0} for r in refresher.buffer.rows)
+
+
+# ---------------------------------------------------------------------------------------------------------- reference
+
+
+def test_reference_equals_policy_after_reset_then_diverges():
+    policy, ref = tiny_orm(seed=1), tiny_orm(seed=2)
+    assert any(not torch.equal(a, b) for a, b in zip(policy.parameters(), ref.parameters()))
+    assert reset_reference(ref, policy)
+    assert all(torch.equal(a, b) for a, b in zip(policy.parameters(), ref.parameters()))
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.1)
+    policy(input_ids=torch.tensor([[5, 6, 7]])).logits.sum().backward()
+    optimizer.step()
+    assert any(not torch.equal(a, b) for a, b in zip(policy.parameters(), ref.parameters()))
+    assert reset_reference(None, policy) is False
+
+
+def test_reference_reset_refuses_a_peft_policy_with_a_separate_reference():
+    from peft import LoraConfig, get_peft_model
+
+    policy = get_peft_model(tiny_orm(seed=1), LoraConfig(r=2, target_modules=["q_proj"]))
+    with pytest.raises(ValueError, match="PEFT"):
+        reset_reference(tiny_orm(seed=2), policy)
+    assert reset_reference(None, policy) is False  # the adapter-disabled base stays the reference
+
+
+def test_callback_resets_the_reference_at_refresh(tmp_path):
+    policy, ref = tiny_orm(seed=1), tiny_orm(seed=2)
+    refresher = _orm_refresher(refresh_steps=2)
+    callback = IterativeRLCallback(refresher, ref_model=ref, log_fn=(logged := []).append)
+    refresher.record(*_rollouts(1))
+    callback.on_step_end(*_state(1, tmp_path), model=policy)
+    assert any(not torch.equal(a, b) for a, b in zip(policy.parameters(), ref.parameters()))
+    callback.on_step_end(*_state(2, tmp_path), model=policy)
+    assert all(torch.equal(a, b) for a, b in zip(policy.parameters(), ref.parameters()))
+    assert logged[0]["rm/reference_reset"] == 1.0
+
+
+def test_policy_optimizer_state_is_offloaded_during_the_refresh(tmp_path, monkeypatch):
+    policy = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.Adam(policy.parameters())
+    policy(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    moves = []
+    monkeypatch.setattr(iterative, "move_optimizer_state", lambda opt, device: moves.append(str(device)))
+    refresher = _orm_refresher(refresh_steps=1, rm_offload_policy_optimizer=True)
+    refresher.record(*_rollouts(1))
+    IterativeRLCallback(refresher, log_fn=lambda m: None).on_step_end(*_state(1, tmp_path), model=policy,
+                                                                      optimizer=optimizer)
+    assert moves == ["cpu", "cpu"]  # to CPU, then back to the policy's device (CPU here)
+    state = {k: v.clone() for k, v in optimizer.state[policy.weight].items()}
+    move_optimizer_state(optimizer, "cpu")
+    assert all(torch.equal(state[k], v) for k, v in optimizer.state[policy.weight].items())
+
+
+# ---------------------------------------------------------------------------------------------------------- resume
+
+
+def test_resume_restores_buffer_counters_and_makes_the_same_next_refresh(tmp_path):
+    a = _orm_refresher(refresh_steps=2)
+    cb_a = IterativeRLCallback(a, log_fn=lambda m: None)
+    for step in (1, 2, 3):
+        a.record(*_rollouts(step))
+        cb_a.on_step_end(*_state(step, tmp_path), model=torch.nn.Linear(1, 1))
+    cb_a.on_save(*_state(3, tmp_path))  # checkpoint-3: one refresh done, step 3's rollouts pending
+    saved = tmp_path / "checkpoint-3" / "iterative_rl"
+    assert sorted(os.listdir(saved)) == ["pending_rank0.jsonl", "replay_buffer.jsonl", "reward_model.pt", "state.json"]
+
+    b = _orm_refresher(refresh_steps=2, model=tiny_orm(seed=9))
+    IterativeRLCallback(b).on_train_begin(*_state(3, tmp_path, resume=str(tmp_path / "checkpoint-3")))
+    assert b.buffer.rows == a.buffer.rows and b.pending == a.pending
+    assert (b.iteration, b.last_refresh_step) == (a.iteration, a.last_refresh_step) == (1, 2)
+    assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
+    sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
+    assert all(torch.equal(sa["state"][i]["exp_avg_sq"], sb["state"][i]["exp_avg_sq"]) for i in sa["state"])
+
+    # the resumed run and the uninterrupted one make the same refresh at step 4
+    for refresher in (a, b):
+        refresher.record(*_rollouts(4))
+        IterativeRLCallback(refresher, log_fn=lambda m: None).on_step_end(*_state(4, tmp_path),
+                                                                         model=torch.nn.Linear(1, 1))
+    assert a.iteration == b.iteration == 2 and a.buffer.rows == b.buffer.rows
+    assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
+
+    # resuming through trainer.train(resume_from_checkpoint=...) leaves args.resume_from_checkpoint unset
+    c = _orm_refresher(refresh_steps=2, model=tiny_orm(seed=9))
+    IterativeRLCallback(c).on_train_begin(*_state(3, tmp_path, resume=None))
+    assert c.buffer.rows[: len(c.buffer)] == a.buffer.rows[: len(c.buffer)] and c.iteration == 1
+    with pytest.raises(ValueError, match="orm refresher state"):
+        _prm_refresher()[1].load(str(saved))
+
+
+def test_resume_with_fewer_processes_gives_rank0_every_pending_rollout(tmp_path):
+    refresher = _orm_refresher()
+    refresher.record(*_rollouts(1, n=2))
+    refresher.save(str(tmp_path))
+    (tmp_path / "pending_rank1.jsonl").write_text((tmp_path / "pending_rank0.jsonl").read_text())
+    state = tmp_path / "state.json"
+    state.write_text(state.read_text().replace('"num_processes": 1', '"num_processes": 2'))
+    other = _orm_refresher()
+    other.load(str(tmp_path))
+    assert len(other.pending) == 4
+
+
+# ---------------------------------------------------------------------------------------------------------- multi-process
+
+
+def test_two_processes_end_the_refresh_with_identical_weights():
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # `accelerate launch --cpu` starts one process unless mpirun is configured; `--multi_gpu` goes through torchrun
+    # and the worker's Accelerator(cpu=True) then runs two CPU processes over gloo.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(HERE / "iterative_mp_worker.py")]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("IDENTICAL") == 2, result.stdout
