@@ -47,21 +47,14 @@ def main() -> None:
     logging.disable(logging.CRITICAL)  # math-verify logs every timeout and parse failure as a warning
     import latex2sympy2_extended.latex2sympy2 as l2s
     import math_verify.parser as mv_parser
-    from latex2sympy2_extended import NormalizationConfig
     from math_verify import LatexExtractionConfig, parse, verify
     from math_verify.errors import TimeoutException
 
     mv_parser.parse_expr = _refuse_parse_expr
     l2s.parse_expr = _refuse_parse_expr
-    config = [
-        LatexExtractionConfig(
-            boxed_match_priority=0,
-            try_extract_without_anchor=False,
-            normalization_config=NormalizationConfig(
-                basic_latex=True, units=True, malformed_operators=False, nits=True, boxed="all", equations=True
-            ),
-        )
-    ]
+    # math-verify's default LaTeX normalization (units, malformed operators such as \frac12, nits);
+    # the same settings TRL's accuracy_reward uses for predictions.
+    config = [LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False)]
 
     def parse_answer(answer: str, seconds: int):
         # The answer was already extracted by the parent; \boxed{} makes math-verify take all of it.

@@ -1,0 +1,160 @@
+"""Pathological and malicious answers: bounded time and memory in every calling context, nothing executed."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from rewards import AccuracyReward, VerifierPool, answers_match, clear_cache, get_default_pool
+
+DEADLINE = 1.0  # short per-item deadline keeps the suite fast; the bound checked is deadline + 1 s
+BOUND = DEADLINE + 1.0
+
+PATHOLOGICAL = {
+    "power tower": r"The answer is \boxed{10^{10^{10^{10}}}}",
+    "factorial of tower": r"\boxed{9^{9^{9^9}}!}",
+    "100k-digit number": "\\boxed{" + "9" * 100_000 + "}",
+    "100k-digit bare number": "So the total is " + "7" * 100_000,
+    "megabyte nested braces": "\\boxed{" + "{" * 500_000 + "1" + "}" * 500_000 + "}",
+    "megabyte unbalanced braces": "\\boxed{" + "{" * 1_000_000,
+    "deep sqrt nesting": "\\boxed{" + "\\sqrt{" * 5_000 + "2" + "}" * 5_000 + "}",
+    "huge harmonic sum (reaches sympy)": r"\boxed{\sum_{k=1}^{10^{7}} \frac{1}{k}}",
+    "huge binomial (reaches sympy)": r"\boxed{\binom{10^{9}}{10^{5}}}",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_pool():
+    get_default_pool().wait_ready()  # worker start-up (imports) is not part of any item's deadline
+
+
+def _score_timed(completion: str, gold: str) -> tuple[list, float]:
+    clear_cache()
+    reward = AccuracyReward(timeout=DEADLINE)
+    start = time.monotonic()
+    out = reward([completion], answer=[gold])
+    return out, time.monotonic() - start
+
+
+@pytest.mark.parametrize("gold", ["5", r"\frac{\pi}{2}"])
+@pytest.mark.parametrize("name", list(PATHOLOGICAL))
+def test_pathological_scores_zero_within_deadline_main_thread(name, gold):
+    out, elapsed = _score_timed(PATHOLOGICAL[name], gold)
+    assert out == [0.0]
+    assert elapsed < BOUND, f"{name}: {elapsed:.2f}s"
+
+
+@pytest.mark.parametrize("name", list(PATHOLOGICAL))
+def test_pathological_scores_zero_within_deadline_worker_thread(name):
+    box = {}
+
+    def target():
+        box["result"] = _score_timed(PATHOLOGICAL[name], r"\frac{\pi}{2}")
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    out, elapsed = box["result"]
+    assert out == [0.0]
+    assert elapsed < BOUND, f"{name}: {elapsed:.2f}s"
+
+
+def test_concurrent_calls_from_thread_pool_stay_correct():
+    reward = AccuracyReward(timeout=DEADLINE)
+    batch = [PATHOLOGICAL["huge harmonic sum (reaches sympy)"], r"\boxed{2\sqrt{2}}", r"\boxed{\sqrt{8}}", "17"]
+    golds = [r"\frac{\pi}{2}", r"\sqrt{8}", r"2\sqrt{2}", "18"]
+    clear_cache()
+    with ThreadPoolExecutor(max_workers=3) as ex:
+        results = list(ex.map(lambda _: reward(batch, answer=golds), range(3)))
+    assert results == [[0.0, 1.0, 1.0, 0.0]] * 3
+
+
+def test_batch_with_pathological_items_keeps_the_good_ones():
+    reward = AccuracyReward(timeout=DEADLINE)
+    clear_cache()
+    completions = [PATHOLOGICAL["huge binomial (reaches sympy)"], r"\boxed{3\sqrt{13}}", PATHOLOGICAL["power tower"]]
+    start = time.monotonic()
+    out = reward(completions, answer=[r"\sqrt{117}"] * 3)
+    assert out == [0.0, 1.0, 0.0]
+    assert time.monotonic() - start < BOUND + DEADLINE  # two workers: at most two deadlines in sequence
+
+
+def test_hung_worker_is_killed_and_replaced():
+    pool = VerifierPool(size=1)
+    try:
+        pool.wait_ready()
+        assert pool.run([(r"2\sqrt{2}", r"\sqrt{8}")], timeout=5.0) == [True]
+        stuck = pool._workers[0].proc.pid
+        os.kill(stuck, signal.SIGSTOP)  # a worker that never answers
+        start = time.monotonic()
+        assert pool.run([(r"3\sqrt{13}", r"\sqrt{117}")], timeout=DEADLINE) == [False]
+        assert time.monotonic() - start < BOUND
+        assert pool.killed == 1
+        assert pool._workers[0].proc.pid != stuck
+        assert pool.run([(r"3\sqrt{13}", r"\sqrt{117}")], timeout=30.0) == [True]  # the replacement works
+    finally:
+        pool.close()
+
+
+def test_worker_memory_is_limited():
+    pool = VerifierPool(size=1, memory_limit_mb=512)
+    try:
+        pool.wait_ready()
+        pid = pool._workers[0].proc.pid
+        limits = Path(f"/proc/{pid}/limits").read_text()
+        line = next(line for line in limits.splitlines() if line.startswith("Max address space"))
+        soft = line.split()[3]
+        assert soft != "unlimited" and int(soft) < 8 * 2**30
+    finally:
+        pool.close()
+
+
+def test_pathological_in_a_subprocess():
+    code = (
+        "import time; from rewards import AccuracyReward, get_default_pool;"
+        "get_default_pool().wait_ready(); r = AccuracyReward(timeout=1.0); t = time.monotonic();"
+        r"out = r([r'\boxed{\sum_{k=1}^{10^{7}} \frac{1}{k}}', r'\boxed{10^{10^{10^{10}}}}', r'\boxed{\sqrt{8}}'],"
+        r" answer=[r'\frac{\pi}{2}', '5', r'2\sqrt{2}']); print(out, time.monotonic() - t)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out, elapsed = done.stdout.rsplit("]", 1)
+    assert out + "]" == "[0.0, 0.0, 1.0]"
+    assert float(elapsed) < BOUND + DEADLINE
+
+
+INJECTIONS = [
+    "__import__('os').system('touch {marker}')",
+    "eval(\"open('{marker}', 'w').write('x')\")",
+    "exec(\"import os; os.system('touch {marker}')\")",
+    "1+__import__('subprocess').call(['touch', '{marker}'])",
+    "(lambda: __import__('os').system('touch {marker}'))()",
+    "\\text{__import__('os').system('touch {marker}')}",
+    "Symbol('x').__class__.__mro__[-1].__subclasses__()",
+    "$(touch {marker})",
+    "`touch {marker}`",
+]
+
+
+@pytest.mark.parametrize("template", INJECTIONS)
+def test_code_injection_runs_nothing(template, tmp_path):
+    marker = tmp_path / "pwned"
+    payload = template.replace("{marker}", str(marker))
+    reward = AccuracyReward(timeout=2.0)
+    completions = [
+        f"\\boxed{{{payload}}}",
+        f"The answer is {payload}",
+        f"#### {payload}",
+        payload,
+    ]
+    for gold in ("5", r"\frac{\pi}{2}", "x"):
+        assert reward(completions, answer=[gold] * 4) == [0.0] * 4
+        assert answers_match(payload, gold) is False
+    assert not marker.exists()
