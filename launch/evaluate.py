@@ -426,12 +426,16 @@ def _prepare_output(output_dir: str, resume: bool, run_config: dict) -> list[dic
 
 
 class MathEvalCallback(TrainerCallback):
-    """Greedy accuracy on a small problem set every `eval_steps` optimizer steps, logged through `trainer.log`.
+    """Greedy accuracy on a small problem set every `eval_steps` optimizer steps, logged with the training metrics.
 
-    The problems are split across processes and the correct counts gathered, so every rank generates (needed under
-    ZeRO-3/FSDP, where generation is a collective). Logged keys: `<prefix>/accuracy` and `<prefix>/count`.
+    At an evaluation step the callback generates, forces a log at that step, and adds `<prefix>/accuracy` and
+    `<prefix>/count` to that log row, so the figures reach `log_history`, `metrics.jsonl` and every `report_to`
+    backend together with the step's loss and rewards. (Calling `trainer.log` from a callback instead would cancel
+    the step's regular log and, in GRPOTrainer, flush its reward metrics early.) Attach it with `attach`, which puts
+    it first so that the reporting callbacks see the added keys. Problems are split across processes and the counts
+    gathered; every rank generates (needed under ZeRO-3/FSDP, where generation is a collective).
 
-        trainer.add_callback(MathEvalCallback(trainer, load_math_dataset("gsm8k", data_files=...), eval_steps=50))
+        MathEvalCallback(trainer, load_math_dataset("gsm8k", data_files=...), eval_steps=50).attach()
     """
 
     def __init__(
@@ -453,10 +457,25 @@ class MathEvalCallback(TrainerCallback):
         self.batch_size = batch_size
         self.prefix = prefix
         self.answer_timeout = answer_timeout
+        self.pending: dict[str, float] | None = None
+
+    def attach(self) -> "MathEvalCallback":
+        """Register with the trainer, before the reporting callbacks."""
+        self.trainer.callback_handler.callbacks.insert(0, self)
+        return self
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.eval_steps == 0:
-            self.trainer.log(self.evaluate())
+            self.pending = self.evaluate()
+            control.should_log = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.pending is not None and logs is not None:
+            logs.update(self.pending)
+            if state.log_history and state.log_history[-1].get("step") == state.global_step:
+                state.log_history[-1].update(self.pending)  # the trainer stored a copy of `logs` before this call
+            self.pending = None
         return control
 
     def evaluate(self) -> dict[str, float]:

@@ -310,8 +310,9 @@ def test_eval_callback_logs_accuracy_during_training(shared_data, tiny_model_pat
     )
     trainer = Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
     problems = load_math_dataset("gsm8k", data_files=str(shared_data / "gsm8k" / "test.jsonl"), limit=3)
-    trainer.add_callback(MathEvalCallback(trainer, problems, eval_steps=1, max_new_tokens=4))
+    MathEvalCallback(trainer, problems, eval_steps=1, max_new_tokens=4).attach()
     trainer.train()
     logged = [entry for entry in trainer.state.log_history if "math_eval/accuracy" in entry]
     assert [entry["step"] for entry in logged] == [1, 2]
+    assert all("loss" in entry for entry in logged)  # merged into the step's regular log row
     assert all(entry["math_eval/count"] == 3 and 0 <= entry["math_eval/accuracy"] <= 1 for entry in logged)

@@ -1,0 +1,278 @@
+"""GRPO on math with `grpo_ext`, configured by a YAML recipe with command-line overrides.
+
+    accelerate launch --config_file accelerate_configs/single_gpu.yaml launch/train_grpo.py \
+        --config launch/recipes/qwen2.5-0.5b-instruct_gsm8k.yaml
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml --num_processes 4 launch/train_grpo.py \
+        --config launch/recipes/qwen2.5-0.5b-instruct_gsm8k.yaml --learning_rate 2e-6 --output_dir runs/lr2e-6
+
+Arguments are the fields of three dataclasses, parsed by TRL's `TrlParser` (a recipe given with `--config` sets the
+defaults, the command line overrides them; an unknown option is an error): `GRPOScriptArguments` below (data,
+rewards, reward models, periodic evaluation), `grpo_ext.GRPOConfig` (every TRL GRPO option plus the DeepSeekMath
+ones) and `trl.ModelConfig` (model path, dtype, LoRA).
+
+Writes to `output_dir`: the model and tokenizer, `resolved_config.yaml` (every argument after parsing, by
+dataclass) and `metrics.jsonl` (one line per logging step: what `report_to` backends receive).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from transformers import TrainerCallback
+
+from grpo_ext.data import DEFAULT_INSTRUCTION
+
+RESOLVED_CONFIG_FILE = "resolved_config.yaml"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class GRPOScriptArguments:
+    """Data, rewards and evaluation options of `launch/train_grpo.py`."""
+
+    dataset_name: str = field(
+        default="gsm8k",
+        metadata={"help": "`gsm8k`, `math`, `math500`, one of their hub ids, or `custom` (see question_column)."},
+    )
+    dataset_train_split: str = field(default="train", metadata={"help": "Hub split to train on."})
+    dataset_hub_id: str | None = field(
+        default=None, metadata={"help": "Override the hub id (another MATH mirror, or the `custom` dataset)."}
+    )
+    data_files: list[str] | None = field(
+        default=None, metadata={"help": "Local JSONL file(s) in the hub rows' shape, instead of the hub."}
+    )
+    question_column: str = field(default="question", metadata={"help": "Question column of a `custom` dataset."})
+    answer_column: str = field(default="answer", metadata={"help": "Gold-answer column of a `custom` dataset."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N problems only."})
+    instruction: str = field(default=DEFAULT_INSTRUCTION, metadata={"help": "Appended to every question."})
+    system_prompt: str | None = field(default=None, metadata={"help": "Optional system turn."})
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["accuracy", "format"],
+        metadata={
+            "help": "Rule-based rewards, in the order of `reward_weights`: accuracy, format, length, overlong, steps, "
+            "or a dotted import path (`my_module.my_reward`). An outcome reward model, when given, comes last."
+        },
+    )
+    reward_func_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments of the reward factories, by reward name, e.g. "
+            '`{"overlong": {"max_completion_length": 1024, "cache_length": 256}}` (a JSON string on the command line).'
+        },
+    )
+    reward_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Outcome reward model (sequence classification, 1 label); added after reward_funcs."},
+    )
+    process_reward_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Process reward model (token classification) for `supervision: process`."},
+    )
+    math_eval_steps: int = field(
+        default=0, metadata={"help": "Greedy accuracy on a held-out subset every N steps (0: off)."}
+    )
+    math_eval_dataset_name: str = field(default="gsm8k", metadata={"help": "Dataset of the periodic evaluation."})
+    math_eval_split: str = field(default="test", metadata={"help": "Hub split of the periodic evaluation."})
+    math_eval_data_files: list[str] | None = field(
+        default=None, metadata={"help": "Local JSONL file(s) for the periodic evaluation."}
+    )
+    math_eval_limit: int = field(default=64, metadata={"help": "Problems in the periodic evaluation."})
+    math_eval_max_new_tokens: int = field(default=512, metadata={"help": "Completion length in the evaluation."})
+
+    def __post_init__(self):
+        if isinstance(self.reward_func_kwargs, str):
+            try:
+                self.reward_func_kwargs = json.loads(self.reward_func_kwargs)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"--reward_func_kwargs must be a JSON object: {err}") from None
+        unknown = set(self.reward_func_kwargs or {}) - set(self.reward_funcs)
+        if unknown:
+            raise ValueError(f"--reward_func_kwargs names rewards not in --reward_funcs: {sorted(unknown)}")
+        if self.math_eval_steps < 0:
+            raise ValueError(f"--math_eval_steps must be >= 0, got {self.math_eval_steps}")
+
+
+def reward_registry() -> dict[str, Any]:
+    """Reward name -> factory; `reward_func_kwargs[name]` are passed to the factory (see docs/rewards.md)."""
+    import rewards
+
+    def accuracy(**kwargs):
+        # the shared module-level instance unless options are given
+        return rewards.AccuracyReward(**kwargs) if kwargs else rewards.accuracy_reward
+
+    def format_(**kwargs):
+        return rewards.FormatReward(**kwargs) if kwargs else rewards.format_reward
+
+    return {
+        "accuracy": accuracy,
+        "format": format_,
+        "length": rewards.length_penalty_reward,  # Kimi k1.5 group length penalty
+        "overlong": rewards.soft_overlong_punishment,  # DAPO; needs max_completion_len, soft_punish_cache
+        "steps": rewards.reasoning_steps_reward,  # open-r1 style step markers; target_steps
+    }
+
+
+def build_reward_funcs(names: list[str], kwargs_by_name: dict | None = None) -> list:
+    """Reward callables for `names`: registered names (built with their kwargs) or dotted import paths (used as
+    they are, or called with their kwargs when `reward_func_kwargs` names them)."""
+    registry = reward_registry()
+    kwargs_by_name = kwargs_by_name or {}
+    funcs = []
+    for name in names:
+        kwargs = kwargs_by_name.get(name)
+        if name in registry:
+            try:
+                func = registry[name](**(kwargs or {}))
+            except TypeError as err:
+                raise ValueError(f"reward {name!r}: bad reward_func_kwargs {kwargs}: {err}") from None
+        elif "." in name:
+            module_path, attribute = name.rsplit(".", 1)
+            sys.path.insert(0, os.getcwd())
+            try:
+                func = getattr(importlib.import_module(module_path), attribute)
+            except (ImportError, AttributeError) as err:
+                raise ValueError(f"reward {name!r}: cannot import it ({err})") from None
+            if kwargs is not None:
+                func = func(**kwargs)
+        else:
+            raise ValueError(f"Unknown reward {name!r}; expected one of {sorted(registry)} or a dotted import path")
+        funcs.append(func)
+    return funcs
+
+
+class MetricsLogCallback(TrainerCallback):
+    """Appends every log (loss, rewards, KL, evaluation accuracy, ...) as a JSON line, on the main process."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"step": state.global_step, **logs}, default=str) + "\n")
+
+
+def write_resolved_config(path: str, argv: list[str], **sections) -> None:
+    """Every parsed argument, by dataclass, plus the command line that produced them."""
+    import yaml
+
+    resolved = {"command_line": argv}
+    for name, value in sections.items():
+        resolved[name] = value.to_dict() if hasattr(value, "to_dict") else asdict(value)
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(json.loads(json.dumps(resolved, default=str)), handle, sort_keys=False)
+
+
+def make_parser():
+    from trl import ModelConfig, TrlParser
+
+    from grpo_ext import GRPOConfig
+
+    # allow_abbrev=False: a misspelt or truncated option is an error, never a silent prefix match
+    return TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig), prog="grpo-ext-train", allow_abbrev=False)
+
+
+def main(argv: list[str] | None = None):
+    """Parse arguments (`argv` or `sys.argv[1:]`), train, save. Returns the trainer."""
+    from trl import get_peft_config
+
+    from grpo_ext import GRPOTrainer
+    from grpo_ext.data import load_math_dataset
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
+    if model_args.model_name_or_path is None:
+        raise ValueError("--model_name_or_path is required (in the recipe or on the command line)")
+
+    model_init_kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    model_init_kwargs.update(training_args.model_init_kwargs or {})
+    training_args.model_init_kwargs = model_init_kwargs
+
+    train_dataset = load_math_dataset(
+        script_args.dataset_name,
+        split=script_args.dataset_train_split,
+        data_files=script_args.data_files,
+        limit=script_args.max_train_samples,
+        hub_id=script_args.dataset_hub_id,
+        instruction=script_args.instruction,
+        system_prompt=script_args.system_prompt,
+        question_column=script_args.question_column,
+        answer_column=script_args.answer_column,
+    )
+
+    reward_funcs = build_reward_funcs(script_args.reward_funcs, script_args.reward_func_kwargs)
+    if script_args.reward_model_name_or_path:
+        reward_funcs.append(script_args.reward_model_name_or_path)  # TRL loads it as a 1-label sequence classifier
+    trainer_kwargs = {}
+    if script_args.process_reward_model_name_or_path:
+        from transformers import AutoTokenizer
+
+        trainer_kwargs["process_reward_model"] = script_args.process_reward_model_name_or_path
+        trainer_kwargs["process_reward_tokenizer"] = AutoTokenizer.from_pretrained(
+            script_args.process_reward_model_name_or_path
+        )
+    elif training_args.supervision == "process":
+        raise ValueError("supervision: process needs --process_reward_model_name_or_path")
+
+    os.makedirs(training_args.output_dir, exist_ok=True)
+    metrics_path = os.path.join(training_args.output_dir, METRICS_FILE)
+    trainer = GRPOTrainer(
+        model=model_args.model_name_or_path,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        peft_config=get_peft_config(model_args),
+        callbacks=[MetricsLogCallback(metrics_path)],
+        **trainer_kwargs,
+    )
+    if script_args.math_eval_steps:
+        from launch.evaluate import MathEvalCallback
+
+        eval_problems = load_math_dataset(
+            script_args.math_eval_dataset_name,
+            split=script_args.math_eval_split,
+            data_files=script_args.math_eval_data_files,
+            limit=script_args.math_eval_limit,
+            instruction=script_args.instruction,
+            system_prompt=script_args.system_prompt,
+        )
+        MathEvalCallback(
+            trainer,
+            eval_problems,
+            eval_steps=script_args.math_eval_steps,
+            max_new_tokens=script_args.math_eval_max_new_tokens,
+        ).attach()
+
+    if trainer.accelerator.is_main_process:
+        if os.path.exists(metrics_path) and not training_args.resume_from_checkpoint:
+            os.remove(metrics_path)  # a fresh run starts a fresh log; a resumed one appends
+        write_resolved_config(
+            os.path.join(training_args.output_dir, RESOLVED_CONFIG_FILE),
+            argv,
+            script_arguments=script_args,
+            training_arguments=training_args,
+            model_arguments=model_args,
+        )
+
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    trainer.accelerator.print(f"Model, tokenizer and logs saved to {training_args.output_dir}")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    if hasattr(trainer, "end"):
+        trainer.end()  # finish the trackers and destroy the process group (transformers >= 5.18)
+    return trainer
+
+
+if __name__ == "__main__":
+    main()

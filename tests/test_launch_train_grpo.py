@@ -1,0 +1,127 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from launch.train_grpo import build_reward_funcs, main
+
+sys.path.insert(0, str(Path(__file__).parent))
+from launch_helpers import free_port  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_two_process_accelerate_run_writes_model_tokenizer_config_and_metrics(tiny_model_path, shared_data, tmp_path):
+    """`accelerate launch` with 2 CPU processes (torchrun + gloo), a recipe plus command-line overrides, 2 steps.
+
+    `--multi_gpu` is what makes accelerate start several processes: with `--cpu` it starts one (several CPU
+    processes need mpirun). On a machine without GPUs the processes use gloo. The run itself shows there are two:
+    the generation batch (2 per device x processes) must be divisible by num_generations=4.
+    """
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": tiny_model_path,
+                "dataset_name": "gsm8k",
+                "data_files": [str(shared_data / "gsm8k" / "train.jsonl")],
+                "max_train_samples": 8,
+                "reward_funcs": ["accuracy", "format", "launch_helpers.distinct_characters_reward"],
+                "reward_weights": [1.0, 0.5, 1.0],
+                "num_generations": 4,
+                "per_device_train_batch_size": 2,
+                "max_completion_length": 8,
+                "learning_rate": 1.0e-6,
+                "beta": 0.04,
+                "max_steps": 50,
+                "logging_steps": 1,
+                "save_strategy": "no",
+                "report_to": "none",
+                "use_cpu": True,
+                "bf16": False,
+                "math_eval_steps": 2,
+                "math_eval_data_files": [str(shared_data / "gsm8k" / "test.jsonl")],
+                "math_eval_limit": 2,
+                "math_eval_max_new_tokens": 4,
+            }
+        )
+    )
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        str(REPO_ROOT / "launch" / "train_grpo.py"),
+        "--config", str(recipe), "--max_steps", "2", "--learning_rate", "0.01", "--output_dir", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    trained = AutoModelForCausalLM.from_pretrained(out)
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    assert AutoTokenizer.from_pretrained(out).chat_template == AutoTokenizer.from_pretrained(tiny_model_path).chat_template
+    changed = [
+        name for (name, p), (_, q) in zip(trained.named_parameters(), initial.named_parameters()) if not torch.equal(p, q)
+    ]
+    assert changed, "two GRPO steps at lr 0.01 with a varying reward must move the weights"
+
+    resolved = yaml.safe_load((out / "resolved_config.yaml").read_text())
+    assert resolved["training_arguments"]["max_steps"] == 2  # command line beats the recipe
+    assert resolved["training_arguments"]["learning_rate"] == 0.01
+    assert resolved["training_arguments"]["beta"] == 0.04  # from the recipe
+    assert resolved["training_arguments"]["kl_estimator"] == "k3"  # grpo_ext field, default
+    assert resolved["script_arguments"]["max_train_samples"] == 8
+    assert resolved["model_arguments"]["model_name_or_path"] == tiny_model_path
+
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [entry for entry in logs if "loss" in entry]
+    assert [entry["step"] for entry in steps] == [1, 2]
+    assert all("rewards/accuracy_reward/mean" in e and "rewards/distinct_characters_reward/mean" in e for e in steps)
+    evals = [entry for entry in logs if "math_eval/accuracy" in entry]
+    assert [(e["step"], e["math_eval/count"]) for e in evals] == [(2, 2.0)]  # 1 problem per process, gathered
+    assert "rewards/accuracy_reward/mean" in evals[0]  # in the same row as the step's training metrics
+
+
+def test_unknown_options_are_errors(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"not used by the HfArgumentParser: \['--kl_estimater'"):
+        main(["--model_name_or_path", "x", "--kl_estimater", "k1", "--use_cpu"])
+    with pytest.raises(ValueError, match=r"not used by the HfArgumentParser: \['--learning_rat'"):
+        main(["--model_name_or_path", "x", "--learning_rat", "1e-6", "--use_cpu"])  # no silent prefix matching
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model_name_or_path: x\nuse_cpu: true\nrewards_funcs: [accuracy]\n")
+    with pytest.raises(ValueError, match="Unknown arguments from config file.*rewards_funcs"):
+        main(["--config", str(recipe)])
+    with pytest.raises(SystemExit):
+        main(["--model_name_or_path", "x", "--kl_estimator", "k9", "--use_cpu"])
+    assert "--kl_estimator/--kl-estimator: invalid choice: 'k9'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="reward_func_kwargs names rewards not in --reward_funcs"):
+        main(["--model_name_or_path", "x", "--use_cpu", "--reward_func_kwargs", '{"overlong": {}}'])
+
+
+def test_build_reward_funcs():
+    import rewards
+
+    accuracy, overlong, steps = build_reward_funcs(
+        ["accuracy", "overlong", "steps"],
+        {"overlong": {"max_completion_len": 10, "soft_punish_cache": 4}, "steps": {"target_steps": 2}},
+    )
+    assert accuracy is rewards.accuracy_reward
+    # DAPO: 0 up to L_max - L_cache = 6 tokens, then linear down to -1 at 10 tokens, -1 beyond
+    assert overlong(["a"] * 4, completion_ids=[[0] * 6, [0] * 8, [0] * 10, [0] * 11]) == [0.0, -0.5, -1.0, -1.0]
+    assert steps(["Step 1: a\nStep 2: b", "just an answer"]) == [1.0, 0.0]
+    (custom,) = build_reward_funcs(["launch_helpers.distinct_characters_reward"])
+    assert custom(["aab"]) == [0.2]
+    with pytest.raises(ValueError, match="Unknown reward 'acuracy'"):
+        build_reward_funcs(["acuracy"])
+    with pytest.raises(ValueError, match="cannot import"):
+        build_reward_funcs(["no_such_module.reward"])
+    with pytest.raises(ValueError, match="bad reward_func_kwargs"):
+        build_reward_funcs(["overlong"], {"overlong": {"max_len": 3}})
