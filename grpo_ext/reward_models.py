@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -311,6 +312,10 @@ class ProcessRewardModel:
     def __init__(self, model, tokenizer, batch_size: int = 16, step_separator: str = DEFAULT_STEP_SEPARATOR, device=None):
         if tokenizer.pad_token_id is None:
             raise ValueError("the PRM tokenizer needs a pad token")
+        trained_with = getattr(getattr(model, "config", None), "step_separator", None)
+        if trained_with is not None and trained_with != step_separator:
+            warnings.warn(f"this PRM was trained with step_separator={trained_with!r} but scores with "
+                          f"{step_separator!r}: its step-end positions will not match its training", stacklevel=2)
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size

@@ -1,0 +1,238 @@
+"""Train an outcome (ORM) or process (PRM) reward model, configured by YAML with command-line overrides.
+
+    accelerate launch launch/train_reward_model.py --reward_model_type prm \
+        --model_name_or_path Qwen/Qwen2.5-0.5B --data_files prm_train.jsonl --output_dir runs/prm \
+        --per_device_train_batch_size 8 --learning_rate 1e-5 --num_train_epochs 1 --bf16 true
+    accelerate launch launch/train_reward_model.py --config my_rm.yaml --learning_rate 5e-6
+
+Arguments are the fields of `RewardModelScriptArguments` below and of `transformers.TrainingArguments`, parsed by
+TRL's `TrlParser` (`--config` YAML sets defaults, the command line overrides them).
+
+Rows (JSONL lines or `datasets` rows; column names are options):
+
+* ORM, pointwise: `{"prompt": ..., "completion": ..., "label": 0 | 1}`  (BCE on the scalar logit)
+* ORM, pairwise:  `{"prompt": ..., "chosen": ..., "rejected": ...}`   (Bradley-Terry, as TRL's RewardTrainer;
+  the prompt is optional, as in TRL's implicit-prompt preference format)
+* PRM: `{"prompt": ..., "steps": [str, ...], "labels": [bool, ...]}` (Math-Shepherd / PRM800K-derived sets; TRL's
+  stepwise-supervision datasets call the steps `completions`: pass `--steps_column completions`). Labels may also
+  be soft, floats in [0, 1] (Math-Shepherd soft estimation).
+
+Prompts and completions may be strings or conversations (lists of `{"role", "content"}`). The tokenisation and the
+losses are those of `grpo_ext.reward_models`, shared with the reward model's scoring and with iterative RL's
+in-training refresh. The ORM is an `AutoModelForSequenceClassification` (num_labels=1), the PRM an
+`AutoModelForTokenClassification` (num_labels=2, class 1 = good step, step separator saved in its config as
+`step_separator`). The model and tokenizer are saved to `output_dir`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import Trainer, TrainingArguments
+
+from grpo_ext.reward_models import (
+    DEFAULT_STEP_SEPARATOR,
+    make_collate,
+    orm_text,
+    prompt_text,
+    reward_model_loss,
+)
+
+
+@dataclass
+class RewardModelScriptArguments:
+    """Model, data and format options of `launch/train_reward_model.py`."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Checkpoint to start from (a causal LM gets a new classification head)."}
+    )
+    reward_model_type: str = field(
+        default="orm", metadata={"help": "`orm` (outcome, sequence classification) or `prm` (process, token "
+                                 "classification).", "choices": ["orm", "prm"]}
+    )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A `datasets.load_dataset` name or local dataset directory."}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    dataset_split: str = field(default="train", metadata={"help": "Split of `dataset_name` to train on."})
+    data_files: list[str] | None = field(default=None, metadata={"help": "Local JSONL file(s), instead of a dataset."})
+    prompt_column: str = field(default="prompt", metadata={"help": "Prompt column (optional for pairwise ORM)."})
+    completion_column: str = field(default="completion", metadata={"help": "Completion column (pointwise ORM)."})
+    label_column: str = field(default="label", metadata={"help": "0/1 label column (pointwise ORM)."})
+    chosen_column: str = field(default="chosen", metadata={"help": "Preferred completion column (pairwise ORM)."})
+    rejected_column: str = field(default="rejected", metadata={"help": "Dispreferred completion (pairwise ORM)."})
+    steps_column: str = field(default="steps", metadata={"help": "List-of-steps column (PRM)."})
+    step_labels_column: str = field(default="labels", metadata={"help": "Per-step label column (PRM)."})
+    orm_format: str = field(
+        default="auto", metadata={"help": "`pointwise`, `pairwise`, or `auto` (pairwise when the chosen column "
+                                  "exists).", "choices": ["auto", "pointwise", "pairwise"]}
+    )
+    step_separator: str = field(
+        default=DEFAULT_STEP_SEPARATOR, metadata={"help": "Text appended after every step; the step's label sits "
+                                                  "on its last token (PRM)."}
+    )
+    max_length: int | None = field(
+        default=None, metadata={"help": "Truncate inputs to this many tokens (prompt cut first; None: no cut)."}
+    )
+    max_samples: int | None = field(default=None, metadata={"help": "Train on the first N rows only."})
+    model_dtype: str = field(
+        default="float32", metadata={"help": "Weights dtype when loading.", "choices": ["auto", "bfloat16",
+                                                                                          "float16", "float32"]}
+    )
+
+    def __post_init__(self):
+        if self.reward_model_type not in ("orm", "prm"):
+            raise ValueError(f"reward_model_type must be 'orm' or 'prm', got {self.reward_model_type!r}")
+        if self.orm_format not in ("auto", "pointwise", "pairwise"):
+            raise ValueError(f"orm_format must be auto, pointwise or pairwise, got {self.orm_format!r}")
+        if isinstance(self.data_files, str):
+            self.data_files = [self.data_files]
+
+
+# ---------------------------------------------------------------------------------------------------------- data
+
+
+def load_rows(script_args: RewardModelScriptArguments) -> list[tuple[str, dict]]:
+    """Raw rows with a location string (`file:line` or `dataset[split] row i`) for error messages."""
+    if bool(script_args.data_files) == bool(script_args.dataset_name):
+        raise ValueError("give exactly one of --data_files (JSONL) or --dataset_name")
+    rows = []
+    if script_args.data_files:
+        for path in script_args.data_files:
+            with open(path, encoding="utf-8") as f:
+                for line_no, line in enumerate(f, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path}:{line_no}: invalid JSON ({e.msg})") from None
+                    if not isinstance(row, dict):
+                        raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+                    rows.append((f"{path}:{line_no}", row))
+    else:
+        from datasets import load_dataset
+
+        dataset = load_dataset(script_args.dataset_name, script_args.dataset_config, split=script_args.dataset_split)
+        where = f"{script_args.dataset_name}[{script_args.dataset_split}]"
+        rows = [(f"{where} row {i}", row) for i, row in enumerate(dataset)]
+    if script_args.max_samples is not None:
+        rows = rows[: script_args.max_samples]
+    if not rows:
+        raise ValueError("the training data is empty")
+    return rows
+
+
+def _text(value: Any, where: str, column: str) -> Any:
+    if isinstance(value, str) or (isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value)):
+        return value
+    raise ValueError(f"{where}: column {column!r} must be a string or a list of messages, got {type(value).__name__}")
+
+
+def _label(value: Any, where: str, column: str) -> float:
+    if isinstance(value, bool) or (isinstance(value, (int, float)) and 0 <= value <= 1):
+        return float(value)
+    raise ValueError(f"{where}: column {column!r} must hold labels in {{0, 1}} (or [0, 1]), got {value!r}")
+
+
+def _column(row: dict, column: str, where: str, option: str) -> Any:
+    if column not in row:
+        raise ValueError(f"{where}: missing column {column!r} (set --{option}; the row has {sorted(row)})")
+    return row[column]
+
+
+def to_training_rows(raw: list[tuple[str, dict]], script_args: RewardModelScriptArguments, tokenizer) -> list[dict]:
+    """Validate raw rows and convert them to the rows `grpo_ext.reward_models.make_collate` expects."""
+    a = script_args
+    out = []
+    if a.reward_model_type == "prm":
+        for where, row in raw:
+            prompt = _text(_column(row, a.prompt_column, where, "prompt_column"), where, a.prompt_column)
+            steps = _column(row, a.steps_column, where, "steps_column")
+            labels = _column(row, a.step_labels_column, where, "step_labels_column")
+            if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
+                raise ValueError(f"{where}: column {a.steps_column!r} must be a non-empty list of strings")
+            if not isinstance(labels, list) or len(labels) != len(steps):
+                raise ValueError(f"{where}: {len(steps)} steps but labels {labels!r} (one label per step needed)")
+            out.append({"prompt": prompt_text(prompt, tokenizer), "steps": steps,
+                        "labels": [_label(y, where, a.step_labels_column) for y in labels]})
+        return out
+    pairwise = a.orm_format == "pairwise" or (a.orm_format == "auto" and a.chosen_column in raw[0][1])
+    for where, row in raw:
+        if pairwise:
+            prompt = _text(row.get(a.prompt_column, ""), where, a.prompt_column)
+            chosen = _text(_column(row, a.chosen_column, where, "chosen_column"), where, a.chosen_column)
+            rejected = _text(_column(row, a.rejected_column, where, "rejected_column"), where, a.rejected_column)
+            out.append({"chosen_text": orm_text(prompt, chosen, tokenizer),
+                        "rejected_text": orm_text(prompt, rejected, tokenizer)})
+        else:
+            prompt = _text(_column(row, a.prompt_column, where, "prompt_column"), where, a.prompt_column)
+            completion = _text(_column(row, a.completion_column, where, "completion_column"), where,
+                               a.completion_column)
+            label = _label(_column(row, a.label_column, where, "label_column"), where, a.label_column)
+            if label not in (0.0, 1.0):
+                raise ValueError(f"{where}: ORM label must be 0 or 1, got {label!r}")
+            out.append({"text": orm_text(prompt, completion, tokenizer), "label": label})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------- training
+
+
+class RewardModelTrainer(Trainer):
+    """`transformers.Trainer` whose loss is `grpo_ext.reward_models.reward_model_loss` (pointwise BCE, pairwise
+    Bradley-Terry, or PRM step cross-entropy, read from the batch)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, _, _ = reward_model_loss(model, inputs)
+        return (loss, None) if return_outputs else loss
+
+
+def load_model_and_tokenizer(script_args: RewardModelScriptArguments):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+
+    if not script_args.model_name_or_path:
+        raise ValueError("--model_name_or_path is required")
+    tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = script_args.model_dtype if script_args.model_dtype == "auto" else getattr(torch, script_args.model_dtype)
+    if script_args.reward_model_type == "orm":
+        model = AutoModelForSequenceClassification.from_pretrained(script_args.model_name_or_path, num_labels=1,
+                                                                   dtype=dtype)
+    else:
+        model = AutoModelForTokenClassification.from_pretrained(script_args.model_name_or_path, num_labels=2,
+                                                                dtype=dtype)
+        model.config.step_separator = script_args.step_separator  # scoring must append the same separator
+    model.config.pad_token_id = tokenizer.pad_token_id  # the ORM reads its score at the last non-pad token
+    return model, tokenizer
+
+
+def train(script_args: RewardModelScriptArguments, training_args: TrainingArguments) -> Trainer:
+    model, tokenizer = load_model_and_tokenizer(script_args)
+    rows = to_training_rows(load_rows(script_args), script_args, tokenizer)
+    collate = make_collate(script_args.reward_model_type, tokenizer, script_args.step_separator, script_args.max_length)
+    training_args.remove_unused_columns = False  # rows are pre-tokenised by the collator
+    trainer = RewardModelTrainer(model=model, args=training_args, train_dataset=rows, data_collator=collate,
+                                 processing_class=tokenizer)
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(training_args.output_dir)
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> Trainer:
+    from trl import TrlParser
+
+    parser = TrlParser((RewardModelScriptArguments, TrainingArguments))
+    script_args, training_args = parser.parse_args_and_config(args=argv)
+    return train(script_args, training_args)
+
+
+if __name__ == "__main__":
+    main()
