@@ -1,0 +1,129 @@
+"""A thin SFT warm start with TRL's SFTTrainer, for recipes that start RL from a base model.
+
+    accelerate launch --config_file accelerate_configs/single_gpu.yaml launch/sft.py \
+        --model_name_or_path Qwen/Qwen2.5-Math-1.5B --dataset_name math --output_dir runs/math-1.5b-sft \
+        --num_train_epochs 1 --learning_rate 1e-5
+
+Each problem becomes a prompt-completion pair: the prompt is the same chat prompt that GRPO training and
+evaluation use (`grpo_ext.data.make_prompt`), the completion is the reference solution ending in `\\boxed{answer}`
+(GSM8K rationales are rewritten: `<<calc>>` annotations dropped, `#### x` replaced by `\\boxed{x}`). TRL computes
+the loss on the completion only. Arguments: `SFTScriptArguments`, `trl.SFTConfig`, `trl.ModelConfig` (TrlParser,
+`--config recipe.yaml` plus overrides). Writes the model, the tokenizer, `resolved_config.yaml` and `metrics.jsonl`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+from grpo_ext.data import DEFAULT_INSTRUCTION
+from launch.train_grpo import METRICS_FILE, RESOLVED_CONFIG_FILE, MetricsLogCallback, write_resolved_config
+
+
+@dataclass
+class SFTScriptArguments:
+    """Data options of `launch/sft.py`."""
+
+    dataset_name: str = field(
+        default="gsm8k", metadata={"help": "`gsm8k`, `math`, `math500`, one of their hub ids, or `custom`."}
+    )
+    dataset_train_split: str = field(default="train", metadata={"help": "Hub split to train on."})
+    dataset_hub_id: str | None = field(default=None, metadata={"help": "Override the hub id."})
+    data_files: list[str] | None = field(
+        default=None, metadata={"help": "Local JSONL file(s) in the hub rows' shape, instead of the hub."}
+    )
+    question_column: str = field(default="question", metadata={"help": "Question column of a `custom` dataset."})
+    answer_column: str = field(default="answer", metadata={"help": "Gold-answer column of a `custom` dataset."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N problems only."})
+    instruction: str = field(default=DEFAULT_INSTRUCTION, metadata={"help": "Appended to every question."})
+    system_prompt: str | None = field(default=None, metadata={"help": "Optional system turn."})
+
+
+def sft_completion(row: dict, dataset_kind: str) -> list[dict[str, str]]:
+    """The assistant turn to imitate: the reference solution, ending with the answer in `\\boxed{}`."""
+    from grpo_ext.data import gsm8k_rationale_as_boxed
+
+    if dataset_kind == "gsm8k":
+        text = gsm8k_rationale_as_boxed(row["solution"])
+    elif dataset_kind == "custom" and row["solution"] == row["answer"]:
+        text = f"The final answer is \\boxed{{{row['answer']}}}."  # no worked solution in the source
+    else:
+        text = row["solution"]
+    return [{"role": "assistant", "content": text}]
+
+
+def make_parser():
+    from trl import ModelConfig, SFTConfig, TrlParser
+
+    # allow_abbrev=False: a misspelt or truncated option is an error, never a silent prefix match
+    return TrlParser((SFTScriptArguments, SFTConfig, ModelConfig), prog="grpo-ext-sft", allow_abbrev=False)
+
+
+def main(argv: list[str] | None = None):
+    """Parse arguments (`argv` or `sys.argv[1:]`), fine-tune, save. Returns the trainer."""
+    from trl import SFTTrainer, get_peft_config
+
+    from grpo_ext.data import load_math_dataset, resolve_dataset_name
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
+    if model_args.model_name_or_path is None:
+        raise ValueError("--model_name_or_path is required (in the recipe or on the command line)")
+    model_init_kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    model_init_kwargs.update(training_args.model_init_kwargs or {})
+    training_args.model_init_kwargs = model_init_kwargs
+
+    kind = resolve_dataset_name(script_args.dataset_name)
+    problems = load_math_dataset(
+        script_args.dataset_name,
+        split=script_args.dataset_train_split,
+        data_files=script_args.data_files,
+        limit=script_args.max_train_samples,
+        hub_id=script_args.dataset_hub_id,
+        instruction=script_args.instruction,
+        system_prompt=script_args.system_prompt,
+        question_column=script_args.question_column,
+        answer_column=script_args.answer_column,
+    )
+    train_dataset = problems.map(
+        lambda row: {"completion": sft_completion(row, kind)},
+        remove_columns=[c for c in problems.column_names if c != "prompt"],
+    )
+
+    os.makedirs(training_args.output_dir, exist_ok=True)
+    metrics_path = os.path.join(training_args.output_dir, METRICS_FILE)
+    trainer = SFTTrainer(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=train_dataset,
+        peft_config=get_peft_config(model_args),
+        callbacks=[MetricsLogCallback(metrics_path)],
+    )
+    if trainer.accelerator.is_main_process:
+        if os.path.exists(metrics_path) and not training_args.resume_from_checkpoint:
+            os.remove(metrics_path)
+        write_resolved_config(
+            os.path.join(training_args.output_dir, RESOLVED_CONFIG_FILE),
+            argv,
+            script_arguments=script_args,
+            training_arguments=training_args,
+            model_arguments=model_args,
+        )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    trainer.accelerator.print(f"Model, tokenizer and logs saved to {training_args.output_dir}")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    if hasattr(trainer, "end"):
+        trainer.end()
+    return trainer
+
+
+if __name__ == "__main__":
+    main()

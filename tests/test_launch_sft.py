@@ -1,0 +1,45 @@
+import json
+
+import pytest
+import torch
+import yaml
+
+from grpo_ext.data import load_math_dataset
+from launch.sft import main, sft_completion
+
+
+def test_sft_completion_targets(shared_data):
+    gsm8k = load_math_dataset("gsm8k", data_files=str(shared_data / "gsm8k" / "train.jsonl"), limit=1)[0]
+    (turn,) = sft_completion(gsm8k, "gsm8k")
+    assert turn["role"] == "assistant"
+    assert turn["content"].endswith("The final answer is \\boxed{72}.") and "<<" not in turn["content"]
+    math = load_math_dataset("math500", data_files=str(shared_data / "math500" / "test.jsonl"), limit=1)[0]
+    assert sft_completion(math, "math500") == [{"role": "assistant", "content": math["solution"]}]
+    custom = {"solution": "7", "answer": "7"}
+    assert sft_completion(custom, "custom")[0]["content"] == "The final answer is \\boxed{7}."
+
+
+def test_sft_two_steps_in_process(tiny_model_path, shared_data, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "sft"
+    main([
+        "--model_name_or_path", tiny_model_path, "--data_files", str(shared_data / "gsm8k" / "train.jsonl"),
+        "--max_train_samples", "4", "--per_device_train_batch_size", "2", "--max_steps", "2", "--max_length", "128",
+        "--learning_rate", "0.01", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
+        "--use_cpu", "--bf16", "false", "--output_dir", str(out),
+    ])  # fmt: skip
+    trained = AutoModelForCausalLM.from_pretrained(out)
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    assert any(not torch.equal(p, q) for p, q in zip(trained.parameters(), initial.parameters()))
+    assert AutoTokenizer.from_pretrained(out).eos_token == "<|im_end|>"
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [entry["loss"] for entry in logs if "loss" in entry]
+    assert len(losses) == 2 and all(0 < loss < 20 for loss in losses)
+    resolved = yaml.safe_load((out / "resolved_config.yaml").read_text())
+    assert resolved["training_arguments"]["max_steps"] == 2 and resolved["script_arguments"]["max_train_samples"] == 4
+
+
+def test_sft_rejects_unknown_option():
+    with pytest.raises(ValueError, match="not used by the HfArgumentParser"):
+        main(["--model_name_or_path", "x", "--use_cpu", "--packin", "true"])
