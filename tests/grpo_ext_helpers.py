@@ -64,3 +64,47 @@ def make_trainer(model_path, output_dir, trainer_cls=None, config_cls=None, rewa
         train_dataset=tiny_dataset() if dataset is None else dataset,
         **(trainer_kwargs or {}),
     )
+
+
+NEW_OPTIONS = ("kl_estimator", "kl_in", "supervision", "step_delimiter", "process_outcome_reward",
+               "advantage_estimator", "rft_correct_threshold")
+
+
+def trl_and_ours(model_path, tmp_path, **overrides):
+    """TRL's trainer and ours on the same tiny model (identical weights), in train mode, ready for `_compute_loss`."""
+    import trl
+
+    trl_overrides = {k: v for k, v in overrides.items() if k not in NEW_OPTIONS}
+    theirs = make_trainer(model_path, tmp_path / "trl", trainer_cls=trl.GRPOTrainer, config_cls=trl.GRPOConfig,
+                          **trl_overrides)
+    ours = make_trainer(model_path, tmp_path / "ours", **overrides)
+    g = torch.Generator().manual_seed(123)
+    noise = [0.05 * torch.randn(p.shape, generator=g) for p in theirs.model.parameters()]
+    for trainer in (theirs, ours):
+        trainer.model.train()
+        trainer.current_gradient_accumulation_steps = trainer.args.gradient_accumulation_steps
+        with torch.no_grad():  # move both policies (identically) away from the reference, so that KL != 0
+            for p, n in zip(trainer.model.parameters(), noise):
+                p.add_(n)
+    return theirs, ours
+
+
+def generation_batch(trainer, seed: int = 0):
+    """One scored generation batch, as `_prepare_inputs` would buffer it."""
+    torch.manual_seed(seed)
+    batch = next(iter(trainer.get_train_dataloader()))
+    return trainer._generate_and_score_completions(batch)
+
+
+def loss_and_grads(trainer, inputs):
+    if not hasattr(trainer, "current_gradient_accumulation_steps"):  # set by the training loop
+        trainer.current_gradient_accumulation_steps = trainer.args.gradient_accumulation_steps
+    trainer.model.zero_grad(set_to_none=True)
+    loss = trainer._compute_loss(trainer.model, inputs)
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    return loss.detach(), grads
+
+
+def completion_id_lists(inputs):
+    return [ids[mask.bool()].tolist() for ids, mask in zip(inputs["completion_ids"], inputs["completion_mask"])]
