@@ -22,7 +22,7 @@ from grpo_ext.iterative import (
     reset_reference,
     training_mix,
 )
-from grpo_ext.labelling import step_prefix
+from transformers import TrainerCallback
 from grpo_ext.reward_models import ProcessRewardModel, orm_scores
 from iterative_helpers import last_number_scorer, tiny_orm, tiny_prm, tiny_tokenizer
 
@@ -374,3 +374,89 @@ def test_two_processes_end_the_refresh_with_identical_weights():
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("IDENTICAL") == 2, result.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------- real Trainer
+
+
+class _RecordRollouts(TrainerCallback):
+    """Stands in for the GRPO trainer's generation: records rollouts that depend only on the step."""
+
+    def __init__(self, refresher):
+        self.refresher = refresher
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.refresher.record(*_rollouts(state.global_step + 1, n=4))
+
+
+def _run_trainer(tmp_path, model_path, max_steps, resume=None):
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+    policy = AutoModelForCausalLM.from_pretrained(model_path)
+    ref = AutoModelForCausalLM.from_pretrained(model_path)
+    refresher = _orm_refresher(refresh_steps=2, model=tiny_orm(seed=4))
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=max_steps, save_steps=2, per_device_train_batch_size=2,
+                             learning_rate=1e-2, report_to="none", use_cpu=True, logging_steps=1, seed=0,
+                             save_only_model=False)
+    data = [{"input_ids": torch.tensor([5, 6, 7, 8]), "labels": torch.tensor([5, 6, 7, 8])}] * 8
+    trainer = Trainer(model=policy, args=args, train_dataset=data)
+    trainer.add_callback(_RecordRollouts(refresher))
+    trainer.add_callback(IterativeRLCallback(refresher, ref_model=ref, log_fn=trainer.log))
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer, refresher, ref
+
+
+def test_with_a_real_trainer_checkpoint_and_resume_reproduce_the_run(tmp_path, tiny_model_path):
+    full_trainer, full, full_ref = _run_trainer(tmp_path / "full", tiny_model_path, max_steps=4)
+    assert full.iteration == 2 and full.last_refresh_step == 4 and len(full.buffer) == 16
+    logged = [h for h in full_trainer.state.log_history if "rm/buffer_size" in h]
+    assert [h["rm/buffer_size"] for h in logged] == [8.0, 16.0] and [h["step"] for h in logged] == [2, 4]
+    assert os.path.isfile(tmp_path / "full" / "checkpoint-2" / "iterative_rl" / "replay_buffer.jsonl")
+    # reset at step 4, the last step: the reference equals the final policy
+    assert all(torch.equal(a, b) for a, b in zip(full_trainer.model.parameters(), full_ref.parameters()))
+
+    # a second run stopped after step 3 and resumed from checkpoint-2 (step 3's rollouts were never saved, so the
+    # resumed run regenerates them, as GRPO would) makes the same refresh at step 4
+    _run_trainer(tmp_path / "cut", tiny_model_path, max_steps=3)
+    _, resumed, _ = _run_trainer(tmp_path / "cut", tiny_model_path, max_steps=4,
+                                 resume=str(tmp_path / "cut" / "checkpoint-2"))
+    assert resumed.iteration == 2 and resumed.buffer.rows == full.buffer.rows
+    assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in full.model.state_dict().items())
+
+
+def test_stock_trl_grpo_trainer_with_a_refreshed_orm(tmp_path, tiny_model_path):
+    """Two iterations of GRPO with TRL's own trainer: the ORM in `reward_funcs` is refreshed in place, the reference
+    is reset. The only wiring is `record_from_inputs` after TRL's reward computation and the callback."""
+    import trl
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    class Trainer(trl.GRPOTrainer):
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            if self.model.training:
+                self.refresher.record_from_inputs(inputs, prompts, completions)
+            return rewards
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    orm = tiny_orm(seed=2)
+    initial = copy.deepcopy(orm.state_dict())
+    config = trl.GRPOConfig(
+        output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4, num_generations=2,
+        max_completion_length=6, beta=0.1, learning_rate=1e-2, report_to="none", use_cpu=True, bf16=False,
+        logging_steps=1, save_strategy="no", seed=0,
+    )
+    data = Dataset.from_list([{"prompt": f"Q{i}: 3+{i}=", "answer": str(3 + i)} for i in range(8)])
+    trainer = Trainer(model=tiny_model_path, reward_funcs=[orm], args=config, train_dataset=data,
+                      processing_class=tok, reward_processing_classes=[tok])
+    args = IterativeRLConfig(reward_model_refresh_steps=2, reward_model_learning_rate=1e-3, reward_model_train_steps=2)
+    trainer.refresher = RewardModelRefresher(trainer.reward_funcs[0], tok, "orm", args, scorer=last_number_scorer)
+    trainer.add_callback(IterativeRLCallback(trainer.refresher, ref_model=trainer.ref_model, log_fn=trainer.log))
+    trainer.train()
+
+    assert trainer.refresher.iteration == 2 and len(trainer.refresher.buffer) == 2 * 2 * 4  # 2 steps x 4 rollouts
+    logged = [h for h in trainer.state.log_history if "rm/buffer_size" in h]
+    assert [h["step"] for h in logged] == [2, 4] and logged[1]["rm/num_replay_rows"] == 1.0  # round(0.1/0.9*8)
+    assert trainer.reward_funcs[0] is orm  # scored in place: the trainer's object carries the new weights
+    assert any(not torch.equal(initial[k], v) for k, v in orm.state_dict().items())
+    assert all(torch.equal(a, b) for a, b in zip(trainer.model.parameters(), trainer.ref_model.parameters()))
