@@ -18,7 +18,13 @@ import sys
 from dataclasses import dataclass, field
 
 from grpo_ext.data import DEFAULT_INSTRUCTION
-from launch.train_grpo import METRICS_FILE, RESOLVED_CONFIG_FILE, MetricsLogCallback, write_resolved_config
+from launch.train_grpo import (
+    METRICS_FILE,
+    RESOLVED_CONFIG_FILE,
+    MetricsLogCallback,
+    resolve_recipe,
+    write_resolved_config,
+)
 
 
 @dataclass
@@ -66,7 +72,7 @@ def main(argv: list[str] | None = None):
 
     from grpo_ext.data import load_math_dataset, resolve_dataset_name
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = resolve_recipe(sys.argv[1:] if argv is None else argv)
     script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
     if model_args.model_name_or_path is None:
         raise ValueError("--model_name_or_path is required (in the recipe or on the command line)")

@@ -168,6 +168,40 @@ def write_resolved_config(path: str, argv: list[str], **sections) -> None:
         yaml.safe_dump(json.loads(json.dumps(resolved, default=str)), handle, sort_keys=False)
 
 
+def load_process_reward_model(path: str, step_delimiter: str):
+    """A token-classification PRM (as saved by `launch/train_reward_model.py`) and its tokenizer.
+
+    The PRM reads its score at the end of each step, so it must be scored with the step separator it was trained
+    with (saved in its config as `step_separator`); a different `step_delimiter` is an error.
+    """
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    model = AutoModelForTokenClassification.from_pretrained(path)
+    trained_with = getattr(model.config, "step_separator", None)
+    if trained_with is not None and trained_with != step_delimiter:
+        raise ValueError(
+            f"the process reward model at {path} was trained with step_separator={trained_with!r}, but "
+            f"step_delimiter={step_delimiter!r}: set step_delimiter to {trained_with!r}"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def resolve_recipe(argv: list[str]) -> list[str]:
+    """`--config NAME` may name a shipped recipe (`launch/recipes/NAME.yaml`) instead of a path."""
+    argv = list(argv)
+    if "--config" in argv:
+        i = argv.index("--config") + 1
+        if i < len(argv) and not os.path.exists(argv[i]):
+            shipped = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes", f"{argv[i]}.yaml")
+            if not os.path.exists(shipped):
+                raise FileNotFoundError(f"--config {argv[i]}: no such file, and no shipped recipe {shipped}")
+            argv[i] = shipped
+    return argv
+
+
 def make_parser():
     from trl import ModelConfig, TrlParser
 
@@ -184,7 +218,7 @@ def main(argv: list[str] | None = None):
     from grpo_ext import GRPOTrainer
     from grpo_ext.data import load_math_dataset
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = resolve_recipe(sys.argv[1:] if argv is None else argv)
     script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
     if model_args.model_name_or_path is None:
         raise ValueError("--model_name_or_path is required (in the recipe or on the command line)")
@@ -215,14 +249,16 @@ def main(argv: list[str] | None = None):
         reward_funcs.append(script_args.reward_model_name_or_path)  # TRL loads it as a 1-label sequence classifier
     trainer_kwargs = {}
     if script_args.process_reward_model_name_or_path:
-        from transformers import AutoTokenizer
-
-        trainer_kwargs["process_reward_model"] = script_args.process_reward_model_name_or_path
-        trainer_kwargs["process_reward_tokenizer"] = AutoTokenizer.from_pretrained(
-            script_args.process_reward_model_name_or_path
+        trainer_kwargs["process_reward_model"], trainer_kwargs["process_reward_tokenizer"] = load_process_reward_model(
+            script_args.process_reward_model_name_or_path, training_args.step_delimiter
         )
     elif training_args.supervision == "process":
         raise ValueError("supervision: process needs --process_reward_model_name_or_path")
+    if getattr(training_args, "reward_model_refresh_steps", 0):
+        raise NotImplementedError(
+            "reward_model_refresh_steps > 0 (iterative RL) is not wired into launch/train_grpo.py yet; "
+            "see grpo_ext.iterative.IterativeRLCallback"
+        )
 
     os.makedirs(training_args.output_dir, exist_ok=True)
     metrics_path = os.path.join(training_args.output_dir, METRICS_FILE)
