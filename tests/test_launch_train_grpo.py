@@ -125,3 +125,28 @@ def test_build_reward_funcs():
         build_reward_funcs(["no_such_module.reward"])
     with pytest.raises(ValueError, match="bad reward_func_kwargs"):
         build_reward_funcs(["overlong"], {"overlong": {"max_len": 3}})
+
+
+def test_outcome_and_process_reward_models_in_process(tiny_model_path, shared_data, tmp_path):
+    from launch_helpers import save_tiny_reward_model
+
+    orm = save_tiny_reward_model(tmp_path / "orm", "orm")
+    prm = save_tiny_reward_model(tmp_path / "prm", "prm")
+    out = tmp_path / "prm-run"
+    common = [
+        "--model_name_or_path", tiny_model_path, "--data_files", str(shared_data / "gsm8k" / "train.jsonl"),
+        "--max_train_samples", "4", "--per_device_train_batch_size", "4", "--num_generations", "4",
+        "--max_completion_length", "8", "--max_steps", "1", "--use_cpu", "--bf16", "false", "--report_to", "none",
+        "--save_strategy", "no", "--logging_steps", "1", "--output_dir", str(out),
+        "--reward_funcs", "accuracy", "--reward_model_name_or_path", orm, "--reward_weights", "1.0", "0.5",
+        "--supervision", "process", "--process_reward_model_name_or_path", prm,
+    ]  # fmt: skip
+    trainer = main(common)
+    assert trainer.process_reward_model is not None
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    reward_keys = {key for entry in logs for key in entry if key.startswith("rewards/") and key.endswith("/mean")}
+    assert reward_keys >= {"rewards/accuracy_reward/mean"} and len(reward_keys) == 2  # accuracy + the ORM
+    with pytest.raises(ValueError, match=r"trained with step_separator='\\n\\n', but step_delimiter='\\n'"):
+        main(common + ["--step_delimiter", "\n"])
+    with pytest.raises(ValueError, match="supervision: process needs --process_reward_model_name_or_path"):
+        main(common[: common.index("--process_reward_model_name_or_path")])
