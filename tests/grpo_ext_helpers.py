@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from datasets import Dataset
+
+
+@pytest.fixture(autouse=True)
+def single_torch_thread():
+    """Tiny models run fastest on one thread; with several, thread spin-waits dominate on a shared 2-core box.
+
+    Import this fixture into a test module to apply it there; the previous setting is restored afterwards.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 PROMPTS = ["What is 3 + 4?", "Compute 7 * 2.", "Natalia sold 48 clips.", "What is 1 + 1?"]
 

@@ -4,7 +4,8 @@ import logging
 
 import pytest
 import torch
-from grpo_ext_helpers import (
+from grpo_ext_helpers import (  # noqa: F401 (single_torch_thread is an autouse fixture)
+    single_torch_thread,
     completion_id_lists,
     digit_reward,
     generation_batch,
