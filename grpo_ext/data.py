@@ -246,6 +246,7 @@ def load_math_dataset(
     num_few_shot: int = 0,
     question_column: str = "question",
     answer_column: str = "answer",
+    few_shot_data_files: str | Sequence[str] | None = None,
 ):
     """Load GSM8K, MATH, MATH-500 or a custom question/answer dataset as prompt/answer/solution rows.
 
@@ -255,11 +256,11 @@ def load_math_dataset(
             the hub dataset `hub_id`.
         split: hub split (`train`/`test`); ignored with `data_files`.
         data_files: local JSONL file(s) in the hub rows' shape; rows are numbered across files in order.
-        limit: keep the first `limit` rows (after mapping; `idx` stays the source position).
+        limit: keep the first `limit` rows.
         hub_id: override the hub dataset id (e.g. another MATH mirror).
         instruction, system_prompt: see `make_prompt`.
-        num_few_shot: prepend this many worked examples (GSM8K: the first train rows of `openai/gsm8k` or, with
-            `data_files`, the first rows of the same files, excluded from the returned set; MATH: likewise).
+        num_few_shot: prepend this many worked examples as earlier chat turns (see `load_few_shot`).
+        few_shot_data_files: where the worked examples come from (needed with `data_files`).
         question_column, answer_column: column names for `custom`.
     """
     from datasets import Dataset
@@ -271,23 +272,37 @@ def load_math_dataset(
     else:
         sources = _hub_rows(kind, split, hub_id)
 
-    few_shot: list[tuple[str, str]] = []
-    if num_few_shot:
-        shots, sources = sources[:num_few_shot], sources[num_few_shot:]
-        few_shot = [_few_shot_pair(kind, row, where) for where, row in shots]
-        offset = num_few_shot
-    else:
-        offset = 0
     if limit is not None:
         sources = sources[:limit]
+    few_shot = load_few_shot(kind, num_few_shot, few_shot_data_files, data_files is not None)
     prompt_kwargs = {"instruction": instruction, "system_prompt": system_prompt, "few_shot": few_shot}
     mapper = _MAPPERS[kind]
     if kind == "custom":
         mapper = partial(map_custom_row, question_column=question_column, answer_column=answer_column)
-    rows = [mapper(row, offset + i, where, prompt_kwargs) for i, (where, row) in enumerate(sources)]
+    rows = [mapper(row, i, where, prompt_kwargs) for i, (where, row) in enumerate(sources)]
     if not rows:
         raise DatasetFormatError(f"{data_files or name}: no rows")
     return Dataset.from_list(rows)
+
+
+def load_few_shot(
+    kind: str, num: int, few_shot_data_files: str | Sequence[str] | None = None, local: bool = False
+) -> list[tuple[str, str]]:
+    """The first `num` (question, worked answer) pairs of the few-shot source: `few_shot_data_files`, or the hub
+    train split (GSM8K train for GSM8K, MATH train for MATH and MATH-500). Never the evaluated rows themselves.
+    GSM8K answers are rewritten to end in `\\boxed{}` (`gsm8k_rationale_as_boxed`)."""
+    if num <= 0:
+        return []
+    if few_shot_data_files is not None:
+        files = [few_shot_data_files] if isinstance(few_shot_data_files, (str, os.PathLike)) else few_shot_data_files
+        shots = [(f"{path}, line {line}", row) for path in files for line, row in read_jsonl(path)]
+    elif local:
+        raise ValueError("num_few_shot with local data_files needs few_shot_data_files (e.g. a train split file)")
+    else:
+        shots = _hub_rows("gsm8k" if kind == "gsm8k" else "math", "train", None)
+    if len(shots) < num:
+        raise ValueError(f"num_few_shot={num} but the few-shot source has only {len(shots)} rows")
+    return [_few_shot_pair(kind, row, where) for where, row in shots[:num]]
 
 
 def _few_shot_pair(kind: str, row: dict, where: str) -> tuple[str, str]:

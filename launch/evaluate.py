@@ -522,7 +522,12 @@ class EvalArguments:
     )
     limit: int | None = field(default=None, metadata={"help": "Evaluate only the first N problems."})
     num_few_shot: int = field(
-        default=0, metadata={"help": "Worked examples prepended as chat turns (taken from the first source rows)."}
+        default=0,
+        metadata={"help": "Worked examples prepended as chat turns: the first rows of few_shot_data_files, or of "
+                  "the hub train split (GSM8K train; MATH train for MATH and MATH-500)."},
+    )
+    few_shot_data_files: list[str] | None = field(
+        default=None, metadata={"help": "Local JSONL file(s) the few-shot examples come from (e.g. a train split)."}
     )
     instruction: str = field(default=DEFAULT_INSTRUCTION, metadata={"help": "Appended to every question."})
     system_prompt: str | None = field(default=None, metadata={"help": "Optional system turn."})
@@ -561,8 +566,9 @@ def make_parser():
     return TrlParser(EvalArguments, prog="grpo-ext-evaluate", description=__doc__, allow_abbrev=False)
 
 
-def main(argv: list[str] | None = None, generator: Generator | None = None, render=None) -> dict:
-    """Parse arguments, load data and model, evaluate. `generator`/`render` replace the model (tests, callers)."""
+def evaluate(argv: list[str] | None = None, generator: Generator | None = None, render=None) -> dict:
+    """Parse arguments, load data and model, evaluate; return the summary. `generator`/`render` replace the model
+    (tests, callers)."""
     from grpo_ext.data import load_math_dataset
 
     (args,) = make_parser().parse_args_and_config(argv)
@@ -575,6 +581,7 @@ def main(argv: list[str] | None = None, generator: Generator | None = None, rend
         instruction=args.instruction,
         system_prompt=args.system_prompt,
         num_few_shot=args.num_few_shot,
+        few_shot_data_files=args.few_shot_data_files,
     )
     if generator is None:
         if args.model_name_or_path is None:
@@ -606,6 +613,7 @@ def main(argv: list[str] | None = None, generator: Generator | None = None, rend
         "split": args.dataset_split if args.data_files is None else None,
         "data_files": args.data_files,
         "num_few_shot": args.num_few_shot,
+        "few_shot_data_files": args.few_shot_data_files,
         "instruction": args.instruction,
         "system_prompt": args.system_prompt,
     }
@@ -624,6 +632,11 @@ def main(argv: list[str] | None = None, generator: Generator | None = None, rend
     )
     print(markdown_table(summary))
     return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script `grpo-ext-evaluate` (returns None: the wrapper passes the return value to sys.exit)."""
+    evaluate(argv)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def make_parser():
     return TrlParser((SFTScriptArguments, SFTConfig, ModelConfig), prog="grpo-ext-sft", allow_abbrev=False)
 
 
-def main(argv: list[str] | None = None):
+def train(argv: list[str] | None = None):
     """Parse arguments (`argv` or `sys.argv[1:]`), fine-tune, save. Returns the trainer."""
     from trl import SFTTrainer, get_peft_config
 
@@ -129,6 +129,11 @@ def main(argv: list[str] | None = None):
     if hasattr(trainer, "end"):
         trainer.end()
     return trainer
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script entry point (returns None: the wrapper passes the return value to sys.exit)."""
+    train(argv)
 
 
 if __name__ == "__main__":

@@ -211,7 +211,7 @@ def make_parser():
     return TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig), prog="grpo-ext-train", allow_abbrev=False)
 
 
-def main(argv: list[str] | None = None):
+def train(argv: list[str] | None = None):
     """Parse arguments (`argv` or `sys.argv[1:]`), train, save. Returns the trainer."""
     from trl import get_peft_config
 
@@ -308,6 +308,11 @@ def main(argv: list[str] | None = None):
     if hasattr(trainer, "end"):
         trainer.end()  # finish the trackers and destroy the process group (transformers >= 5.18)
     return trainer
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script entry point (returns None: the wrapper passes the return value to sys.exit)."""
+    train(argv)
 
 
 if __name__ == "__main__":

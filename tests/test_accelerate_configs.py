@@ -60,11 +60,12 @@ def test_plugin_settings():
 
 
 STATE_SCRIPT = """
-import json
+import json, sys
 from accelerate import PartialState
 state = PartialState(cpu=True)  # what TrainingArguments(use_cpu=True) asks for; on GPUs the configs need no flag
-print("STATE " + json.dumps({"num_processes": state.num_processes, "rank": state.process_index,
-                             "type": str(state.distributed_type), "backend": state.backend}))
+# one file per process: their stdout lines can interleave
+with open(f"{sys.argv[1]}/state-{state.process_index}.json", "w") as handle:
+    json.dump({"num_processes": state.num_processes, "rank": state.process_index, "backend": state.backend}, handle)
 """
 
 
@@ -75,12 +76,12 @@ def test_launch_with_config_on_cpu(tmp_path, name, extra, processes):
     script.write_text(STATE_SCRIPT)
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIG_DIR / name),
-        "--mixed_precision", "no", "--main_process_port", str(free_port()), *extra, str(script),
+        "--mixed_precision", "no", "--main_process_port", str(free_port()), *extra, str(script), str(tmp_path),
     ]  # fmt: skip
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    states = [json.loads(line[6:]) for line in result.stdout.splitlines() if line.startswith("STATE ")]
+    states = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("state-*.json"))]
     assert sorted(s["rank"] for s in states) == list(range(processes))
     assert all(s["num_processes"] == processes for s in states)
     if processes > 1:

@@ -73,12 +73,17 @@ def test_load_shared_math500(shared_data):
     assert [ds["level"].count(level) for level in range(1, 6)] == [43, 90, 105, 128, 134]
 
 
-def test_few_shot_and_limit_keep_source_index(shared_data):
-    ds = load_math_dataset("gsm8k", data_files=str(shared_data / "gsm8k" / "train.jsonl"), num_few_shot=2, limit=3)
-    assert len(ds) == 3 and ds["idx"] == [2, 3, 4]
+def test_few_shot_comes_from_its_own_source(shared_data):
+    train, test = str(shared_data / "gsm8k" / "train.jsonl"), str(shared_data / "gsm8k" / "test.jsonl")
+    ds = load_math_dataset("gsm8k", data_files=test, num_few_shot=2, few_shot_data_files=train, limit=3)
+    assert len(ds) == 3 and ds["idx"] == [0, 1, 2] and ds[0]["answer"] == "18"  # evaluated rows untouched
     prompt = ds[0]["prompt"]
     assert [m["role"] for m in prompt] == ["user", "assistant", "user", "assistant", "user"]
+    assert prompt[0]["content"].startswith("Natalia")  # first train question
     assert prompt[1]["content"].endswith("The final answer is \\boxed{72}.") and "<<" not in prompt[1]["content"]
+    assert prompt[-1]["content"].startswith("Janet")
+    with pytest.raises(ValueError, match="needs few_shot_data_files"):
+        load_math_dataset("gsm8k", data_files=test, num_few_shot=2)
 
 
 def test_hendrycks_style_rows_get_answer_from_boxed(tmp_path):

@@ -5,10 +5,10 @@ import math
 import pytest
 
 from launch.evaluate import (
+    evaluate,
     MathEvalCallback,
     SamplingParams,
     TransformersGenerator,
-    main,
     majority_vote,
     markdown_table,
     pass_at_k,
@@ -140,7 +140,7 @@ def test_greedy_gsm8k_exact_accuracy(shared_data, tmp_path):
             completion = f"The answer is \\boxed{{{int(gold) + 1}}}."
         by_question[question] = [completion]
     out = tmp_path / "gsm8k"
-    summary = main(
+    summary = evaluate(
         eval_args(shared_data / "gsm8k" / "test.jsonl", out, "--dataset_name", "gsm8k"),
         generator=ScriptedGenerator(by_question),
         render=render_last_user_turn,
@@ -166,7 +166,7 @@ def test_greedy_math500_exact_accuracy_per_level_and_subject(shared_data, tmp_pa
         answer = gold if i % 2 == 0 else "12345"
         by_question[row["problem"].split("\n")[0]] = [f"Reasoning.\nThe final answer is $\\boxed{{{answer}}}$."]
     out = tmp_path / "math500"
-    summary = main(
+    summary = evaluate(
         eval_args(shared_data / "math500" / "test.jsonl", out, "--dataset_name", "math500"),
         generator=ScriptedGenerator(by_question),
         render=render_last_user_turn,
@@ -202,7 +202,7 @@ def test_sampling_pass_at_k_and_maj_at_k_exact(shared_data, tmp_path):
             4: [none, none, none, g],
         }
         by_question[question] = patterns.get(i, [w1, w2, w1, g])
-    summary = main(
+    summary = evaluate(
         eval_args(shared_data / "gsm8k" / "test.jsonl", tmp_path / "s", "--temperature", "0.7", "--num_samples", "4")
         + ["--k", "1", "2", "4"],
         generator=ScriptedGenerator(by_question),
@@ -230,14 +230,14 @@ def test_resume_continues_a_partial_run(shared_data, tmp_path):
     args = eval_args(shared_data / "gsm8k" / "test.jsonl", out)
     crashing = ScriptedGenerator(by_question, fail_after_calls=2)  # save_every 3: two chunks (6 rows) then a crash
     with pytest.raises(KeyboardInterrupt):
-        main(args, generator=crashing, render=render_last_user_turn)
+        evaluate(args, generator=crashing, render=render_last_user_turn)
     assert len((out / "samples.jsonl").read_text().splitlines()) == 6
     with pytest.raises(FileExistsError, match="--resume"):
-        main(args, generator=ScriptedGenerator(by_question), render=render_last_user_turn)
+        evaluate(args, generator=ScriptedGenerator(by_question), render=render_last_user_turn)
     with pytest.raises(ValueError, match="different settings"):
-        main(args + ["--resume", "--max_new_tokens", "7"], generator=ScriptedGenerator(by_question), render=render_last_user_turn)
+        evaluate(args + ["--resume", "--max_new_tokens", "7"], generator=ScriptedGenerator(by_question), render=render_last_user_turn)
     resumed = ScriptedGenerator(by_question)
-    summary = main(args + ["--resume"], generator=resumed, render=render_last_user_turn)
+    summary = evaluate(args + ["--resume"], generator=resumed, render=render_last_user_turn)
     assert [p.split("\n")[0] for batch in resumed.asked for p in batch] == [q for q, _ in golds[6:]]
     assert summary["overall"] == {"count": 8, "pass@1": 3 / 8}
     records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
@@ -246,15 +246,15 @@ def test_resume_continues_a_partial_run(shared_data, tmp_path):
 
 def test_bad_options_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="not used by the HfArgumentParser.*--num_sample"):
-        main(["--num_sample", "4"])
+        evaluate(["--num_sample", "4"])
     config = tmp_path / "c.yaml"
     config.write_text("dataset_name: gsm8k\ntemprature: 0.5\n")
     with pytest.raises(ValueError, match="temprature"):
-        main(["--config", str(config)])
+        evaluate(["--config", str(config)])
     with pytest.raises(ValueError, match="needs sampling"):
-        main(["--num_samples", "4", "--k", "1"])
+        evaluate(["--num_samples", "4", "--k", "1"])
     with pytest.raises(ValueError, match="k values"):
-        main(["--num_samples", "4", "--temperature", "1", "--k", "8"])
+        evaluate(["--num_samples", "4", "--temperature", "1", "--k", "8"])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -266,9 +266,9 @@ def test_transformers_backend_end_to_end_with_resume(shared_data, tiny_model_pat
     out = tmp_path / "tiny"
     common = ["--model_name_or_path", tiny_model_path, "--data_files", str(shared_data / "gsm8k" / "test.jsonl")]
     common += ["--output_dir", str(out), "--max_new_tokens", "6", "--batch_size", "3", "--save_every", "4"]
-    first = main(common + ["--limit", "4"])
+    first = evaluate(common + ["--limit", "4"])
     assert first["overall"]["count"] == 4
-    second = main(common + ["--limit", "6", "--resume"])
+    second = evaluate(common + ["--limit", "6", "--resume"])
     assert second["overall"]["count"] == 6
     records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert [r["idx"] for r in records] == list(range(6))
@@ -316,3 +316,25 @@ def test_eval_callback_logs_accuracy_during_training(shared_data, tiny_model_pat
     assert [entry["step"] for entry in logged] == [1, 2]
     assert all("loss" in entry for entry in logged)  # merged into the step's regular log row
     assert all(entry["math_eval/count"] == 3 and 0 <= entry["math_eval/accuracy"] <= 1 for entry in logged)
+
+
+def test_console_script_runs_and_exits_zero(shared_data, tiny_model_path, tmp_path):
+    """`grpo-ext-evaluate` as installed (the wrapper calls sys.exit(main()), so main must return None)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = shutil.which("grpo-ext-evaluate") or str(Path(sys.executable).parent / "grpo-ext-evaluate")
+    out = tmp_path / "cli"
+    result = subprocess.run(
+        [script, "--model_name_or_path", tiny_model_path, "--dataset_name", "math500", "--data_files",
+         str(shared_data / "math500" / "test.jsonl"), "--limit", "2", "--max_new_tokens", "4", "--output_dir", str(out),
+         "--num_few_shot", "1", "--few_shot_data_files", str(shared_data / "math500" / "test.jsonl")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["overall"]["count"] == 2 and set(summary["by_level"]) == {"2", "5"}
+    first = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
+    assert first["prompt"].count("<|im_start|>user") == 2  # one worked example, then the question

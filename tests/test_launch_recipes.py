@@ -62,7 +62,7 @@ def test_deepseekmath_settings():
 def test_default_recipe_trains_by_name_with_tiny_overrides(tiny_model_path, shared_data, tmp_path):
     """The README's command with the default recipe, shrunk to the tiny model for one CPU step."""
     out = tmp_path / "default"
-    train_grpo.main([
+    train_grpo.train([
         "--config", "qwen2.5-0.5b-instruct_gsm8k",  # a shipped recipe, by name
         "--model_name_or_path", tiny_model_path, "--dtype", "float32",
         "--data_files", str(shared_data / "gsm8k" / "train.jsonl"), "--max_train_samples", "4",
@@ -82,4 +82,4 @@ def test_default_recipe_trains_by_name_with_tiny_overrides(tiny_model_path, shar
 
 def test_unknown_recipe_name():
     with pytest.raises(FileNotFoundError, match="no shipped recipe"):
-        train_grpo.main(["--config", "no-such-recipe"])
+        train_grpo.train(["--config", "no-such-recipe"])

@@ -5,7 +5,7 @@ import torch
 import yaml
 
 from grpo_ext.data import load_math_dataset
-from launch.sft import main, sft_completion
+from launch.sft import sft_completion, train
 
 
 def test_sft_completion_targets(shared_data):
@@ -23,7 +23,7 @@ def test_sft_two_steps_in_process(tiny_model_path, shared_data, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "sft"
-    main([
+    train([
         "--model_name_or_path", tiny_model_path, "--data_files", str(shared_data / "gsm8k" / "train.jsonl"),
         "--max_train_samples", "4", "--per_device_train_batch_size", "2", "--max_steps", "2", "--max_length", "128",
         "--learning_rate", "0.01", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
@@ -42,4 +42,4 @@ def test_sft_two_steps_in_process(tiny_model_path, shared_data, tmp_path):
 
 def test_sft_rejects_unknown_option():
     with pytest.raises(ValueError, match="not used by the HfArgumentParser"):
-        main(["--model_name_or_path", "x", "--use_cpu", "--packin", "true"])
+        train(["--model_name_or_path", "x", "--use_cpu", "--packin", "true"])

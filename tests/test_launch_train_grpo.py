@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from launch.train_grpo import build_reward_funcs, main
+from launch.train_grpo import build_reward_funcs, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from launch_helpers import free_port  # noqa: E402
@@ -92,18 +92,18 @@ def test_two_process_accelerate_run_writes_model_tokenizer_config_and_metrics(ti
 
 def test_unknown_options_are_errors(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"not used by the HfArgumentParser: \['--kl_estimater'"):
-        main(["--model_name_or_path", "x", "--kl_estimater", "k1", "--use_cpu"])
+        train(["--model_name_or_path", "x", "--kl_estimater", "k1", "--use_cpu"])
     with pytest.raises(ValueError, match=r"not used by the HfArgumentParser: \['--learning_rat'"):
-        main(["--model_name_or_path", "x", "--learning_rat", "1e-6", "--use_cpu"])  # no silent prefix matching
+        train(["--model_name_or_path", "x", "--learning_rat", "1e-6", "--use_cpu"])  # no silent prefix matching
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model_name_or_path: x\nuse_cpu: true\nrewards_funcs: [accuracy]\n")
     with pytest.raises(ValueError, match="Unknown arguments from config file.*rewards_funcs"):
-        main(["--config", str(recipe)])
+        train(["--config", str(recipe)])
     with pytest.raises(SystemExit):
-        main(["--model_name_or_path", "x", "--kl_estimator", "k9", "--use_cpu"])
+        train(["--model_name_or_path", "x", "--kl_estimator", "k9", "--use_cpu"])
     assert "--kl_estimator/--kl-estimator: invalid choice: 'k9'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="reward_func_kwargs names rewards not in --reward_funcs"):
-        main(["--model_name_or_path", "x", "--use_cpu", "--reward_func_kwargs", '{"overlong": {}}'])
+        train(["--model_name_or_path", "x", "--use_cpu", "--reward_func_kwargs", '{"overlong": {}}'])
 
 
 def test_build_reward_funcs():
@@ -141,12 +141,12 @@ def test_outcome_and_process_reward_models_in_process(tiny_model_path, shared_da
         "--reward_funcs", "accuracy", "--reward_model_name_or_path", orm, "--reward_weights", "1.0", "0.5",
         "--supervision", "process", "--process_reward_model_name_or_path", prm,
     ]  # fmt: skip
-    trainer = main(common)
+    trainer = train(common)
     assert trainer.process_reward_model is not None
     logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     reward_keys = {key for entry in logs for key in entry if key.startswith("rewards/") and key.endswith("/mean")}
     assert reward_keys >= {"rewards/accuracy_reward/mean"} and len(reward_keys) == 2  # accuracy + the ORM
     with pytest.raises(ValueError, match=r"trained with step_separator='\\n\\n', but step_delimiter='\\n'"):
-        main(common + ["--step_delimiter", "\n"])
+        train(common + ["--step_delimiter", "\n"])
     with pytest.raises(ValueError, match="supervision: process needs --process_reward_model_name_or_path"):
-        main(common[: common.index("--process_reward_model_name_or_path")])
+        train(common[: common.index("--process_reward_model_name_or_path")])
