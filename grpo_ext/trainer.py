@@ -79,6 +79,8 @@ class GRPOTrainer(_TRLGRPOTrainer):
         options = {key: getattr(args, key, default) for key, default in _DEFAULTS.items()}
         _validate(options, args, process_reward_model, step_splitter)
         self.ext = options
+        if options["supervision"] == "process" and not reward_funcs:
+            reward_funcs = [no_outcome_reward]  # TRL needs a reward source; the PRM supplies the signal
         super().__init__(model, reward_funcs, args, *trl_args, **trl_kwargs)
         self.step_splitter = step_splitter or delimiter_splitter(options["step_delimiter"])
         self.process_reward_model = self._wrap_process_reward_model(process_reward_model, process_reward_tokenizer)
@@ -104,10 +106,6 @@ class GRPOTrainer(_TRLGRPOTrainer):
     def _uses_trl_advantages(self) -> bool:
         ext = self.ext
         return ext["supervision"] == "outcome" and ext["advantage_estimator"] == "grpo" and ext["kl_in"] == "loss"
-
-    @property
-    def _uses_process_rewards(self) -> bool:
-        return self.ext["supervision"] == "process" and self.ext["advantage_estimator"] == "grpo"
 
     # ------------------------------------------------------------------------------------------------ loss
 
@@ -279,6 +277,11 @@ class GRPOTrainer(_TRLGRPOTrainer):
                 "every advantage is 0. Check step_delimiter / step_splitter against the model's outputs."
             )
         return steps_to_token_advantages(normalized[process_slice], step_ends, num_tokens)
+
+
+def no_outcome_reward(completions, **kwargs) -> list[float]:
+    """Outcome reward 0 for every completion: stands in when process supervision runs without `reward_funcs`."""
+    return [0.0] * len(completions)
 
 
 def _check_step_rewards(step_rewards, steps) -> list[list[float]]:

@@ -278,3 +278,16 @@ def test_splitter_with_no_steps_warns_at_run_time(tiny_model_path, tmp_path, cap
     assert "returned no steps for every completion" in caplog.text
     assert torch.count_nonzero(inputs["advantages"]) == 0
     assert trainer._metrics["train"]["process/frac_no_steps"][-1] == 1.0
+
+
+def test_process_supervision_without_outcome_rewards(tiny_model_path, tmp_path):
+    trainer = make_trainer(tiny_model_path, tmp_path, reward_funcs=[], supervision="process", step_delimiter=" ",
+                           trainer_kwargs={"process_reward_model": step_length_prm})
+    assert trainer.reward_func_names == ["no_outcome_reward"]
+    trainer.model.train()
+    inputs = generation_batch(trainer)
+    located = [locate_steps(ids, trainer.processing_class, delimiter_splitter(" "))
+               for ids in completion_id_lists(inputs)]
+    expected = process_advantages(step_length_prm(None, [s for s, _ in located]), [e for _, e in located],
+                                  group_size=4, num_tokens=inputs["completion_ids"].size(1))
+    torch.testing.assert_close(inputs["advantages"], expected)
