@@ -59,7 +59,7 @@ STATE_DIR_NAME = "iterative_rl"
 
 @dataclass
 class IterativeRLConfig:
-    """Iterative-RL options. Meant to be mixed into `GRPOConfig`: `class GRPOConfig(IterativeRLConfig, trl.GRPOConfig)`."""
+    """Iterative-RL options, a mixin for `GRPOConfig`: `class GRPOConfig(IterativeRLConfig, trl.GRPOConfig)`."""
 
     reward_model_refresh_steps: int = field(
         default=0,
@@ -302,7 +302,9 @@ class RewardModelRefresher:
     def record(self, prompts: Sequence, completions: Sequence, golds: Sequence) -> None:
         """Keep this process's rollouts (call after each generation); they are labelled at the next refresh."""
         if not (len(prompts) == len(completions) == len(golds)):
-            raise ValueError(f"lengths differ: {len(prompts)} prompts, {len(completions)} completions, {len(golds)} golds")
+            raise ValueError(
+                f"lengths differ: {len(prompts)} prompts, {len(completions)} completions, {len(golds)} golds"
+            )
         for p, c, g in zip(prompts, completions, golds):
             self.pending.append({"prompt": p, "completion": completion_text(c), "gold": str(g)})
 

@@ -142,7 +142,9 @@ def math_shepherd_labels(
     separator: str = DEFAULT_STEP_SEPARATOR,
 ) -> tuple[list[float], LabellingCost]:
     """Math-Shepherd step labels for one solution; see `math_shepherd_labels_batch`."""
-    labels, cost = math_shepherd_labels_batch([(prompt, steps, gold)], generate_continuations, k, mode, scorer, separator)
+    labels, cost = math_shepherd_labels_batch(
+        [(prompt, steps, gold)], generate_continuations, k, mode, scorer, separator
+    )
     return labels[0], cost
 
 
@@ -171,7 +173,9 @@ class TransformersContinuationSampler:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
         for b in range(0, len(prefixes), self.batch_size):
             chunk = prefixes[b : b + self.batch_size]
-            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+            enc = self.tokenizer(
+                chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
+            )
             enc = {key: v.to(device) for key, v in enc.items()}
             with torch.no_grad():
                 seqs = self.model.generate(

@@ -134,7 +134,8 @@ def collate_prm(tokenizer, rows: Sequence[dict], step_separator: str = DEFAULT_S
         ids, positions = encode_prm_example(tokenizer, row["prompt"], row["steps"], step_separator)
         labels = [float(x) for x in row["labels"]]
         if max_length is not None and len(ids) > max_length:
-            prompt_len = positions[0] + 1 - len(tokenizer(row["steps"][0] + step_separator, add_special_tokens=False)["input_ids"])
+            first_step = tokenizer(row["steps"][0] + step_separator, add_special_tokens=False)["input_ids"]
+            prompt_len = positions[0] + 1 - len(first_step)
             cut = min(len(ids) - max_length, prompt_len)
             ids = ids[cut:][:max_length]
             kept = [(p - cut, y) for p, y in zip(positions, labels) if p - cut < max_length]
@@ -309,7 +310,9 @@ class ProcessRewardModel:
     with the latest weights. Conversational prompts go through the tokenizer's chat template.
     """
 
-    def __init__(self, model, tokenizer, batch_size: int = 16, step_separator: str = DEFAULT_STEP_SEPARATOR, device=None):
+    def __init__(
+        self, model, tokenizer, batch_size: int = 16, step_separator: str = DEFAULT_STEP_SEPARATOR, device=None
+    ):
         if tokenizer.pad_token_id is None:
             raise ValueError("the PRM tokenizer needs a pad token")
         trained_with = getattr(getattr(model, "config", None), "step_separator", None)
@@ -334,7 +337,9 @@ class ProcessRewardModel:
         for b in range(0, len(todo), self.batch_size):
             idx = todo[b : b + self.batch_size]
             encoded = [
-                encode_prm_example(self.tokenizer, prompt_text(prompts[i], self.tokenizer), steps[i], self.step_separator)
+                encode_prm_example(
+                    self.tokenizer, prompt_text(prompts[i], self.tokenizer), steps[i], self.step_separator
+                )
                 for i in idx
             ]
             batch = pad_batch([ids for ids, _ in encoded], self.tokenizer.pad_token_id)
@@ -346,7 +351,9 @@ class ProcessRewardModel:
         return scores
 
 
-def orm_scores(model, tokenizer, prompts: Sequence[Any], completions: Sequence[Any], batch_size: int = 16) -> list[float]:
+def orm_scores(
+    model, tokenizer, prompts: Sequence[Any], completions: Sequence[Any], batch_size: int = 16
+) -> list[float]:
     """Scalar ORM rewards exactly as TRL's GRPOTrainer computes them for a model in `reward_funcs`."""
     device = next(model.parameters()).device
     texts = [orm_text(p, c, tokenizer) for p, c in zip(prompts, completions, strict=True)]

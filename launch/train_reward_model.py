@@ -27,7 +27,6 @@ in-training refresh. The ORM is an `AutoModelForSequenceClassification` (num_lab
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,7 +126,8 @@ def load_rows(script_args: RewardModelScriptArguments) -> list[tuple[str, dict]]
 
 
 def _text(value: Any, where: str, column: str) -> Any:
-    if isinstance(value, str) or (isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value)):
+    is_conversation = isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value)
+    if isinstance(value, str) or is_conversation:
         return value
     raise ValueError(f"{where}: column {column!r} must be a string or a list of messages, got {type(value).__name__}")
 
@@ -213,6 +213,9 @@ def load_model_and_tokenizer(script_args: RewardModelScriptArguments):
 
 
 def train(script_args: RewardModelScriptArguments, training_args: TrainingArguments) -> Trainer:
+    from transformers import set_seed
+
+    set_seed(training_args.seed)  # the new classification head is initialised at load time: make it reproducible
     model, tokenizer = load_model_and_tokenizer(script_args)
     rows = to_training_rows(load_rows(script_args), script_args, tokenizer)
     collate = make_collate(script_args.reward_model_type, tokenizer, script_args.step_separator, script_args.max_length)

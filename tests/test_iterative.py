@@ -89,7 +89,8 @@ def test_config_validation_and_grpo_config_mixin(tmp_path):
         pass
 
     cfg = Config(output_dir=str(tmp_path), reward_model_refresh_steps=5, report_to="none", use_cpu=True)
-    assert cfg.reward_model_refresh_steps == 5 and cfg.num_generations == trl.GRPOConfig(output_dir=str(tmp_path), use_cpu=True).num_generations
+    assert cfg.reward_model_refresh_steps == 5
+    assert cfg.num_generations == trl.GRPOConfig(output_dir=str(tmp_path), use_cpu=True).num_generations
     with pytest.raises(ValueError, match="replay_ratio"):
         Config(output_dir=str(tmp_path), replay_ratio=-0.1, report_to="none", use_cpu=True)
 
@@ -361,11 +362,12 @@ def test_resume_with_fewer_processes_gives_rank0_every_pending_rollout(tmp_path)
     assert len(other.pending) == 4
 
 
-# ---------------------------------------------------------------------------------------------------------- multi-process
+# ------------------------------------------------------------------------------------------------- multi-process
 
 
 def test_two_processes_end_the_refresh_with_identical_weights():
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    pythonpath = str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
     # `accelerate launch --cpu` starts one process unless mpirun is configured; `--multi_gpu` goes through torchrun
     # and the worker's Accelerator(cpu=True) then runs two CPU processes over gloo.
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -376,7 +378,7 @@ def test_two_processes_end_the_refresh_with_identical_weights():
     assert result.stdout.count("IDENTICAL") == 2, result.stdout
 
 
-# ---------------------------------------------------------------------------------------------------------- real Trainer
+# -------------------------------------------------------------------------------------------------- real Trainer
 
 
 class _RecordRollouts(TrainerCallback):

@@ -101,7 +101,8 @@ def test_orm_tokenisation_is_trls_and_scores_use_it():
     assert orm_scores(model, tok, ["Q 3+4? ", "Q longer prompt here "], ["7", "8"]) == pytest.approx(expected, abs=1e-6)
     # left truncation keeps the scored last token
     cut = encode_orm_texts(tok, texts, max_length=3)
-    assert cut["input_ids"].shape[1] == 3 and cut["input_ids"][0, -1] == trl_call["input_ids"][0, ours["attention_mask"][0].sum() - 1]
+    last_token = trl_call["input_ids"][0, ours["attention_mask"][0].sum() - 1]
+    assert cut["input_ids"].shape[1] == 3 and cut["input_ids"][0, -1] == last_token
 
 
 def test_orm_text_conversational_matches_trl():

@@ -5,14 +5,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from grpo_ext.reward_models import ProcessRewardModel, evaluate_reward_model, make_collate, orm_scores
 from launch.train_reward_model import RewardModelScriptArguments, load_rows, main, to_training_rows
 
 REPO = Path(__file__).resolve().parent.parent
 COMMON = ["--report_to", "none", "--use_cpu", "true", "--save_strategy", "no", "--logging_steps", "1",
-          "--learning_rate", "3e-3", "--per_device_train_batch_size", "4", "--seed", "0"]
+          "--learning_rate", "3e-3", "--per_device_train_batch_size", "4"]
 
 
 def _write_jsonl(path, rows):
@@ -65,7 +64,7 @@ def test_prm_end_to_end_through_accelerate_launch_and_yaml(tmp_path, tiny_model_
     config = tmp_path / "prm.yaml"
     config.write_text(
         f"model_name_or_path: {tiny_model_path}\nreward_model_type: prm\ndata_files: [{data}]\n"
-        f"output_dir: {out}\nmax_steps: 5\nlearning_rate: 1.0e-9\nstep_separator: \"\\n\\n\"\n"
+        f"output_dir: {out}\nmax_steps: 10\nlearning_rate: 1.0e-9\nstep_separator: \"\\n\\n\"\n"
     )
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "launch" / "train_reward_model.py"),
@@ -79,7 +78,7 @@ def test_prm_end_to_end_through_accelerate_launch_and_yaml(tmp_path, tiny_model_
     assert model.config.num_labels == 2 and model.config.step_separator == "\n\n"
     rows = [{"prompt": r["prompt"], "steps": r["steps"], "labels": r["labels"]} for r in _prm_rows()]
     metrics = evaluate_reward_model(model, make_collate("prm", tok), rows)
-    assert metrics["accuracy"] == 1.0  # 5 steps at lr 3e-3 fit the toy task; at the YAML's 1e-9 they could not
+    assert metrics["accuracy"] == 1.0  # 10 steps at lr 3e-3 fit the toy task; at the YAML's 1e-9 they could not
     good, bad = ProcessRewardModel(model, tok)(["Q9: 3+4? "], [["3 + 4 = 7", "x y z"]])[0]
     assert good > 0.5 > bad
     with pytest.warns(UserWarning, match="step_separator"):
