@@ -69,8 +69,8 @@ def test_default_recipe_trains_by_name_with_tiny_overrides(tiny_model_path, shar
         "--math_eval_data_files", str(shared_data / "gsm8k" / "test.jsonl"), "--math_eval_limit", "2",
         "--math_eval_steps", "1", "--math_eval_max_new_tokens", "4",
         "--per_device_train_batch_size", "4", "--num_generations", "4", "--gradient_accumulation_steps", "1",
-        "--max_completion_length", "8", "--max_steps", "1", "--use_cpu", "--bf16", "false", "--report_to", "none",
-        "--save_strategy", "no", "--logging_steps", "1", "--output_dir", str(out),
+        "--max_completion_length", "8", "--max_steps", "1", "--use_cpu", "--bf16", "false",
+        "--save_strategy", "no", "--logging_steps", "1", "--output_dir", str(out),  # report_to: tensorboard stays
     ])  # fmt: skip
     resolved = yaml.safe_load((out / "resolved_config.yaml").read_text())
     assert resolved["training_arguments"]["beta"] == 0.04 and resolved["training_arguments"]["loss_type"] == "grpo"
@@ -78,6 +78,7 @@ def test_default_recipe_trains_by_name_with_tiny_overrides(tiny_model_path, shar
     logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("kl" in entry and "math_eval/accuracy" in entry for entry in logs)
     assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+    assert list(out.rglob("events.out.tfevents.*")), "report_to: tensorboard wrote no event file"
 
 
 def test_unknown_recipe_name():
