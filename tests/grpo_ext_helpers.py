@@ -121,3 +121,53 @@ def loss_and_grads(trainer, inputs):
 
 def completion_id_lists(inputs):
     return [ids[mask.bool()].tolist() for ids, mask in zip(inputs["completion_ids"], inputs["completion_mask"])]
+
+
+def two_process_worker(model_path: str, output_dir: str) -> None:
+    """Run on 2 processes (see tests/test_trainer_multiprocess.py): one group of 4 completions is split 2 + 2
+    over the processes; rank 0 writes what each configuration's advantages should be and what they are."""
+    import json
+
+    from accelerate.utils import gather_object
+
+    from grpo_ext.advantages import process_advantages
+    from grpo_ext.steps import delimiter_splitter, locate_steps
+
+    torch.set_num_threads(1)
+    report = {}
+    for name, options in {
+        "process": {"supervision": "process", "step_delimiter": " "},
+        "kl_in_reward": {"kl_in": "reward", "kl_estimator": "k1"},
+    }.items():
+        kwargs = {"process_reward_model": step_length_prm} if name == "process" else {}
+        trainer = make_trainer(model_path, f"{output_dir}/{name}", per_device_train_batch_size=2, num_generations=4,
+                               trainer_kwargs=kwargs, **options)
+        trainer.model.train()
+        if name == "kl_in_reward":  # move the policy off the reference so that the KL differs between completions
+            with torch.no_grad():
+                for p in trainer.model.parameters():
+                    p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+        inputs = generation_batch(trainer)
+        ids = gather_object(completion_id_lists(inputs))
+        advantages = gather_object(inputs["advantages"].tolist())
+        if trainer.accelerator.is_main_process:
+            entry = {"num_processes": trainer.accelerator.num_processes, "advantages": advantages}
+            if name == "process":
+                tok = trainer.processing_class
+                located = [locate_steps(i, tok, delimiter_splitter(" ")) for i in ids]
+                step_rewards = step_length_prm(None, [s for s, _ in located])
+                for k, text in enumerate(tok.batch_decode(ids, skip_special_tokens=True)):
+                    if step_rewards[k]:
+                        step_rewards[k][-1] += digit_reward([text])[0]
+                width = max(len(row) for row in advantages)
+                entry["expected"] = process_advantages(step_rewards, [e for _, e in located], 4, width).tolist()
+            report[name] = entry
+    if report:
+        with open(f"{output_dir}/report.json", "w") as handle:
+            json.dump(report, handle)
+
+
+if __name__ == "__main__":
+    import sys
+
+    two_process_worker(sys.argv[1], sys.argv[2])

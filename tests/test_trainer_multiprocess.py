@@ -1,0 +1,44 @@
+"""Group statistics come from the whole group when its completions are spread over two processes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_group_split_over_two_processes(tiny_model_path, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()),
+           str(HERE / "grpo_ext_helpers.py"), tiny_model_path, str(tmp_path)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+
+    process = report["process"]
+    assert process["num_processes"] == 2 and len(process["advantages"]) == 4
+    for got, expected in zip(process["advantages"], process["expected"]):
+        assert got == pytest.approx(expected[: len(got)], abs=1e-5)
+        assert all(abs(x) < 1e-6 for x in expected[len(got):])
+
+    # outcome advantages normalised over the 4 completions of the group, not over each process's 2
+    advantages = report["kl_in_reward"]["advantages"]
+    mean = sum(advantages) / 4
+    std = (sum((a - mean) ** 2 for a in advantages) / 3) ** 0.5
+    # std 1 (up to TRL's +1e-4 in the denominator); per-process normalisation of pairs would give sqrt(2/3) = 0.82
+    assert abs(mean) < 1e-5 and 0.99 < std <= 1.0
+    assert abs(advantages[0] + advantages[1]) > 1e-3 or abs(advantages[2] + advantages[3]) > 1e-3
