@@ -272,33 +272,39 @@ class VLLMGenerator:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def score_problem(
-    completions: list[str], gold: str, ks: Sequence[int], timeout: float = 5.0
-) -> dict[str, Any]:
-    """Extract and check every completion of one problem; majority votes for each k <= n over the first k samples."""
-    from rewards import answers_match, extract_answer
+def score_problems(
+    completions: Sequence[list[str]], golds: Sequence[str], ks: Sequence[int], timeout: float = 5.0
+) -> list[dict[str, Any]]:
+    """Extract and check every completion of every problem (one batched `rewards.match_many` call, which spreads
+    the symbolic comparisons over the verifier pool); majority votes for each k <= n over the first k samples."""
+    from rewards import answers_match, extract_answer, match_many
 
-    extracted = [extract_answer(text) for text in completions]
-    corrects = [pred is not None and bool(answers_match(pred, gold, timeout=timeout)) for pred in extracted]
-    record: dict[str, Any] = {
-        "completion": completions[0],
-        "extracted_answer": extracted[0],
-        "correct": corrects[0],
-        "corrects": corrects,
-    }
-    if len(completions) > 1:
-        record["completions"] = completions
-        record["extracted_answers"] = extracted
-        record["maj"] = {}
+    extracted = [[extract_answer(text) for text in texts] for texts in completions]
+    pairs = [(pred, gold) for preds, gold in zip(extracted, golds) for pred in preds if pred is not None]
+    verdicts = iter(match_many(pairs, timeout=timeout))
 
-        def same(a: str, b: str) -> bool:
-            return bool(answers_match(a, b, timeout=timeout))
+    def same(a: str, b: str) -> bool:
+        return bool(answers_match(a, b, timeout=timeout))
 
-        for k in ks:
-            if k <= len(completions):
-                winner = majority_vote(extracted[:k], same=same)
-                record["maj"][str(k)] = winner is not None and corrects[winner]
-    return record
+    records = []
+    for texts, preds in zip(completions, extracted):
+        corrects = [pred is not None and bool(next(verdicts)) for pred in preds]
+        record: dict[str, Any] = {
+            "completion": texts[0],
+            "extracted_answer": preds[0],
+            "correct": corrects[0],
+            "corrects": corrects,
+        }
+        if len(texts) > 1:
+            record["completions"] = list(texts)
+            record["extracted_answers"] = preds
+            record["maj"] = {}
+            for k in ks:
+                if k <= len(texts):
+                    winner = majority_vote(preds[:k], same=same)
+                    record["maj"][str(k)] = winner is not None and corrects[winner]
+        records.append(record)
+    return records
 
 
 def render_chat(tokenizer) -> Callable[[list[dict]], str]:
@@ -355,12 +361,13 @@ def run_evaluation(
         if len(outputs) != len(rows) or any(len(o) != num_samples for o in outputs):
             raise RuntimeError(f"generator returned {[len(o) for o in outputs]} completions for {len(rows)} prompts")
         new = []
-        for row, prompt, completions in zip(rows, prompts, outputs):
+        scores = score_problems(outputs, [row["answer"] for row in rows], ks, timeout=answer_timeout)
+        for row, prompt, score in zip(rows, prompts, scores):
             record = {"idx": row["idx"], "prompt": prompt, "gold": row["answer"]}
             for key in ("level", "subject"):
                 if key in row and row[key] is not None:
                     record[key] = row[key]
-            record.update(score_problem(completions, row["answer"], ks, timeout=answer_timeout))
+            record.update(score)
             new.append(record)
             running.append(sum(record["corrects"]) / num_samples)
         if samples_path is not None:

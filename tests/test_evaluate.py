@@ -338,3 +338,70 @@ def test_console_script_runs_and_exits_zero(shared_data, tiny_model_path, tmp_pa
     assert summary["overall"]["count"] == 2 and set(summary["by_level"]) == {"2", "5"}
     first = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
     assert first["prompt"].count("<|im_start|>user") == 2  # one worked example, then the question
+
+
+def test_vllm_generator_maps_sampling_params_and_keeps_order(monkeypatch):
+    """The vLLM glue, against a stand-in `vllm` module (vLLM itself needs a GPU and is not installed in CI)."""
+    import sys
+    import types
+
+    from launch.evaluate import VLLMGenerator
+
+    calls = {}
+
+    class FakeSamplingParams:
+        def __init__(self, **kwargs):
+            calls["sampling"] = kwargs
+
+    class FakeLLM:
+        def __init__(self, model, **kwargs):
+            calls["llm"] = {"model": model, **kwargs}
+
+        def generate(self, prompts, sampling, use_tqdm):
+            n = calls["sampling"]["n"]
+            return [
+                types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"{p}-{j}") for j in range(n)])
+                for p in prompts
+            ]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=FakeLLM, SamplingParams=FakeSamplingParams))
+    generator = VLLMGenerator("some/model", tensor_parallel_size=2)
+    assert calls["llm"] == {"model": "some/model", "tensor_parallel_size": 2}
+    out = generator.generate(["a", "b"], 3, SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=64, seed=7))
+    assert out == [["a-0", "a-1", "a-2"], ["b-0", "b-1", "b-2"]]
+    assert calls["sampling"] == {"n": 3, "temperature": 0.6, "top_p": 0.95, "max_tokens": 64, "seed": 7}
+    generator.generate(["a"], 1, SamplingParams(temperature=0.0, top_p=0.5, max_new_tokens=8))
+    assert calls["sampling"]["temperature"] == 0.0 and calls["sampling"]["top_p"] == 1.0  # greedy
+
+
+def test_real_model_solutions_scored_like_the_dataset_authors(shared_data, tmp_path):
+    """Replay the 4 real GPT-3 solution sets of GSM8K test (5,276 labelled completions) as 4 samples per problem:
+    every sample's `correct` must equal the authors' `is_correct`, and pass@k / maj@k follow from them."""
+    systems = ["6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification"]
+    with open(shared_data / "gsm8k" / "example_model_solutions.jsonl") as handle:
+        by_question = {}
+        for line in handle:
+            row = json.loads(line)
+            by_question[row["question"]] = [row[s]["solution"] for s in systems], [row[s]["is_correct"] for s in systems]
+
+    class Replay:
+        def generate(self, prompts, n, params):
+            return [by_question[p.rsplit("\n", 1)[0]][0] for p in prompts]
+
+    summary = evaluate(
+        ["--data_files", str(shared_data / "gsm8k" / "test.jsonl"), "--output_dir", str(tmp_path / "replay"),
+         "--temperature", "1", "--num_samples", "4", "--k", "1", "2", "4", "--save_every", "2000"],
+        generator=Replay(), render=render_last_user_turn,
+    )  # fmt: skip
+    records = [json.loads(line) for line in (tmp_path / "replay" / "samples.jsonl").read_text().splitlines()]
+    labels = [by_question[r["prompt"].rsplit("\n", 1)[0]][1] for r in records]
+    disagreements = [(r["idx"], i) for r, lab in zip(records, labels) for i in range(4) if r["corrects"][i] != lab[i]]
+    assert disagreements == []
+    assert summary["overall"]["count"] == 1319
+    assert summary["overall"]["pass@1"] == pytest.approx(2001 / 5276)  # labelled correct, per shared/data/README.md
+    assert summary["overall"]["pass@4"] == pytest.approx(sum(any(lab) for lab in labels) / 1319)
+    assert summary["overall"]["pass@2"] == pytest.approx(
+        sum(pass_at_k(4, sum(lab), 2) for lab in labels) / 1319
+    )
+    assert summary["overall"]["maj@1"] == pytest.approx(sum(lab[0] for lab in labels) / 1319)
+    assert summary["overall"]["maj@4"] <= summary["overall"]["pass@4"]
