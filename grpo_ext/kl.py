@@ -61,7 +61,9 @@ def importance_ratio(
             mask = torch.ones_like(log_ratio)
         log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
     else:
-        raise ValueError(f"unknown importance_sampling_level={importance_sampling_level!r}; expected 'token' or 'sequence'")
+        raise ValueError(
+            f"unknown importance_sampling_level={importance_sampling_level!r}; expected 'token' or 'sequence'"
+        )
     return torch.exp(log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND))
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 from accelerate.utils import gather, gather_object
 from trl import GRPOTrainer as _TRLGRPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
 
 from .advantages import (
     normalize_group_step_rewards,
@@ -225,7 +226,6 @@ class GRPOTrainer(_TRLGRPOTrainer):
         output["advantages"] = advantages.to(device)
         return output
 
-    @torch.no_grad()
     def _sampling_kl(self, output) -> torch.Tensor:
         """Detached per-token KL estimate at the sampling policy pi_old on the sampled tokens, (B, T).
 
@@ -236,11 +236,14 @@ class GRPOTrainer(_TRLGRPOTrainer):
         if old_logps is None:
             ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
             attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-            old_logps, _, _ = self._get_per_token_logps_and_entropies(
-                self.model, ids, attention, output["completion_ids"].size(1),
-                batch_size=self.args.per_device_train_batch_size if self.model.training
-                else self.args.per_device_eval_batch_size,
+            batch_size = (
+                self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
             )
+            # as TRL does for its own no-grad forwards (avoids checkpointing's no-grad warning)
+            with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+                old_logps, _, _ = self._get_per_token_logps_and_entropies(
+                    self.model, ids, attention, output["completion_ids"].size(1), batch_size=batch_size
+                )
         return per_token_kl(old_logps, output["ref_per_token_logps"], self.ext["kl_estimator"]).detach()
 
     def _process_advantages(

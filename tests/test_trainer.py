@@ -96,7 +96,8 @@ def test_other_estimators_change_only_the_kl_term(tiny_model_path, tmp_path, est
     with torch.no_grad():
         ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
         attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
-        logps, _, _ = ours._get_per_token_logps_and_entropies(ours.model, ids, attention, ids.size(1) - inputs["prompt_ids"].size(1))
+        num_completion_tokens = inputs["completion_ids"].size(1)
+        logps, _, _ = ours._get_per_token_logps_and_entropies(ours.model, ids, attention, num_completion_tokens)
         mask = inputs["completion_mask"].float()
         kl = per_token_kl(logps, inputs["ref_per_token_logps"], estimator, old_logps=inputs["old_per_token_logps"])
         expected = loss_no_kl + 0.3 * ((kl * mask).sum(-1) / mask.sum(-1)).mean()
@@ -115,7 +116,8 @@ def test_kl_in_reward_advantages_and_no_kl_in_loss(tiny_model_path, tmp_path):
     with torch.no_grad():
         ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
         attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
-        logps, _, _ = ours._get_per_token_logps_and_entropies(ours.model, ids, attention, inputs["completion_ids"].size(1))
+        num_completion_tokens = inputs["completion_ids"].size(1)
+        logps, _, _ = ours._get_per_token_logps_and_entropies(ours.model, ids, attention, num_completion_tokens)
     mask = inputs["completion_mask"].float()
     sequence_kl = (per_token_kl(logps, inputs["ref_per_token_logps"], "k1") * mask).sum(-1)
     texts = ours.processing_class.batch_decode(inputs["completion_ids"], skip_special_tokens=True)
@@ -233,8 +235,6 @@ def test_no_extra_forward_passes(tiny_model_path, tmp_path, overrides, extra_pol
 
 
 def test_construction_errors(tiny_model_path, tmp_path, caplog):
-    from grpo_ext import GRPOConfig
-
     with pytest.raises(ValueError, match="supervision='process' needs process_reward_model="):
         make_trainer(tiny_model_path, tmp_path, supervision="process")
     with pytest.raises(ValueError, match="unknown kl_estimator='k4'"):
@@ -249,17 +249,17 @@ def test_construction_errors(tiny_model_path, tmp_path, caplog):
     args = make_config(tmp_path)
     args.kl_estimator = "k5"
     with pytest.raises(ValueError, match="unknown kl_estimator='k5'"):
-        make_trainer(tiny_model_path, tmp_path, kl_estimator="k3") if False else _trainer_with_args(tiny_model_path, args)
+        _trainer_with_args(tiny_model_path, args)
     with pytest.raises(ValueError, match="process_reward_tokenizer"):
         from transformers import AutoModelForTokenClassification
 
         prm_model = AutoModelForTokenClassification.from_pretrained(tiny_model_path, num_labels=2)
-        make_trainer(tiny_model_path, tmp_path, supervision="process", trainer_kwargs={"process_reward_model": prm_model})
+        make_trainer(tiny_model_path, tmp_path, supervision="process",
+                     trainer_kwargs={"process_reward_model": prm_model})
     with caplog.at_level(logging.WARNING, logger="grpo_ext.trainer"):
         make_trainer(tiny_model_path, tmp_path, supervision="process",
                      trainer_kwargs={"process_reward_model": step_length_prm, "step_splitter": lambda text: []})
     assert "step_splitter returned no steps" in caplog.text
-    assert isinstance(GRPOConfig, type)
 
 
 def _trainer_with_args(model_path, args):
