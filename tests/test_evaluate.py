@@ -405,3 +405,23 @@ def test_real_model_solutions_scored_like_the_dataset_authors(shared_data, tmp_p
     )
     assert summary["overall"]["maj@1"] == pytest.approx(sum(lab[0] for lab in labels) / 1319)
     assert summary["overall"]["maj@4"] <= summary["overall"]["pass@4"]
+
+
+def test_math500_reference_solutions_score_100_percent_per_level_and_subject(shared_data, tmp_path):
+    """The reference solutions as completions: extraction + equivalence must accept every one (MATH-500's `answer`
+    column against its own solution's last \\boxed{}), and the per-level counts are those of the data README."""
+    path = str(shared_data / "math500" / "test.jsonl")
+    solutions = {row["problem"]: row["solution"] for row in read_rows(path, n=500)}
+
+    class Replay:
+        def generate(self, prompts, n, params):
+            return [[solutions[p.rsplit("\n", 1)[0]]] for p in prompts]
+
+    summary = evaluate(
+        ["--dataset_name", "math500", "--data_files", path, "--output_dir", str(tmp_path / "ref"), "--save_every", "500"],
+        generator=Replay(), render=render_last_user_turn,
+    )  # fmt: skip
+    assert summary["overall"] == {"count": 500, "pass@1": 1.0}
+    assert {k: v["count"] for k, v in summary["by_level"].items()} == {"1": 43, "2": 90, "3": 105, "4": 128, "5": 134}
+    assert sum(v["count"] for v in summary["by_subject"].values()) == 500
+    assert all(v["pass@1"] == 1.0 for v in summary["by_subject"].values())
