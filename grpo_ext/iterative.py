@@ -236,6 +236,39 @@ def move_optimizer_state(optimizer, device) -> None:
                 state[key] = value.to(device, non_blocking=True)
 
 
+def refresh_memory_estimate(
+    policy_params: int,
+    rm_params: int,
+    weight_bytes: int = 2,
+    optimizer_state_bytes: int | None = None,
+    policy_trainable_params: int | None = None,
+    has_reference: bool = True,
+    offload_policy_optimizer: bool = False,
+) -> dict[str, float]:
+    """Accelerator memory (GiB) held while the RM trains at a refresh, activations excluded:
+
+        policy    = P * w + T * 2s      (weights; AdamW's two moments over the T trainable parameters. The policy's
+                                         gradients were freed by the trainer's `zero_grad(set_to_none=True)`.)
+        reference = P * w               (if a separate reference model exists)
+        RM        = R * (w + w + 2s)    (weights, gradients, AdamW moments)
+
+    with w = `weight_bytes`, s = `optimizer_state_bytes` (default w: torch's AdamW keeps its moments in the
+    parameter dtype) and T = `policy_trainable_params` (default P; the adapter size with PEFT). Offloading the policy
+    optimizer removes the T * 2s term. An analytical estimate, not a measurement."""
+    s = weight_bytes if optimizer_state_bytes is None else optimizer_state_bytes
+    trainable = policy_params if policy_trainable_params is None else policy_trainable_params
+    gib = 2.0**30
+    parts = {
+        "policy_weights": policy_params * weight_bytes / gib,
+        "policy_optimizer": 0.0 if offload_policy_optimizer else trainable * 2 * s / gib,
+        "reference": policy_params * weight_bytes / gib if has_reference else 0.0,
+        "rm_weights_and_grads": rm_params * 2 * weight_bytes / gib,
+        "rm_optimizer": rm_params * 2 * s / gib,
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Refresher
 # --------------------------------------------------------------------------------------------------------------
@@ -273,6 +306,11 @@ class RewardModelRefresher:
     ):
         if kind not in ("orm", "prm"):
             raise ValueError(f"kind must be 'orm' or 'prm', got {kind!r}")
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if is_deepspeed_zero3_enabled():  # TRL keeps a reward model sharded under ZeRO-3: no in-place training
+            raise ValueError("iterative RL trains the reward model in place, which ZeRO-3 sharding does not allow: "
+                             "use ZeRO-2 (or DDP) with reward_model_refresh_steps > 0")
         self.reward_model = reward_model
         self.model = unwrap_reward_model(reward_model)
         self.tokenizer = tokenizer

@@ -229,12 +229,18 @@ def train(script_args: RewardModelScriptArguments, training_args: TrainingArgume
     return trainer
 
 
-def main(argv: list[str] | None = None) -> Trainer:
+def parse_args(argv: list[str] | None = None) -> tuple[RewardModelScriptArguments, TrainingArguments]:
+    """`--config` YAML plus command-line overrides, through TRL's parser."""
     from trl import TrlParser
 
     parser = TrlParser((RewardModelScriptArguments, TrainingArguments))
     script_args, training_args = parser.parse_args_and_config(args=argv)
-    return train(script_args, training_args)
+    return script_args, training_args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (`grpo-ext-train-rm`); returns None because console wrappers `sys.exit` the result."""
+    train(*parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from grpo_ext.iterative import (
     RewardModelRefresher,
     move_optimizer_state,
     num_replay_rows,
+    refresh_memory_estimate,
     reset_reference,
     training_mix,
 )
@@ -462,3 +463,15 @@ def test_stock_trl_grpo_trainer_with_a_refreshed_orm(tmp_path, tiny_model_path):
     assert trainer.reward_funcs[0] is orm  # scored in place: the trainer's object carries the new weights
     assert any(not torch.equal(initial[k], v) for k, v in orm.state_dict().items())
     assert all(torch.equal(a, b) for a, b in zip(trainer.model.parameters(), trainer.ref_model.parameters()))
+
+
+def test_refresh_memory_estimate_matches_hand_worked_bytes():
+    gib = 2**30
+    est = refresh_memory_estimate(policy_params=gib, rm_params=gib, weight_bytes=2)
+    # policy 2 + AdamW 4, reference 2, RM 2 + 2 + 4 (bytes per parameter, 2**30 parameters each)
+    assert est == {"policy_weights": 2.0, "policy_optimizer": 4.0, "reference": 2.0, "rm_weights_and_grads": 4.0,
+                   "rm_optimizer": 4.0, "total": 16.0}
+    off = refresh_memory_estimate(gib, gib, weight_bytes=4, offload_policy_optimizer=True, has_reference=False)
+    assert off["total"] == 4 + 0 + 0 + 8 + 8
+    peft = refresh_memory_estimate(gib, gib // 2, weight_bytes=2, optimizer_state_bytes=4, policy_trainable_params=0)
+    assert peft["policy_optimizer"] == 0.0 and peft["rm_optimizer"] == 4.0 and peft["rm_weights_and_grads"] == 2.0

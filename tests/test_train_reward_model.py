@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from grpo_ext.reward_models import ProcessRewardModel, evaluate_reward_model, make_collate, orm_scores
-from launch.train_reward_model import RewardModelScriptArguments, load_rows, main, to_training_rows
+from launch.train_reward_model import (
+    RewardModelScriptArguments,
+    load_rows,
+    main,
+    parse_args,
+    to_training_rows,
+    train,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 COMMON = ["--report_to", "none", "--use_cpu", "true", "--save_strategy", "no", "--logging_steps", "1",
@@ -32,8 +39,8 @@ def _prm_rows():
 def test_pointwise_orm_end_to_end(tmp_path, tiny_model_path):
     data = _write_jsonl(tmp_path / "orm.jsonl", _orm_rows())
     out = tmp_path / "orm"
-    trainer = main(["--model_name_or_path", tiny_model_path, "--reward_model_type", "orm", "--data_files", data,
-                    "--output_dir", str(out), "--max_steps", "30", *COMMON])
+    trainer = train(*parse_args(["--model_name_or_path", tiny_model_path, "--reward_model_type", "orm", "--data_files", data,
+                    "--output_dir", str(out), "--max_steps", "30", *COMMON]))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 30 and losses[-1] < losses[0]
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -49,8 +56,8 @@ def test_pairwise_orm_end_to_end(tmp_path, tiny_model_path):
     rows = [{"prompt": f"Q{i}: 3+4? ", "chosen": "the answer is 7", "rejected": "x y z"} for i in range(8)]
     data = _write_jsonl(tmp_path / "pairs.jsonl", rows)
     out = tmp_path / "pairs"
-    main(["--model_name_or_path", tiny_model_path, "--data_files", data, "--output_dir", str(out),
-          "--max_steps", "20", *COMMON])
+    assert main(["--model_name_or_path", tiny_model_path, "--data_files", data, "--output_dir", str(out),
+                 "--max_steps", "20", *COMMON]) is None
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model, tok = AutoModelForSequenceClassification.from_pretrained(out), AutoTokenizer.from_pretrained(out)
