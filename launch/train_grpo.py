@@ -254,12 +254,6 @@ def train(argv: list[str] | None = None):
         )
     elif training_args.supervision == "process":
         raise ValueError("supervision: process needs --process_reward_model_name_or_path")
-    if getattr(training_args, "reward_model_refresh_steps", 0):
-        raise NotImplementedError(
-            "reward_model_refresh_steps > 0 (iterative RL) is not wired into launch/train_grpo.py yet; "
-            "see grpo_ext.iterative.IterativeRLCallback"
-        )
-
     os.makedirs(training_args.output_dir, exist_ok=True)
     metrics_path = os.path.join(training_args.output_dir, METRICS_FILE)
     trainer = GRPOTrainer(
@@ -271,6 +265,12 @@ def train(argv: list[str] | None = None):
         callbacks=[MetricsLogCallback(metrics_path)],
         **trainer_kwargs,
     )
+    if getattr(training_args, "reward_model_refresh_steps", 0) and getattr(trainer, "refresher", None) is None:
+        # the trainer builds the reward-model refresher itself (grpo_ext.iterative); never run without it silently
+        raise NotImplementedError(
+            "reward_model_refresh_steps > 0 (iterative RL), but this grpo_ext.GRPOTrainer built no reward-model "
+            "refresher: iterative RL is not wired into the trainer yet (see docs/iterative_rl.md)"
+        )
     if script_args.math_eval_steps:
         from launch.evaluate import MathEvalCallback
 
