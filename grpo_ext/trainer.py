@@ -214,6 +214,7 @@ class GRPOTrainer(_TRLGRPOTrainer):
             if token_kl is not None:
                 advantages = advantages - self.beta * sequence_kl
             advantages[torch.isnan(rewards)] = 0.0
+            self._log_completion_advantages(advantages)
             advantages = advantages[process_slice]
         elif self.ext["supervision"] == "process":
             advantages = self._process_advantages(
@@ -222,9 +223,17 @@ class GRPOTrainer(_TRLGRPOTrainer):
             self._metrics[mode]["process/advantage_mean"].append(self._global_masked_mean(advantages, mask))
         else:  # outcome GRPO with the KL penalty in the reward
             advantages = outcome_advantages(rewards - self.beta * sequence_kl, group_size, self.scale_rewards)
+            self._log_completion_advantages(advantages)
             advantages = advantages[process_slice]
         output["advantages"] = advantages.to(device)
         return output
+
+    def _log_completion_advantages(self, advantages: torch.Tensor) -> None:
+        """Overwrite the advantages TRL just logged for the completions table (one per completion, all processes)."""
+        logged = self._logs["advantages"]
+        n = min(len(advantages), len(logged))
+        for k, value in enumerate(advantages.tolist()[-n:] if n else []):
+            logged[len(logged) - n + k] = value
 
     def _sampling_kl(self, output) -> torch.Tensor:
         """Detached per-token KL estimate at the sampling policy pi_old on the sampled tokens, (B, T).
@@ -270,6 +279,8 @@ class GRPOTrainer(_TRLGRPOTrainer):
                 if all_step_rewards[i] and outcome == outcome:  # not NaN
                     all_step_rewards[i][-1] = all_step_rewards[i][-1] + outcome
         normalized = normalize_group_step_rewards(all_step_rewards, group_size)
+        # the completions table shows each completion's advantage at its first token
+        self._log_completion_advantages(torch.tensor([sum(r for r in rows if r == r) for rows in normalized]))
 
         num_steps = torch.tensor([len(s) for s in all_step_ends], dtype=torch.float32)
         self._metrics[mode]["process/steps_per_completion"].append(num_steps.mean().item())

@@ -143,6 +143,7 @@ def test_online_rft_advantages(tiny_model_path, tmp_path):
     torch.testing.assert_close(inputs["advantages"], correct)
     torch.testing.assert_close(online_rft_advantages(torch.tensor(length_parity_reward(texts)), 1.0), correct)
     assert trainer._metrics["train"]["online_rft/frac_correct"][-1] == pytest.approx(correct.mean().item())
+    assert list(trainer._logs["advantages"]) == correct.tolist()  # the completions table shows ours
 
 
 @pytest.mark.parametrize("outcome_mode", ["last_step", "none"])
@@ -173,6 +174,7 @@ def test_process_supervision_advantages(tiny_model_path, tmp_path, outcome_mode)
     expected = process_advantages(step_rewards, ends, group_size=4, num_tokens=inputs["completion_ids"].size(1))
     assert inputs["advantages"].shape == inputs["completion_ids"].shape
     torch.testing.assert_close(inputs["advantages"], expected)
+    assert list(trainer._logs["advantages"]) == pytest.approx(expected[:, 0].tolist(), abs=1e-5)
     assert sum(len(s) for s in steps) > len(steps)  # the test exercises several steps per completion
     metrics = trainer._metrics["train"]
     assert metrics["process/steps_per_completion"][-1] == pytest.approx(sum(map(len, steps)) / len(steps))
