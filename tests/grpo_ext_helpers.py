@@ -167,7 +167,64 @@ def two_process_worker(model_path: str, output_dir: str) -> None:
             json.dump(report, handle)
 
 
+def benchmark(steps: int = 20) -> None:
+    """Print, per configuration, log-prob forwards (policy/reference) and seconds per step, TRL vs ours.
+
+    python tests/grpo_ext_helpers.py --bench
+    """
+    import tempfile
+    import time
+
+    import trl
+
+    from grpo_ext.tiny import save_tiny_causal_lm
+
+    torch.set_num_threads(1)
+    work = tempfile.mkdtemp()
+    model_path = save_tiny_causal_lm(f"{work}/model")
+    configs = [
+        ("trl.GRPOTrainer", {}),
+        ("ours, defaults", {}),
+        ("kl_estimator=k2", {"kl_estimator": "k2"}),
+        ("kl_estimator=k3+", {"kl_estimator": "k3+"}),
+        ("kl_in=reward", {"kl_in": "reward"}),
+        ("supervision=process", {"supervision": "process"}),
+        ("online_rft", {"advantage_estimator": "online_rft"}),
+    ]
+    print(f"{'configuration':24s} {'policy fwd':>10s} {'ref fwd':>8s} {'PRM calls':>9s} {'s/step':>8s}")
+    for name, options in configs:
+        prm_calls = []
+
+        def prm(prompts, steps):
+            prm_calls.append(1)
+            return step_length_prm(prompts, steps)
+
+        common = dict(max_steps=steps, max_completion_length=16, step_delimiter=" ")
+        if name.startswith("trl"):
+            common.pop("step_delimiter")
+            trainer = make_trainer(model_path, f"{work}/{len(prm_calls)}", trainer_cls=trl.GRPOTrainer,
+                                   config_cls=trl.GRPOConfig, **common)
+        else:
+            kwargs = {"process_reward_model": prm} if options.get("supervision") == "process" else {}
+            trainer = make_trainer(model_path, f"{work}/ours", trainer_kwargs=kwargs, **common, **options)
+        counts = {"policy": 0, "ref": 0}
+        original = trainer._get_per_token_logps_and_entropies
+
+        def counting(model, *args, _original=original, _trainer=trainer, **kwargs):
+            counts["ref" if model is _trainer.ref_model else "policy"] += 1
+            return _original(model, *args, **kwargs)
+
+        trainer._get_per_token_logps_and_entropies = counting
+        start = time.perf_counter()
+        trainer.train()
+        per_step = (time.perf_counter() - start) / steps
+        print(f"{name:24s} {counts['policy']:10d} {counts['ref']:8d} {len(prm_calls):9d} {per_step:8.3f}")
+
+
 if __name__ == "__main__":
     import sys
 
-    two_process_worker(sys.argv[1], sys.argv[2])
+    if sys.argv[1:] == ["--bench"]:
+        benchmark()
+    else:
+        two_process_worker(sys.argv[1], sys.argv[2])
