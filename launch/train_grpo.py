@@ -213,7 +213,7 @@ def make_parser():
 
 def train(argv: list[str] | None = None):
     """Parse arguments (`argv` or `sys.argv[1:]`), train, save. Returns the trainer."""
-    from trl import get_peft_config
+    from trl import get_peft_config, get_quantization_config
 
     from grpo_ext import GRPOTrainer
     from grpo_ext.data import load_math_dataset
@@ -262,6 +262,7 @@ def train(argv: list[str] | None = None):
         args=training_args,
         train_dataset=train_dataset,
         peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),
         callbacks=[MetricsLogCallback(metrics_path)],
         **trainer_kwargs,
     )

@@ -150,3 +150,24 @@ def test_outcome_and_process_reward_models_in_process(tiny_model_path, shared_da
         train(common + ["--step_delimiter", "\n"])
     with pytest.raises(ValueError, match="supervision: process needs --process_reward_model_name_or_path"):
         train(common[: common.index("--process_reward_model_name_or_path")])
+
+
+def test_lora_run_saves_an_adapter_that_evaluate_loads(tiny_model_path, shared_data, tmp_path):
+    from launch.evaluate import evaluate
+
+    out = tmp_path / "lora"
+    train([
+        "--model_name_or_path", tiny_model_path, "--data_files", str(shared_data / "gsm8k" / "train.jsonl"),
+        "--max_train_samples", "4", "--per_device_train_batch_size", "4", "--num_generations", "4",
+        "--max_completion_length", "8", "--max_steps", "1", "--use_cpu", "--bf16", "false", "--report_to", "none",
+        "--save_strategy", "no", "--output_dir", str(out),
+        "--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj",
+    ])  # fmt: skip
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and set(adapter["target_modules"]) == {"q_proj", "v_proj"}
+    assert not (out / "model.safetensors").exists()  # only the adapter is saved
+    summary = evaluate([
+        "--model_name_or_path", str(out), "--data_files", str(shared_data / "gsm8k" / "test.jsonl"), "--limit", "2",
+        "--max_new_tokens", "4", "--output_dir", str(tmp_path / "lora-eval"),
+    ])  # fmt: skip
+    assert summary["overall"]["count"] == 2
