@@ -219,7 +219,7 @@ class GRPOTrainer(_TRLGRPOTrainer):
         elif self.ext["supervision"] == "process":
             advantages = self._process_advantages(
                 prompts, completion_ids_list, rewards, token_kl, group_size, mask.size(1), process_slice, mode
-            )
+            ).to(device)
             self._metrics[mode]["process/advantage_mean"].append(self._global_masked_mean(advantages, mask))
         else:  # outcome GRPO with the KL penalty in the reward
             advantages = outcome_advantages(rewards - self.beta * sequence_kl, group_size, self.scale_rewards)
