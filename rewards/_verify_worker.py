@@ -56,9 +56,20 @@ def main() -> None:
     # the same settings TRL's accuracy_reward uses for predictions.
     config = [LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False)]
 
+    parsed_cache: dict[str, list] = {}  # golds repeat across a group's completions
+
     def parse_answer(answer: str, seconds: int):
         # The answer was already extracted by the parent; \boxed{} makes math-verify take all of it.
-        return parse("\\boxed{" + answer + "}", extraction_config=config, parsing_timeout=seconds)
+        if answer not in parsed_cache:
+            if len(parsed_cache) > 4096:
+                parsed_cache.clear()
+            parsed_cache[answer] = parse("\\boxed{" + answer + "}", extraction_config=config, parsing_timeout=seconds)
+        return parsed_cache[answer]
+
+    # Warm up the ANTLR parser and sympy's caches so the first real item is not the slow one.
+    for warm in ("\\frac{1}{2}", "(1, \\sqrt{2})", "x^2 + 1", "[0, \\infty)", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"):
+        verify(parse_answer(warm, 5), parse_answer("0", 5), timeout_seconds=5)
+    parsed_cache.clear()
 
     _limit_memory()
     out = sys.stdout

@@ -5,6 +5,7 @@ Order of checks for one (pred, gold) pair of already-extracted answer strings:
 1. cache: an LRU of earlier verdicts keyed on the raw (pred, gold) strings;
 2. normalized string equality (`normalize.normalize_answer`): equal -> True;
 3. both plain numbers (`normalize.parse_number`): exact `Fraction` comparison decides, True or False;
+   a plain number never equals a tuple/interval (top-level comma), a set, a matrix or a `\text{}` word: False;
 4. pre-checks (`guards.reject_reason`) on the prediction: a pathological answer -> False;
 5. otherwise math-verify `parse` + `verify` in a worker process (`pool.VerifierPool`), bounded by `timeout`.
 """
@@ -56,16 +57,50 @@ def clear_cache() -> None:
     _cache.clear()
 
 
+_MATRIX_ENVS = ("\\begin{pmatrix}", "\\begin{bmatrix}", "\\begin{matrix}")  # vmatrix is a determinant: a number
+
+
+def _has_top_level_comma(s: str) -> bool:
+    depth = 0
+    for ch in s:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 1:
+            return True
+    return False
+
+
+def _never_a_number(answer: str, normalized: str) -> bool:
+    """True for shapes that cannot equal a single number: a matrix, a tuple or interval with two or more
+    entries, a set with two or more elements, or a word in `\text{}`."""
+    if "=" in normalized or "\\cup" in normalized or "\\pm" in normalized:
+        return False
+    if any(env in answer for env in _MATRIX_ENVS):
+        return True
+    if normalized[:1] in "([" and normalized[-1:] in ")]" and _has_top_level_comma(normalized):
+        return True
+    if normalized.startswith("\\{") and normalized.endswith("\\}") and _has_top_level_comma(normalized[1:-1]):
+        return True
+    return "\\text" in answer and normalized.isalpha() and len(normalized) > 1
+
+
 def fast_verdict(pred: str, gold: str, max_chars: int = 1000) -> bool | None:
     """The verdict when it needs no sympy (string/number fast path or a rejected prediction), else None."""
     if len(pred) > max_chars:
         return False
-    if normalize_answer(pred) == normalize_answer(gold):
+    pred_normal, gold_normal = normalize_answer(pred), normalize_answer(gold)
+    if pred_normal == gold_normal:
         return True
     pred_number = parse_number(pred)
     gold_number = parse_number(gold)
     if pred_number is not None and gold_number is not None:
         return numbers_equal(pred_number, gold_number)
+    if (pred_number is not None and _never_a_number(gold, gold_normal)) or (
+        gold_number is not None and _never_a_number(pred, pred_normal)
+    ):
+        return False
     if reject_reason(pred, max_chars=max_chars) or reject_reason(gold, max_chars=max_chars):
         return False
     return None

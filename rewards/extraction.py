@@ -151,11 +151,11 @@ def extract_answer(text: str, last_number_fallback: bool = True) -> str | None:
         return None
     for extractor in (last_boxed, _after_hashes, _after_answer_is):
         found = extractor(text)
-        if found is not None and found.strip():
+        if found is not None and _clean(found):
             return _clean(found)
     if last_number_fallback:
         found = _last_number(text)
-        if found:
+        if found and _clean(found):
             return _clean(found)
     return None
 

@@ -11,6 +11,11 @@ class of input whose evaluation cost grows without bound, never specific strings
    (default 10,000), estimated with logarithms from the text alone: `10^{10^{10^{10}}}`, `2^{10^{9}}`,
    `9^{9^{9^9}}!`, `100000!`. Sympy evaluates integer powers and factorials exactly, so their cost is
    their size. Symbolic exponents (`e^{x^2}`) are not numeric and are left alone.
+4. Iteration: a `\sum` / `\prod` whose numeric upper limit exceeds `max_terms` (default 10,000), or a
+   binomial `\binom{n}{k}` whose value would have more than `max_digits` digits (log10 C(n, k) is bounded
+   by min(k, n - k) * log10(n)). Sympy expands both exactly.
+
+Anything else that is expensive (say `\Gamma(10^{6})`) is caught by the worker's deadline.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ __all__ = ["reject_reason", "estimated_log10"]
 _NUMERIC_RUN_RE = re.compile(r"[0-9.{}()^!\s]*[\^!][0-9.{}()^!\s]*")
 _TOKEN_RE = re.compile(r"\d+(?:\.\d*)?|\.\d+|[\^!{}()]")
 _INF = float("inf")
+_BIG_OPERATOR_RE = re.compile(r"\\(?:sum|prod)(?![a-zA-Z])\s*(?:_\s*(?:\{[^{}]*\}|\S)\s*)?\^")
+_BINOM_RE = re.compile(r"\\[dt]?binom(?![a-zA-Z])|\\choose(?![a-zA-Z])")
 
 
 def _log10_of_value(log10_value: float) -> float:
@@ -122,7 +129,53 @@ def estimated_log10(text: str) -> float:
     return worst
 
 
-def reject_reason(answer: str, max_chars: int = 1000, max_depth: int = 32, max_digits: int = 10_000) -> str | None:
+def _braced_or_token(text: str, i: int) -> str:
+    """The `{...}` group (outer braces dropped) or the single token starting at `text[i]`."""
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i < len(text) and text[i] == "{":
+        depth = 0
+        for j in range(i, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            if depth == 0:
+                return text[i + 1 : j]
+        return text[i + 1 :]
+    return text[i : i + 1]
+
+
+def _numeric_log10(text: str) -> float:
+    """log10 of the largest number written in `text` (integers, powers, factorials); 0 if there is none."""
+    plain = 0.0
+    for digits in re.findall(r"\d+", text):
+        digits = digits.lstrip("0") or "0"
+        head = int(digits[:15])
+        plain = max(plain, (len(digits) - min(len(digits), 15)) + (math.log10(head) if head > 0 else 0.0))
+    return max(plain, estimated_log10(text))
+
+
+def _too_much_iteration(answer: str, max_terms: int, max_digits: int) -> bool:
+    for m in _BIG_OPERATOR_RE.finditer(answer):
+        upper = _braced_or_token(answer, m.end())
+        if _numeric_log10(upper) > math.log10(max_terms):
+            return True
+    for m in _BINOM_RE.finditer(answer):
+        if m.group(0).endswith("choose"):  # {n \choose k}: n and k are the words around it
+            n_text, k_text = answer[max(0, m.start() - 50) : m.start()], answer[m.end() : m.end() + 50]
+        else:
+            n_text = _braced_or_token(answer, m.end())
+            k_start = answer.find(n_text, m.end()) + len(n_text) + 1
+            k_text = _braced_or_token(answer, k_start)
+        log_n, log_k = _numeric_log10(n_text), _numeric_log10(k_text)
+        n, k = _log10_of_value(log_n), _log10_of_value(log_k)
+        smaller = min(k, max(n - k, 0.0)) if n != _INF else k
+        if smaller == _INF or smaller * log_n > max_digits:
+            return True
+    return False
+
+
+def reject_reason(
+    answer: str, max_chars: int = 1000, max_depth: int = 32, max_digits: int = 10_000, max_terms: int = 10_000
+) -> str | None:
     """Why `answer` must not reach sympy (a short reason), or None when it may."""
     if len(answer) > max_chars:
         return f"longer than {max_chars} characters"
@@ -138,4 +191,8 @@ def reject_reason(answer: str, max_chars: int = 1000, max_depth: int = 32, max_d
             depth = max(depth - 1, 0)
     if ("^" in answer or "!" in answer) and estimated_log10(answer) > max_digits:
         return f"a numeric power or factorial with more than {max_digits} digits"
+    if ("sum" in answer or "prod" in answer or "binom" in answer or "choose" in answer) and _too_much_iteration(
+        answer, max_terms, max_digits
+    ):
+        return f"a sum/product over more than {max_terms} terms or a binomial with more than {max_digits} digits"
     return None

@@ -103,6 +103,7 @@ class VerifierPool:
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self.killed = 0  # workers killed for overrunning a deadline (for tests and monitoring)
+        self.last_latencies: list[float] = []  # seconds from dispatch to verdict, per item of the last run
 
     def start(self) -> None:
         """Start the workers now (otherwise they start on the first item that needs them)."""
@@ -148,6 +149,7 @@ class VerifierPool:
         if not pairs:
             return []
         results = [False] * len(pairs)
+        latencies = [0.0] * len(pairs)
         with self._lock:
             self._fill()
             pending = deque(range(len(pairs)))
@@ -176,7 +178,8 @@ class VerifierPool:
                 for fd in readable:
                     if fd not in busy:
                         continue
-                    worker, index, _ = busy[fd]
+                    worker, index, deadline = busy[fd]
+                    latencies[index] = time.monotonic() - (deadline - timeout)
                     lines = worker.read_lines()
                     if lines is None:  # died (memory limit, crash): the item scores False
                         del busy[fd]
@@ -189,9 +192,11 @@ class VerifierPool:
                 now = time.monotonic()
                 for fd, (worker, index, deadline) in list(busy.items()):
                     if now >= deadline:
+                        latencies[index] = now - (deadline - timeout)
                         del busy[fd]
                         self.killed += 1
                         self._replace(worker)
+            self.last_latencies = latencies
         return results
 
     def close(self) -> None:

@@ -24,8 +24,11 @@ PATHOLOGICAL = {
     "megabyte nested braces": "\\boxed{" + "{" * 500_000 + "1" + "}" * 500_000 + "}",
     "megabyte unbalanced braces": "\\boxed{" + "{" * 1_000_000,
     "deep sqrt nesting": "\\boxed{" + "\\sqrt{" * 5_000 + "2" + "}" * 5_000 + "}",
-    "huge harmonic sum (reaches sympy)": r"\boxed{\sum_{k=1}^{10^{7}} \frac{1}{k}}",
-    "huge binomial (reaches sympy)": r"\boxed{\binom{10^{9}}{10^{5}}}",
+    "huge harmonic sum": r"\boxed{\sum_{k=1}^{10^{7}} \frac{1}{k}}",
+    "huge binomial": r"\boxed{\binom{10^{9}}{10^{5}}}",
+    # These pass the textual pre-checks: only the worker deadline bounds them.
+    "gamma of a million (reaches sympy)": r"\boxed{\Gamma(10^{6})}",
+    "exponential tower (reaches sympy)": r"\boxed{e^{e^{e^{e^{10}}}}}",
 }
 
 
@@ -68,7 +71,7 @@ def test_pathological_scores_zero_within_deadline_worker_thread(name):
 
 def test_concurrent_calls_from_thread_pool_stay_correct():
     reward = AccuracyReward(timeout=DEADLINE)
-    batch = [PATHOLOGICAL["huge harmonic sum (reaches sympy)"], r"\boxed{2\sqrt{2}}", r"\boxed{\sqrt{8}}", "17"]
+    batch = [PATHOLOGICAL["gamma of a million (reaches sympy)"], r"\boxed{2\sqrt{2}}", r"\boxed{\sqrt{8}}", "17"]
     golds = [r"\frac{\pi}{2}", r"\sqrt{8}", r"2\sqrt{2}", "18"]
     clear_cache()
     with ThreadPoolExecutor(max_workers=3) as ex:
@@ -79,11 +82,20 @@ def test_concurrent_calls_from_thread_pool_stay_correct():
 def test_batch_with_pathological_items_keeps_the_good_ones():
     reward = AccuracyReward(timeout=DEADLINE)
     clear_cache()
-    completions = [PATHOLOGICAL["huge binomial (reaches sympy)"], r"\boxed{3\sqrt{13}}", PATHOLOGICAL["power tower"]]
+    completions = [PATHOLOGICAL["gamma of a million (reaches sympy)"], r"\boxed{3\sqrt{13}}", PATHOLOGICAL["power tower"]]
     start = time.monotonic()
     out = reward(completions, answer=[r"\sqrt{117}"] * 3)
     assert out == [0.0, 1.0, 0.0]
     assert time.monotonic() - start < BOUND + DEADLINE  # two workers: at most two deadlines in sequence
+
+
+def test_expensive_item_reaching_sympy_kills_its_worker():
+    pool = get_default_pool()
+    killed = pool.killed
+    out, elapsed = _score_timed(PATHOLOGICAL["gamma of a million (reaches sympy)"], r"\frac{\pi}{2}")
+    assert out == [0.0] and elapsed < BOUND
+    assert pool.killed == killed + 1
+    assert answers_match(r"2\sqrt{2}", r"\sqrt{8}")  # the pool still answers afterwards
 
 
 def test_hung_worker_is_killed_and_replaced():
@@ -120,7 +132,7 @@ def test_pathological_in_a_subprocess():
     code = (
         "import time; from rewards import AccuracyReward, get_default_pool;"
         "get_default_pool().wait_ready(); r = AccuracyReward(timeout=1.0); t = time.monotonic();"
-        r"out = r([r'\boxed{\sum_{k=1}^{10^{7}} \frac{1}{k}}', r'\boxed{10^{10^{10^{10}}}}', r'\boxed{\sqrt{8}}'],"
+        r"out = r([r'\boxed{\Gamma(10^{6})}', r'\boxed{10^{10^{10^{10}}}}', r'\boxed{\sqrt{8}}'],"
         r" answer=[r'\frac{\pi}{2}', '5', r'2\sqrt{2}']); print(out, time.monotonic() - t)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

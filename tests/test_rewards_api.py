@@ -184,3 +184,46 @@ def test_combine_rewards_weighted_sum_skips_none():
     total = combine_rewards([accuracy_reward, format_reward], weights=[1.0, 0.1])
     assert total([r"\boxed{18}"], answer=["18"]) == [pytest.approx(1.1)]
     assert not math.isnan(total(["18"], answer=["18"])[0])
+
+
+@pytest.mark.parametrize(
+    "answer, rejected",
+    [
+        ("1" * 1001, True),  # size
+        ("(" * 40 + "1" + ")" * 40, True),  # nesting
+        (r"10^{10^{10^{10}}}", True),  # magnitude: towers, big powers, factorials
+        (r"2^{10^{9}}", True),
+        (r"9^{9^{9^9}}!", True),
+        ("100000!", True),
+        (r"\sum_{k=1}^{10^{7}} \frac{1}{k}", True),  # iteration: big operators and binomials
+        (r"\prod^{20000}_{k=1} k", True),
+        (r"\binom{10^{9}}{10^{5}}", True),
+        (r"{10^9 \choose 10^5}", True),
+        # ordinary answers, including symbolic towers and moderate numbers, pass
+        (r"2^{100}", False),
+        (r"10^{5000}", False),
+        ("10!", False),
+        (r"e^{x^2}", False),
+        (r"\sum_{k=1}^{100} k", False),
+        (r"\sum_{k=1}^{\infty} \frac{1}{k^2}", False),
+        (r"\binom{10^{9}}{2}", False),
+        (r"\binom{10^{9}}{10^9 - 1}", False),
+        (r"\left( 3, \frac{\pi}{2} \right)", False),
+    ],
+)
+def test_prechecks_reject_classes_not_strings(answer, rejected):
+    from rewards.guards import reject_reason
+
+    assert (reject_reason(answer) is not None) is rejected
+
+
+@pytest.mark.parametrize(
+    "pred, gold",
+    [("9", r"\left[ \frac{\pi^2}{8}, \frac{5 \pi^2}{4} \right]"), ("58,500", "(2,4)"), ("3", r"\{1, 3\}"),
+     ("2", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}"), (r"\text{even}", "9")],
+)
+def test_fast_path_number_never_equals_a_structure(pred, gold):
+    from rewards.equivalence import fast_verdict
+
+    assert fast_verdict(pred, gold) is False
+    assert fast_verdict(gold, pred) is False
