@@ -9,6 +9,7 @@ so a token that straddles a delimiter belongs to the step it closes. An empty co
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
 StepSplitter = Callable[[str], list[str]]
@@ -59,10 +60,11 @@ def token_char_ends(token_ids: Sequence[int], tokenizer) -> tuple[str, list[int]
     if encoding is not None and list(encoding["input_ids"]) == [token_ids[k] for k in kept]:
         char_end = {k: offset[1] for k, offset in zip(kept, encoding["offset_mapping"])}
     else:
-        char_end = {}
+        char_end, n = {}, 0
         for k in kept:
             prefix = tokenizer.decode(token_ids[: k + 1], skip_special_tokens=True)
-            n = 0  # length of the common prefix: a trailing partial UTF-8 character decodes to U+FFFD
+            # length of the common prefix with the full text (a trailing partial UTF-8 character decodes to U+FFFD);
+            # it never shrinks as tokens are added, so the comparison resumes where the previous token's ended
             limit = min(len(prefix), len(text))
             while n < limit and prefix[n] == text[n]:
                 n += 1
@@ -88,6 +90,5 @@ def locate_steps(token_ids: Sequence[int], tokenizer, splitter: StepSplitter) ->
             step_ends.append(len(token_ids) - 1)
             break
         boundary = starts[j + 1]  # step j owns the characters [starts[j], boundary)
-        token = next(k for k, end in enumerate(ends) if end >= boundary)
-        step_ends.append(token)
+        step_ends.append(bisect_left(ends, boundary))  # first token reaching the boundary (ends is non-decreasing)
     return steps, step_ends

@@ -97,3 +97,18 @@ def test_callable_splitter_and_bad_splitter(tok):
     check_boundaries(tok, ids, steps, ends)
     with pytest.raises(ValueError, match="not a substring"):
         locate_steps(ids, tok, lambda t: ["nonsense"])
+
+
+def test_fallback_with_multibyte_characters_split_over_tokens(tok):
+    text = "é = 1.\n\nπ = 2."
+    # encoded character by character (non-canonical, so the prefix-decoding fallback runs); the two byte tokens of
+    # "é" and of "π" each decode to a partial character (U+FFFD) on their own
+    ids = [i for ch in text for i in tok(ch, add_special_tokens=False)["input_ids"]]
+    assert ids != tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > len(text)  # é and π take two byte tokens each
+    decoded, char_ends = token_char_ends(ids, tok)
+    assert decoded == text and char_ends[-1] == len(text)
+    assert char_ends == sorted(char_ends)
+    steps, ends = locate_steps(ids, tok, SPLIT)
+    assert steps == ["é = 1.", "π = 2."]
+    check_boundaries(tok, ids, steps, ends)
