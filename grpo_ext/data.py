@@ -222,7 +222,9 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             except json.JSONDecodeError as err:
                 raise DatasetFormatError(f"{path}, line {line_number}: not valid JSON ({err.msg})") from None
             if not isinstance(row, dict):
-                raise DatasetFormatError(f"{path}, line {line_number}: expected a JSON object, got {type(row).__name__}")
+                raise DatasetFormatError(
+                    f"{path}, line {line_number}: expected a JSON object, got {type(row).__name__}"
+                )
             rows.append((line_number, row))
     return rows
 

@@ -18,10 +18,8 @@ double. `MathEvalCallback` runs the same evaluation on a small subset every N tr
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -106,9 +104,7 @@ def summarize(records: Sequence[dict], ks: Sequence[int]) -> dict[str, float]:
     for k in ks:
         if k == 1 or k > n:
             continue
-        metrics[f"pass@{k}"] = sum(pass_at_k(len(r["corrects"]), sum(r["corrects"]), k) for r in records) / len(
-            records
-        )
+        metrics[f"pass@{k}"] = sum(pass_at_k(len(r["corrects"]), sum(r["corrects"]), k) for r in records) / len(records)
     if n > 1:
         for k in ks:
             if k <= n:
@@ -498,8 +494,12 @@ class MathEvalCallback(TrainerCallback):
                 overall = {"count": 0}
                 if shard:
                     overall = run_evaluation(
-                        shard, generator, render_chat(tokenizer), self.params,
-                        answer_timeout=self.answer_timeout, progress=False,
+                        shard,
+                        generator,
+                        render_chat(tokenizer),
+                        self.params,
+                        answer_timeout=self.answer_timeout,
+                        progress=False,
                     )["overall"]
         counts = gather_object([(overall.get("pass@1", 0.0) * overall["count"], overall["count"])])
         total = sum(n for _, n in counts)
@@ -530,8 +530,10 @@ class EvalArguments:
     limit: int | None = field(default=None, metadata={"help": "Evaluate only the first N problems."})
     num_few_shot: int = field(
         default=0,
-        metadata={"help": "Worked examples prepended as chat turns: the first rows of few_shot_data_files, or of "
-                  "the hub train split (GSM8K train; MATH train for MATH and MATH-500)."},
+        metadata={
+            "help": "Worked examples prepended as chat turns: the first rows of few_shot_data_files, or of "
+            "the hub train split (GSM8K train; MATH train for MATH and MATH-500)."
+        },
     )
     few_shot_data_files: list[str] | None = field(
         default=None, metadata={"help": "Local JSONL file(s) the few-shot examples come from (e.g. a train split)."}

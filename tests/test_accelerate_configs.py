@@ -69,7 +69,9 @@ with open(f"{sys.argv[1]}/state-{state.process_index}.json", "w") as handle:
 """
 
 
-@pytest.mark.parametrize("name, extra, processes", [("single_gpu.yaml", [], 1), ("multi_gpu.yaml", ["--num_processes", "2"], 2)])
+@pytest.mark.parametrize(
+    "name, extra, processes", [("single_gpu.yaml", [], 1), ("multi_gpu.yaml", ["--num_processes", "2"], 2)]
+)
 def test_launch_with_config_on_cpu(tmp_path, name, extra, processes):
     """The DDP configs really launch: the processes start, find each other and agree on ranks (gloo on CPU)."""
     script = tmp_path / "state.py"

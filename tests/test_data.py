@@ -98,7 +98,11 @@ def test_hendrycks_style_rows_get_answer_from_boxed(tmp_path):
 @pytest.mark.parametrize(
     "name, rows, message",
     [
-        ("gsm8k", [{"question": "q", "answer": "#### 1"}, {"question": "q"}], r"line 2: missing column\(s\) \['answer'\]"),
+        (
+            "gsm8k",
+            [{"question": "q", "answer": "#### 1"}, {"question": "q"}],
+            r"line 2: missing column\(s\) \['answer'\]",
+        ),
         ("gsm8k", [{"question": "q", "answer": "#### 1"}, "{not json"], r"line 2: not valid JSON"),
         ("gsm8k", [{"question": "q", "answer": "#### 1"}, {"question": "q", "answer": "7"}], r"line 2: .*####"),
         ("gsm8k", [[1, 2]], r"line 1: expected a JSON object"),

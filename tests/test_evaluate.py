@@ -5,16 +5,15 @@ import math
 import pytest
 
 from launch.evaluate import (
-    evaluate,
     MathEvalCallback,
     SamplingParams,
     TransformersGenerator,
+    evaluate,
     majority_vote,
     markdown_table,
     pass_at_k,
     summarize,
 )
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Pure metrics
@@ -80,7 +79,10 @@ def test_summarize_and_table():
         }
     )
     assert "| group | problems | pass@1 | pass@2 | maj@1 | maj@2 |" in table
-    assert "| all | 2 | 50.0 | 100.0 | 50.0 | 50.0 |" in table and "| level 1 | 1 | 50.0 | 100.0 | 100.0 | 100.0 |" in table
+    assert (
+        "| all | 2 | 50.0 | 100.0 | 50.0 | 50.0 |" in table
+        and "| level 1 | 1 | 50.0 | 100.0 | 100.0 | 100.0 |" in table
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -119,7 +121,10 @@ def read_rows(path, n=8):
 
 
 def gsm8k_golds(shared_data):
-    return [(r["question"].split("\n")[0], r["answer"].split("####")[-1].strip()) for r in read_rows(shared_data / "gsm8k" / "test.jsonl")]
+    return [
+        (r["question"].split("\n")[0], r["answer"].split("####")[-1].strip())
+        for r in read_rows(shared_data / "gsm8k" / "test.jsonl")
+    ]
 
 
 def eval_args(data_files, out, *extra):
@@ -193,7 +198,12 @@ def test_sampling_pass_at_k_and_maj_at_k_exact(shared_data, tmp_path):
     golds = gsm8k_golds(shared_data)
     by_question = {}
     for i, (question, gold) in enumerate(golds):
-        g, w1, w2, none = (f"\\boxed{{{gold}}}", f"\\boxed{{{int(gold) + 1}}}", f"\\boxed{{{int(gold) + 2}}}", "no idea")
+        g, w1, w2, none = (
+            f"\\boxed{{{gold}}}",
+            f"\\boxed{{{int(gold) + 1}}}",
+            f"\\boxed{{{int(gold) + 2}}}",
+            "no idea",
+        )
         patterns = {
             0: [g, g, g, g],
             1: [w1, w1, w1, w1],
@@ -235,7 +245,11 @@ def test_resume_continues_a_partial_run(shared_data, tmp_path):
     with pytest.raises(FileExistsError, match="--resume"):
         evaluate(args, generator=ScriptedGenerator(by_question), render=render_last_user_turn)
     with pytest.raises(ValueError, match="different settings"):
-        evaluate(args + ["--resume", "--max_new_tokens", "7"], generator=ScriptedGenerator(by_question), render=render_last_user_turn)
+        evaluate(
+            args + ["--resume", "--max_new_tokens", "7"],
+            generator=ScriptedGenerator(by_question),
+            render=render_last_user_turn,
+        )
     resumed = ScriptedGenerator(by_question)
     summary = evaluate(args + ["--resume"], generator=resumed, render=render_last_user_turn)
     assert [p.split("\n")[0] for batch in resumed.asked for p in batch] == [q for q, _ in golds[6:]]
@@ -305,8 +319,13 @@ def test_eval_callback_logs_accuracy_during_training(shared_data, tiny_model_pat
     ids = tokenizer("1 + 1 = 2")["input_ids"]
     train = Dataset.from_list([{"input_ids": ids, "labels": ids}] * 4)
     args = TrainingArguments(
-        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, report_to=[], use_cpu=True,
-        logging_steps=100, save_strategy="no",
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        report_to=[],
+        use_cpu=True,
+        logging_steps=100,
+        save_strategy="no",
     )
     trainer = Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
     problems = load_math_dataset("gsm8k", data_files=str(shared_data / "gsm8k" / "test.jsonl"), limit=3)
@@ -382,7 +401,10 @@ def test_real_model_solutions_scored_like_the_dataset_authors(shared_data, tmp_p
         by_question = {}
         for line in handle:
             row = json.loads(line)
-            by_question[row["question"]] = [row[s]["solution"] for s in systems], [row[s]["is_correct"] for s in systems]
+            by_question[row["question"]] = (
+                [row[s]["solution"] for s in systems],
+                [row[s]["is_correct"] for s in systems],
+            )
 
     class Replay:
         def generate(self, prompts, n, params):
@@ -400,9 +422,7 @@ def test_real_model_solutions_scored_like_the_dataset_authors(shared_data, tmp_p
     assert summary["overall"]["count"] == 1319
     assert summary["overall"]["pass@1"] == pytest.approx(2001 / 5276)  # labelled correct, per shared/data/README.md
     assert summary["overall"]["pass@4"] == pytest.approx(sum(any(lab) for lab in labels) / 1319)
-    assert summary["overall"]["pass@2"] == pytest.approx(
-        sum(pass_at_k(4, sum(lab), 2) for lab in labels) / 1319
-    )
+    assert summary["overall"]["pass@2"] == pytest.approx(sum(pass_at_k(4, sum(lab), 2) for lab in labels) / 1319)
     assert summary["overall"]["maj@1"] == pytest.approx(sum(lab[0] for lab in labels) / 1319)
     assert summary["overall"]["maj@4"] <= summary["overall"]["pass@4"]
 
@@ -417,10 +437,8 @@ def test_math500_reference_solutions_score_100_percent_per_level_and_subject(sha
         def generate(self, prompts, n, params):
             return [[solutions[p.rsplit("\n", 1)[0]]] for p in prompts]
 
-    summary = evaluate(
-        ["--dataset_name", "math500", "--data_files", path, "--output_dir", str(tmp_path / "ref"), "--save_every", "500"],
-        generator=Replay(), render=render_last_user_turn,
-    )  # fmt: skip
+    args = ["--dataset_name", "math500", "--data_files", path, "--output_dir", str(tmp_path / "ref")]
+    summary = evaluate(args + ["--save_every", "500"], generator=Replay(), render=render_last_user_turn)
     assert summary["overall"] == {"count": 500, "pass@1": 1.0}
     assert {k: v["count"] for k, v in summary["by_level"].items()} == {"1": 43, "2": 90, "3": 105, "4": 128, "5": 134}
     assert sum(v["count"] for v in summary["by_subject"].values()) == 500

@@ -67,9 +67,13 @@ def test_two_process_accelerate_run_writes_model_tokenizer_config_and_metrics(ti
 
     trained = AutoModelForCausalLM.from_pretrained(out)
     initial = AutoModelForCausalLM.from_pretrained(tiny_model_path)
-    assert AutoTokenizer.from_pretrained(out).chat_template == AutoTokenizer.from_pretrained(tiny_model_path).chat_template
+    assert (
+        AutoTokenizer.from_pretrained(out).chat_template == AutoTokenizer.from_pretrained(tiny_model_path).chat_template
+    )
     changed = [
-        name for (name, p), (_, q) in zip(trained.named_parameters(), initial.named_parameters()) if not torch.equal(p, q)
+        name
+        for (name, p), (_, q) in zip(trained.named_parameters(), initial.named_parameters())
+        if not torch.equal(p, q)
     ]
     assert changed, "two GRPO steps at lr 0.01 with a varying reward must move the weights"
 
