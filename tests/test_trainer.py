@@ -293,3 +293,13 @@ def test_process_supervision_without_outcome_rewards(tiny_model_path, tmp_path):
     expected = process_advantages(step_length_prm(None, [s for s, _ in located]), [e for _, e in located],
                                   group_size=4, num_tokens=inputs["completion_ids"].size(1))
     torch.testing.assert_close(inputs["advantages"], expected)
+
+
+def test_a_plain_trl_config_gives_trls_behaviour(tiny_model_path, tmp_path):
+    import trl
+
+    trainer = make_trainer(tiny_model_path, tmp_path, config_cls=trl.GRPOConfig)
+    assert trainer.ext == {"kl_estimator": "k3", "kl_in": "loss", "supervision": "outcome", "step_delimiter": "\n\n",
+                           "process_outcome_reward": "last_step", "advantage_estimator": "grpo",
+                           "rft_correct_threshold": 1.0}
+    assert trainer._uses_trl_advantages and trainer._kl_is_trls()
