@@ -287,7 +287,10 @@ class RewardModelRefresher:
         scorer: `(completions, golds) -> list[float | None]`; defaults to `rewards.accuracy_reward`.
         continuation_sampler_factory: `policy_model -> generate(prefixes, k)` for PRM labels; defaults to
             `TransformersContinuationSampler` on the policy.
-        step_splitter: completion text -> steps (PRM); defaults to splitting at the PRM's step separator.
+        step_splitter: completion text -> steps, each a substring of it, in order (PRM); defaults to splitting at
+            the PRM's step separator. Pass the trainer's splitter so the RM learns the steps it will score.
+        policy_tokenizer: the policy's tokenizer, for PRM labelling continuations and conversational prompts as the
+            policy saw them (defaults to `tokenizer`).
         accelerator: an `accelerate.Accelerator` for multi-process runs (None: single process).
         seed: base seed; iteration t uses seed + t for the replay draw and the RM's data order.
     """
@@ -303,6 +306,7 @@ class RewardModelRefresher:
         step_splitter: Callable[[str], list[str]] | None = None,
         accelerator=None,
         seed: int = 0,
+        policy_tokenizer=None,
     ):
         if kind not in ("orm", "prm"):
             raise ValueError(f"kind must be 'orm' or 'prm', got {kind!r}")
@@ -314,6 +318,7 @@ class RewardModelRefresher:
         self.reward_model = reward_model
         self.model = unwrap_reward_model(reward_model)
         self.tokenizer = tokenizer
+        self.policy_tokenizer = policy_tokenizer if policy_tokenizer is not None else tokenizer
         self.kind = kind
         self.args = args
         self.scorer = scorer or accuracy_scorer
@@ -321,7 +326,7 @@ class RewardModelRefresher:
         self.step_splitter = step_splitter or (lambda text: split_steps(text, self.step_separator))
         self.continuation_sampler_factory = continuation_sampler_factory or (
             lambda policy: TransformersContinuationSampler(
-                policy, tokenizer, max_new_tokens=args.rm_label_max_new_tokens
+                policy, self.policy_tokenizer, max_new_tokens=args.rm_label_max_new_tokens
             )
         )
         self.accelerator = accelerator
@@ -374,19 +379,21 @@ class RewardModelRefresher:
                 for r, y in zip(rollouts, labels)
             ]
             return rows, cost
-        examples = []
+        examples, rm_prompts = [], []
         for r in rollouts:
             steps = self.step_splitter(r["completion"])
             if steps:  # an empty completion has no step to label
-                examples.append((prompt_text(r["prompt"], self.tokenizer), steps, r["gold"]))
-        if policy_model is None and any(len(s) > 1 for _, s, _ in examples):
+                # the policy continues its own text; the RM sees the prompt through its own chat template
+                examples.append((prompt_text(r["prompt"], self.policy_tokenizer), steps, r["gold"], r["completion"]))
+                rm_prompts.append(prompt_text(r["prompt"], self.tokenizer))
+        if policy_model is None and any(len(ex[1]) > 1 for ex in examples):
             raise ValueError("PRM labelling needs the policy model to sample continuations (refresh(policy_model=...))")
         sampler = self.continuation_sampler_factory(_unwrap(policy_model)) if policy_model is not None else None
         labels, cost = math_shepherd_labels_batch(
             examples, sampler, k=self.args.rm_label_num_continuations, mode=self.args.rm_label_mode,
             scorer=self.scorer, separator=self.step_separator,
         )
-        rows = [{"prompt": p, "steps": list(s), "labels": y} for (p, s, _), y in zip(examples, labels)]
+        rows = [{"prompt": p, "steps": list(ex[1]), "labels": y} for p, ex, y in zip(rm_prompts, examples, labels)]
         return rows, cost
 
     # -- refresh --------------------------------------------------------------------------------------------

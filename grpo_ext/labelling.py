@@ -77,50 +77,68 @@ def step_prefix(prompt: str, steps: Sequence[str], i: int, separator: str = DEFA
     return prompt + "".join(s + separator for s in steps[:i])
 
 
+def solution_prefixes(steps: Sequence[str], completion: str | None = None,
+                      separator: str = DEFAULT_STEP_SEPARATOR) -> tuple[list[str], str]:
+    """The solution text after each step, and the whole solution text.
+
+    With the original `completion` (steps being its substrings, in order, as a step splitter returns them), the text
+    after step i is `completion[:end of step i]`, so the policy continues its own text; without it, steps are
+    re-joined as `s_1 + sep + ... + s_i + sep`."""
+    if completion is None:
+        return ["".join(s + separator for s in steps[: i + 1]) for i in range(len(steps))], separator.join(steps)
+    ends, cursor = [], 0
+    for j, step in enumerate(steps):
+        at = completion.find(step, cursor)
+        if at < 0:
+            raise ValueError(f"step {j} ({step[:40]!r}) is not a substring of the completion after offset {cursor}")
+        cursor = at + len(step)
+        ends.append(cursor)
+    return [completion[:end] for end in ends], completion
+
+
 def math_shepherd_labels_batch(
-    examples: Sequence[tuple[str, Sequence[str], str]],
+    examples: Sequence[tuple],
     generate_continuations: ContinuationSampler,
     k: int = 8,
     mode: str = "hard",
     scorer: Scorer = accuracy_scorer,
     separator: str = DEFAULT_STEP_SEPARATOR,
 ) -> tuple[list[list[float]], LabellingCost]:
-    """Math-Shepherd step labels for many `(prompt, steps, gold)` at once (one sampler call for all prefixes).
-    See the module docstring for the formula. The scorer sees the completion text after the prompt:
-    `s_1 + sep + ... + s_i + sep + continuation`."""
+    """Math-Shepherd step labels for many `(prompt, steps, gold)` or `(prompt, steps, gold, completion)` at once
+    (one sampler call for all prefixes). See the module docstring for the formula and `solution_prefixes` for the
+    prefix text: the policy continues `prompt + prefix_i`, and the scorer sees `prefix_i + continuation`."""
     if mode not in ("hard", "soft"):
         raise ValueError(f"rm_label_mode must be 'hard' or 'soft', got {mode!r}")
     if k < 1:
         raise ValueError(f"the number of continuations k must be >= 1, got {k}")
     start = time.perf_counter()
     tokens_before = getattr(generate_continuations, "num_generated_tokens", 0)
+    solved = [solution_prefixes(ex[1], ex[3] if len(ex) > 3 else None, separator) for ex in examples]
     prefixes, owners = [], []  # owners[j] = (example index, step index) of prefixes[j]
-    for e, (prompt, steps, _) in enumerate(examples):
-        for i in range(1, len(steps)):
-            prefixes.append(step_prefix(prompt, steps, i, separator))
-            owners.append((e, i - 1))
+    for e, (ex, (done, _)) in enumerate(zip(examples, solved)):
+        for i in range(len(ex[1]) - 1):  # the last step needs no continuation
+            prefixes.append(ex[0] + done[i])
+            owners.append((e, i))
     continuations = generate_continuations(prefixes, k) if prefixes else []
     if len(continuations) != len(prefixes) or any(len(c) != k for c in continuations):
         raise ValueError(f"the continuation sampler must return {k} continuations for each of {len(prefixes)} prefixes")
 
     texts, golds = [], []
     for (e, i), conts in zip(owners, continuations):
-        prompt, steps, gold = examples[e]
-        done = "".join(s + separator for s in steps[: i + 1])
-        texts.extend(done + c for c in conts)
-        golds.extend([gold] * k)
-    for prompt, steps, gold in examples:  # the last step: the whole solution's own correctness
-        texts.append(separator.join(steps))
-        golds.append(gold)
+        texts.extend(solved[e][0][i] + c for c in conts)
+        golds.extend([examples[e][2]] * k)
+    for ex, (_, full) in zip(examples, solved):  # the last step: the whole solution's own correctness
+        texts.append(full)
+        golds.append(ex[2])
     correct = [_is_correct(s) for s in scorer(texts, golds)] if texts else []
 
-    labels = [[0.0] * len(steps) for _, steps, _ in examples]
+    labels = [[0.0] * len(ex[1]) for ex in examples]
     for j, (e, i) in enumerate(owners):
         hits = sum(correct[j * k : (j + 1) * k])
         labels[e][i] = float(hits >= 1) if mode == "hard" else hits / k
     tail = correct[len(owners) * k :]
-    for e, (_, steps, _) in enumerate(examples):
-        labels[e][len(steps) - 1] = float(tail[e])
+    for e, ex in enumerate(examples):
+        labels[e][len(ex[1]) - 1] = float(tail[e])
 
     cost = LabellingCost(
         num_continuations=len(prefixes) * k,

@@ -475,3 +475,55 @@ def test_refresh_memory_estimate_matches_hand_worked_bytes():
     assert off["total"] == 4 + 0 + 0 + 8 + 8
     peft = refresh_memory_estimate(gib, gib // 2, weight_bytes=2, optimizer_state_bytes=4, policy_trainable_params=0)
     assert peft["policy_optimizer"] == 0.0 and peft["rm_optimizer"] == 4.0 and peft["rm_weights_and_grads"] == 2.0
+
+
+def test_grpo_ext_trainer_process_supervision_two_prm_iterations(tmp_path, tiny_model_path):
+    """End to end on CPU: grpo_ext's GRPOTrainer with a tiny policy and a tiny PRM, two iterations (Math-Shepherd
+    labels sampled from the live policy, PRM refreshed in place, reference reset). The wiring is test-local."""
+    from dataclasses import dataclass
+
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    import grpo_ext
+
+    @dataclass
+    class Config(IterativeRLConfig, grpo_ext.GRPOConfig):
+        pass
+
+    class Trainer(grpo_ext.GRPOTrainer):
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            if self.model.training:
+                self.refresher.record_from_inputs(inputs, prompts, completions)
+            return rewards
+
+    def words(text):  # every word is a step: random tiny policies rarely write "\n\n"
+        return text.split()
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    prm_model = tiny_prm(seed=3)
+    initial = copy.deepcopy(prm_model.state_dict())
+    config = Config(
+        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, num_generations=2,
+        max_completion_length=4, beta=0.1, learning_rate=1e-2, report_to="none", use_cpu=True, bf16=False,
+        logging_steps=1, save_strategy="no", seed=0, supervision="process",
+        reward_model_refresh_steps=1, reward_model_train_steps=2, rm_label_num_continuations=2,
+        rm_label_max_new_tokens=2, reward_model_learning_rate=1e-3,
+    )
+    data = Dataset.from_list([{"prompt": f"Q{i}: 3+{i}=", "answer": str(3 + i)} for i in range(8)])
+    trainer = Trainer(model=tiny_model_path, args=config, train_dataset=data, processing_class=tok,
+                      process_reward_model=prm_model, process_reward_tokenizer=tok, step_splitter=words)
+    trainer.refresher = RewardModelRefresher(trainer.process_reward_model, tok, "prm", config,
+                                             scorer=last_number_scorer, step_splitter=words,
+                                             accelerator=trainer.accelerator, policy_tokenizer=tok)
+    trainer.add_callback(IterativeRLCallback(trainer.refresher, ref_model=trainer.ref_model, log_fn=trainer.log))
+    trainer.train()
+
+    logged = [h for h in trainer.state.log_history if "rm/buffer_size" in h]
+    assert [h["step"] for h in logged] == [1, 2] and trainer.refresher.iteration == 2
+    assert all(h["rm/num_new_rows"] > 0 for h in logged)
+    assert sum(h["rm/label_num_continuations"] for h in logged) > 0  # multi-word completions were sampled from
+    assert trainer.process_reward_model.model is prm_model
+    assert any(not torch.equal(initial[k], v) for k, v in prm_model.state_dict().items())
+    assert all(torch.equal(a, b) for a, b in zip(trainer.model.parameters(), trainer.ref_model.parameters()))

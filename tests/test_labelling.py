@@ -142,3 +142,20 @@ def test_default_scorer_reproduces_the_human_verdicts_on_real_gsm8k_solutions(sh
     labels, cost = orm_labels(prompts, completions, golds)  # default scorer: rewards.accuracy_reward
     assert cost.num_scored == 800 and 0 < sum(verdicts) < 800
     assert labels == verdicts
+
+
+def test_math_shepherd_continues_the_policys_own_text_when_given_the_completion():
+    completion = "3 + 4 = 7;  7 * 2 = 14; so 14"
+    steps = ["3 + 4 = 7;", "7 * 2 = 14;", "so 14"]  # what a ';'-splitter that keeps the ';' returns
+    seen = []
+
+    def scorer(completions, golds):
+        seen.extend(completions)
+        return last_number_scorer(completions, golds)
+
+    policy = ScriptedPolicy({"P " + "3 + 4 = 7;": ["x 14"], "P " + "3 + 4 = 7;  7 * 2 = 14;": ["0"]})
+    labels, _ = math_shepherd_labels_batch([("P ", steps, "14", completion)], policy, k=1, scorer=scorer)
+    assert labels == [[1.0, 0.0, 1.0]]
+    assert seen == ["3 + 4 = 7;x 14", "3 + 4 = 7;  7 * 2 = 14;0", completion]
+    with pytest.raises(ValueError, match="not a substring"):
+        math_shepherd_labels_batch([("P ", ["nope"], "1", completion)], policy, k=1, scorer=scorer)
