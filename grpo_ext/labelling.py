@@ -3,8 +3,8 @@
 * ORM labels: the rule-based correctness of each completion, `label = scorer([completion], [gold]) >= 0.5`
   (by default the project's `rewards.accuracy_reward`, math-verify based).
 * PRM labels, Math-Shepherd style (Wang et al., 2023): for a solution with steps s_1..s_n and gold answer a,
-  from every step prefix `prompt + s_1 + sep + ... + s_i + sep` (i < n) sample k continuations with the
-  current policy and score each completed solution against a. With c_i of the k reaching a,
+  from every step prefix (the solution's text up to the end of s_i, i < n; see `solution_prefixes`) sample k
+  continuations with the current policy and score each completed solution against a. With c_i of the k reaching a,
 
       hard:  label_i = 1[c_i >= 1]          (the step can still lead to the answer)
       soft:  label_i = c_i / k              (estimated probability of reaching the answer)
