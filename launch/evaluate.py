@@ -581,6 +581,12 @@ def evaluate(argv: list[str] | None = None, generator: Generator | None = None, 
     from grpo_ext.data import load_math_dataset
 
     (args,) = make_parser().parse_args_and_config(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # every process would generate everything and append to the same samples.jsonl
+        raise RuntimeError(
+            "evaluate.py runs as a single process (python launch/evaluate.py ...); for several GPUs use "
+            "--backend vllm --tensor_parallel_size N"
+        )
     dataset = load_math_dataset(
         args.dataset_name,
         split=args.dataset_split,

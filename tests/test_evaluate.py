@@ -258,6 +258,12 @@ def test_resume_continues_a_partial_run(shared_data, tmp_path):
     assert sorted(r["idx"] for r in records) == list(range(8))
 
 
+def test_refuses_to_run_as_several_processes(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="single process"):
+        evaluate(["--dataset_name", "gsm8k"])
+
+
 def test_bad_options_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="not used by the HfArgumentParser.*--num_sample"):
         evaluate(["--num_sample", "4"])
