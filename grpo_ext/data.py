@@ -210,8 +210,9 @@ _MAPPERS = {"gsm8k": map_gsm8k_row, "math": map_math_row, "math500": map_math_ro
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Rows of a JSONL file; a line that is not a JSON object raises DatasetFormatError naming file and line."""
+def read_jsonl(path: str | os.PathLike) -> list[tuple[int, dict]]:
+    """(1-based line number, row) for each non-blank line of a JSONL file; a line that is not a JSON object raises
+    DatasetFormatError naming the file and line."""
     rows = []
     with open(path, encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -230,7 +231,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 def resolve_dataset_name(name: str) -> str:
-    """`gsm8k`, `math` or `math500` for any accepted alias; raises ValueError naming the accepted ones."""
+    """`gsm8k`, `math`, `math500` or `custom` for any accepted alias; raises ValueError naming the accepted ones."""
     key = DATASET_ALIASES.get(name, DATASET_ALIASES.get(name.lower()))
     if key is None:
         raise ValueError(f"Unknown dataset {name!r}; expected one of {sorted(DATASET_ALIASES)}")
