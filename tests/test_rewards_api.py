@@ -227,3 +227,35 @@ def test_fast_path_number_never_equals_a_structure(pred, gold):
 
     assert fast_verdict(pred, gold) is False
     assert fast_verdict(gold, pred) is False
+
+
+def test_reward_functions_accept_grpo_trainer_keywords():
+    # GRPOTrainer._calculate_rewards calls fn(prompts=, completions=, completion_ids=, <dataset columns>,
+    # trainer_state=, log_extra=, log_metric=); every reward here must take that call and name itself.
+    logged = {}
+    prompts = [[{"role": "user", "content": "q1"}]] * 2 + [[{"role": "user", "content": "q2"}]] * 2
+    completions = [[{"role": "assistant", "content": c}] for c in
+                   [r"<think>a</think> \boxed{18}", "#### 17", r"\boxed{\dfrac{14}{3}}", "I give up"]]
+    kwargs = dict(
+        prompts=prompts,
+        completions=completions,
+        completion_ids=[[1] * 5, [1] * 9, [1] * 7, [1] * 3],
+        answer=["#### 18", "#### 18", None, None],
+        solution=[None, None, r"so $\boxed{\frac{14}{3}}$", r"so $\boxed{\frac{14}{3}}$"],
+        question=["q1", "q1", "q2", "q2"],
+        trainer_state=None,
+        log_extra=lambda column, values: logged.__setitem__(column, values),
+        log_metric=lambda name, value: None,
+    )
+    funcs = [accuracy_reward, format_reward, soft_overlong_punishment(8, 4), length_penalty_reward(),
+             reasoning_steps_reward(), combine_rewards([accuracy_reward, format_reward], [1.0, 0.5])]
+    outputs = {getattr(f, "__name__"): f(**kwargs) for f in funcs}
+    assert outputs["accuracy_reward"] == [1.0, 0.0, 1.0, 0.0]
+    assert outputs["format_reward"] == [1.0, 0.0, 1.0, 0.0]
+    assert outputs["soft_overlong_punishment"] == [-0.25, -1.0, -0.75, 0.0]
+    # Kimi lambda per prompt group: q1 lengths (5, 9) -> (0.5, -0.5); q2 lengths (7, 3) -> (-0.5, 0.5),
+    # and a wrong answer keeps min(0, lambda).
+    assert outputs["length_penalty_reward"] == [0.5, -0.5, -0.5, 0.0]
+    assert outputs["accuracy_reward+format_reward"] == [1.5, 0.0, 1.5, 0.0]
+    assert logged["gold_answer"] == ["18", "18", r"\frac{14}{3}", r"\frac{14}{3}"]
+    assert logged["pred_answer"] == ["18", "17", r"\dfrac{14}{3}", "[none]"]
