@@ -592,3 +592,39 @@ class IterativeRLCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         self.refresher.save(os.path.join(checkpoint, STATE_DIR_NAME))
+
+
+def attach_iterative_rl(trainer, scorer: Scorer | None = None, step_splitter=None) -> RewardModelRefresher | None:
+    """Build the refresher for a TRL-style GRPO trainer and register its callback; None when
+    `reward_model_refresh_steps` is 0. The RM is the trainer's `ProcessRewardModel` under process supervision,
+    else its one model reward function (`reward_funcs[i]` with `reward_processing_classes[i]`). The trainer must
+    still call `refresher.record_from_inputs(inputs, prompts, completions)` after computing training rewards."""
+    args = trainer.args
+    if not getattr(args, "reward_model_refresh_steps", 0):
+        return None
+    from .reward_models import ProcessRewardModel
+
+    prm = getattr(trainer, "process_reward_model", None)
+    if getattr(args, "supervision", "outcome") == "process":
+        if not isinstance(prm, ProcessRewardModel):
+            raise ValueError("iterative RL trains the PRM, so process_reward_model must be a token-classification "
+                             f"model (wrapped in ProcessRewardModel), not {type(prm).__name__}")
+        kind, reward_model, tokenizer = "prm", prm, prm.tokenizer
+        step_splitter = step_splitter or getattr(trainer, "step_splitter", None)
+    else:
+        models = [i for i, f in enumerate(trainer.reward_funcs) if isinstance(f, torch.nn.Module)]
+        if len(models) != 1:
+            raise ValueError(f"iterative RL refreshes one outcome reward model; reward_funcs holds {len(models)} models")
+        kind, reward_model = "orm", trainer.reward_funcs[models[0]]
+        tokenizer = trainer.reward_processing_classes[models[0]]
+    steps_per_generation = getattr(args, "steps_per_generation", None) or 1
+    if args.reward_model_refresh_steps % steps_per_generation:
+        logger.warning("reward_model_refresh_steps=%d is not a multiple of steps_per_generation=%d: a refreshed RM "
+                       "takes effect from the next generation", args.reward_model_refresh_steps, steps_per_generation)
+    refresher = RewardModelRefresher(
+        reward_model, tokenizer, kind, args, scorer=scorer, step_splitter=step_splitter,
+        accelerator=trainer.accelerator, seed=args.seed, policy_tokenizer=trainer.processing_class,
+    )
+    ref_model = getattr(trainer, "ref_model", None)
+    trainer.add_callback(IterativeRLCallback(refresher, ref_model=ref_model, log_fn=trainer.log))
+    return refresher

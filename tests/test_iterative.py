@@ -17,6 +17,7 @@ from grpo_ext.iterative import (
     IterativeRLConfig,
     ReplayBuffer,
     RewardModelRefresher,
+    attach_iterative_rl,
     move_optimizer_state,
     num_replay_rows,
     refresh_memory_estimate,
@@ -453,6 +454,7 @@ def test_stock_trl_grpo_trainer_with_a_refreshed_orm(tmp_path, tiny_model_path):
     trainer = Trainer(model=tiny_model_path, reward_funcs=[orm], args=config, train_dataset=data,
                       processing_class=tok, reward_processing_classes=[tok])
     args = IterativeRLConfig(reward_model_refresh_steps=2, reward_model_learning_rate=1e-3, reward_model_train_steps=2)
+    # stock TRL config: build by hand what `attach_iterative_rl` builds from a config with the iterative options
     trainer.refresher = RewardModelRefresher(trainer.reward_funcs[0], tok, "orm", args, scorer=last_number_scorer)
     trainer.add_callback(IterativeRLCallback(trainer.refresher, ref_model=trainer.ref_model, log_fn=trainer.log))
     trainer.train()
@@ -514,10 +516,8 @@ def test_grpo_ext_trainer_process_supervision_two_prm_iterations(tmp_path, tiny_
     data = Dataset.from_list([{"prompt": f"Q{i}: 3+{i}=", "answer": str(3 + i)} for i in range(8)])
     trainer = Trainer(model=tiny_model_path, args=config, train_dataset=data, processing_class=tok,
                       process_reward_model=prm_model, process_reward_tokenizer=tok, step_splitter=words)
-    trainer.refresher = RewardModelRefresher(trainer.process_reward_model, tok, "prm", config,
-                                             scorer=last_number_scorer, step_splitter=words,
-                                             accelerator=trainer.accelerator, policy_tokenizer=tok)
-    trainer.add_callback(IterativeRLCallback(trainer.refresher, ref_model=trainer.ref_model, log_fn=trainer.log))
+    trainer.refresher = attach_iterative_rl(trainer, scorer=last_number_scorer)
+    assert trainer.refresher.kind == "prm" and trainer.refresher.step_splitter is words
     trainer.train()
 
     logged = [h for h in trainer.state.log_history if "rm/buffer_size" in h]
@@ -527,3 +527,40 @@ def test_grpo_ext_trainer_process_supervision_two_prm_iterations(tmp_path, tiny_
     assert trainer.process_reward_model.model is prm_model
     assert any(not torch.equal(initial[k], v) for k, v in prm_model.state_dict().items())
     assert all(torch.equal(a, b) for a, b in zip(trainer.model.parameters(), trainer.ref_model.parameters()))
+
+
+def test_attach_iterative_rl_finds_the_one_orm_and_refuses_ambiguity(tmp_path, tiny_model_path):
+    from dataclasses import dataclass
+
+    from transformers import AutoTokenizer
+
+    import grpo_ext
+
+    @dataclass
+    class Config(IterativeRLConfig, grpo_ext.GRPOConfig):
+        pass
+
+    from datasets import Dataset
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    data = Dataset.from_list([{"prompt": "Q: 3+4=", "answer": "7"}] * 4)
+
+    def make(refresh_steps, reward_funcs):
+        config = Config(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, num_generations=2,
+                        max_completion_length=4, report_to="none", use_cpu=True, bf16=False,
+                        reward_model_refresh_steps=refresh_steps)
+        return grpo_ext.GRPOTrainer(model=tiny_model_path, reward_funcs=reward_funcs, args=config, train_dataset=data,
+                                    processing_class=tok, reward_processing_classes=[tok] * len(reward_funcs))
+
+    orm = tiny_orm()
+    trainer = make(2, [last_number_scorer_reward, orm])
+    refresher = attach_iterative_rl(trainer, scorer=last_number_scorer)
+    assert refresher.kind == "orm" and refresher.model is orm and refresher.tokenizer is tok
+    assert any(isinstance(cb, IterativeRLCallback) for cb in trainer.callback_handler.callbacks)
+    assert attach_iterative_rl(make(0, [orm])) is None
+    with pytest.raises(ValueError, match="one outcome reward model; reward_funcs holds 2"):
+        attach_iterative_rl(make(2, [orm, tiny_orm(seed=1)]))
+
+
+def last_number_scorer_reward(completions, answer, **kwargs):
+    return last_number_scorer(completions, answer)
