@@ -9,6 +9,7 @@ Pieces, from pure to wired:
 * `reset_reference(ref_model, policy_model)`: reference <- policy;
 * `IterativeRLCallback`: a `transformers.TrainerCallback` that fires the refresh every
   `reward_model_refresh_steps` optimizer steps and saves/restores the refresher with TRL's checkpoints;
+* `attach_iterative_rl(trainer)`: builds the refresher from a GRPO trainer and registers the callback;
 * `IterativeRLConfig`: the options, as a dataclass mixin for `GRPOConfig`.
 """
 
@@ -400,6 +401,8 @@ class RewardModelRefresher:
 
     def _get_optimizer(self) -> torch.optim.Optimizer:
         if self.optimizer is None:
+            if not any(p.requires_grad for p in self.model.parameters()):
+                self.model.requires_grad_(True)  # a frozen scorer; scoring runs under no_grad, so this costs nothing
             self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.args.reward_model_learning_rate)
             if self._optimizer_state is not None:
                 self.optimizer.load_state_dict(self._optimizer_state)

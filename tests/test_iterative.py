@@ -180,6 +180,7 @@ def test_refresh_updates_the_orm_in_place_and_the_next_rewards_use_it():
     # TRL prepares model reward functions with evaluation_mode=True: the object in reward_funcs stays ours
     prepared = Accelerator(cpu=True).prepare_model(model, evaluation_mode=True, device_placement=True)
     assert prepared is model
+    model.requires_grad_(False)  # a frozen scorer is trained anyway
     refresher = _orm_refresher(model=prepared)
     prompts, completions = ["Q 3+4? "] * 2, ["it is 7", "it is 9"]
     before_weights = copy.deepcopy(model.state_dict())
