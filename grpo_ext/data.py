@@ -334,3 +334,39 @@ def _hub_rows(kind: str, split: str, hub_id: str | None) -> list[tuple[str, dict
         split = "test"  # MATH-500 only has a test split
     dataset = load_dataset(source, config, split=split)
     return [(f"{source} [{split}], row {i}", dict(row)) for i, row in enumerate(dataset)]
+
+
+MIXTURE_KEYS = ("name", "split", "data_files", "hub_id", "limit", "question_column", "answer_column")
+MIXTURE_COLUMNS = ("idx", "prompt", "answer", "solution")
+
+
+def load_mixture(
+    entries: Sequence[dict],
+    instruction: str | None = DEFAULT_INSTRUCTION,
+    system_prompt: str | None = None,
+):
+    """Several sources concatenated for training (DeepSeekMath trains on GSM8K and MATH questions together).
+
+    Each entry takes the keys of `load_math_dataset`: `name` (required), `split`, `data_files`, `hub_id`, `limit`,
+    `question_column`, `answer_column`. The result keeps the columns every source has (`idx`, `prompt`, `answer`,
+    `solution`) plus `source` (the entry's name), in entry order; shuffling is the trainer's job.
+    """
+    from datasets import concatenate_datasets
+
+    if not entries:
+        raise ValueError("dataset_mixture is empty")
+    for number, entry in enumerate(entries):  # check every entry before loading any
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise ValueError(f"dataset_mixture entry {number}: expected a mapping with a `name`, got {entry!r}")
+        unknown = sorted(set(entry) - set(MIXTURE_KEYS))
+        if unknown:
+            raise ValueError(
+                f"dataset_mixture entry {number} ({entry['name']}): unknown keys {unknown}; "
+                f"expected some of {list(MIXTURE_KEYS)}"
+            )
+    parts = []
+    for entry in entries:
+        part = load_math_dataset(**entry, instruction=instruction, system_prompt=system_prompt)
+        part = part.select_columns(list(MIXTURE_COLUMNS))
+        parts.append(part.add_column("source", [entry["name"]] * len(part)))
+    return concatenate_datasets(parts)

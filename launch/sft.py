@@ -22,6 +22,7 @@ from launch.train_grpo import (
     METRICS_FILE,
     RESOLVED_CONFIG_FILE,
     MetricsLogCallback,
+    load_training_problems,
     resolve_recipe,
     write_resolved_config,
 )
@@ -42,6 +43,13 @@ class SFTScriptArguments:
     question_column: str = field(default="question", metadata={"help": "Question column of a `custom` dataset."})
     answer_column: str = field(default="answer", metadata={"help": "Gold-answer column of a `custom` dataset."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N problems only."})
+    dataset_mixture: list[dict] | None = field(
+        default=None,
+        metadata={
+            "help": "Several sources concatenated, instead of dataset_name (YAML only): a list of mappings with "
+            "`name` and optionally `split`, `data_files`, `hub_id`, `limit`, `question_column`, `answer_column`."
+        },
+    )
     instruction: str = field(default=DEFAULT_INSTRUCTION, metadata={"help": "Appended to every question."})
     system_prompt: str | None = field(default=None, metadata={"help": "Optional system turn."})
 
@@ -70,7 +78,7 @@ def train(argv: list[str] | None = None):
     """Parse arguments (`argv` or `sys.argv[1:]`), fine-tune, save. Returns the trainer."""
     from trl import SFTTrainer, get_peft_config, get_quantization_config
 
-    from grpo_ext.data import load_math_dataset, resolve_dataset_name
+    from grpo_ext.data import resolve_dataset_name
 
     argv = resolve_recipe(sys.argv[1:] if argv is None else argv)
     script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
@@ -85,20 +93,10 @@ def train(argv: list[str] | None = None):
     model_init_kwargs.update(training_args.model_init_kwargs or {})
     training_args.model_init_kwargs = model_init_kwargs
 
+    problems = load_training_problems(script_args)
     kind = resolve_dataset_name(script_args.dataset_name)
-    problems = load_math_dataset(
-        script_args.dataset_name,
-        split=script_args.dataset_train_split,
-        data_files=script_args.data_files,
-        limit=script_args.max_train_samples,
-        hub_id=script_args.dataset_hub_id,
-        instruction=script_args.instruction,
-        system_prompt=script_args.system_prompt,
-        question_column=script_args.question_column,
-        answer_column=script_args.answer_column,
-    )
     train_dataset = problems.map(
-        lambda row: {"completion": sft_completion(row, kind)},
+        lambda row: {"completion": sft_completion(row, resolve_dataset_name(row.get("source", kind)))},
         remove_columns=[c for c in problems.column_names if c != "prompt"],
     )
 

@@ -49,6 +49,13 @@ class GRPOScriptArguments:
     question_column: str = field(default="question", metadata={"help": "Question column of a `custom` dataset."})
     answer_column: str = field(default="answer", metadata={"help": "Gold-answer column of a `custom` dataset."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N problems only."})
+    dataset_mixture: list[dict] | None = field(
+        default=None,
+        metadata={
+            "help": "Several sources concatenated, instead of dataset_name (YAML only): a list of mappings with "
+            "`name` and optionally `split`, `data_files`, `hub_id`, `limit`, `question_column`, `answer_column`."
+        },
+    )
     instruction: str = field(default=DEFAULT_INSTRUCTION, metadata={"help": "Appended to every question."})
     system_prompt: str | None = field(default=None, metadata={"help": "Optional system turn."})
     reward_funcs: list[str] = field(
@@ -168,6 +175,28 @@ def write_resolved_config(path: str, argv: list[str], **sections) -> None:
         yaml.safe_dump(json.loads(json.dumps(resolved, default=str)), handle, sort_keys=False)
 
 
+def load_training_problems(script_args):
+    """The training problems: `dataset_mixture` when given, else `dataset_name` (hub or `data_files`)."""
+    from grpo_ext.data import load_math_dataset, load_mixture
+
+    if script_args.dataset_mixture:
+        problems = load_mixture(script_args.dataset_mixture, script_args.instruction, script_args.system_prompt)
+        if script_args.max_train_samples is not None:
+            problems = problems.select(range(min(script_args.max_train_samples, len(problems))))
+        return problems
+    return load_math_dataset(
+        script_args.dataset_name,
+        split=script_args.dataset_train_split,
+        data_files=script_args.data_files,
+        limit=script_args.max_train_samples,
+        hub_id=script_args.dataset_hub_id,
+        instruction=script_args.instruction,
+        system_prompt=script_args.system_prompt,
+        question_column=script_args.question_column,
+        answer_column=script_args.answer_column,
+    )
+
+
 def load_process_reward_model(path: str, step_delimiter: str):
     """A token-classification PRM (as saved by `launch/train_reward_model.py`) and its tokenizer.
 
@@ -232,17 +261,7 @@ def train(argv: list[str] | None = None):
     model_init_kwargs.update(training_args.model_init_kwargs or {})
     training_args.model_init_kwargs = model_init_kwargs
 
-    train_dataset = load_math_dataset(
-        script_args.dataset_name,
-        split=script_args.dataset_train_split,
-        data_files=script_args.data_files,
-        limit=script_args.max_train_samples,
-        hub_id=script_args.dataset_hub_id,
-        instruction=script_args.instruction,
-        system_prompt=script_args.system_prompt,
-        question_column=script_args.question_column,
-        answer_column=script_args.answer_column,
-    )
+    train_dataset = load_training_problems(script_args)
 
     reward_funcs = build_reward_funcs(script_args.reward_funcs, script_args.reward_func_kwargs)
     if script_args.reward_model_name_or_path:

@@ -142,3 +142,21 @@ def test_custom_dataset_columns(tmp_path):
     assert ds[1]["prompt"] == [{"role": "user", "content": "Chat prompt"}]
     with pytest.raises(DatasetFormatError, match=r"custom\.jsonl, line 1: missing column\(s\) \['answer'\]"):
         load_math_dataset("custom", data_files=path, question_column="q")
+
+
+def test_mixture_concatenates_sources(shared_data):
+    from grpo_ext.data import load_mixture
+
+    mixture = load_mixture(
+        [
+            {"name": "gsm8k", "data_files": str(shared_data / "gsm8k" / "train.jsonl"), "limit": 3},
+            {"name": "math500", "data_files": str(shared_data / "math500" / "test.jsonl"), "limit": 2},
+        ]
+    )
+    assert mixture["source"] == ["gsm8k"] * 3 + ["math500"] * 2
+    assert mixture["answer"][0] == "72" and mixture["answer"][3] == "\\left( 3, \\frac{\\pi}{2} \\right)"
+    assert set(mixture.column_names) == {"idx", "prompt", "answer", "solution", "source"}
+    with pytest.raises(ValueError, match=r"entry 1 \(gsm8k\): unknown keys \['limt'\]"):
+        load_mixture([{"name": "math500", "data_files": "x"}, {"name": "gsm8k", "limt": 3}])
+    with pytest.raises(ValueError, match="entry 0: expected a mapping with a `name`"):
+        load_mixture([{"split": "train"}])

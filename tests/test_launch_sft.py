@@ -23,9 +23,14 @@ def test_sft_two_steps_in_process(tiny_model_path, shared_data, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "sft"
-    train([
-        "--model_name_or_path", tiny_model_path, "--data_files", str(shared_data / "gsm8k" / "train.jsonl"),
-        "--max_train_samples", "4", "--per_device_train_batch_size", "2", "--max_steps", "2", "--max_length", "128",
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(yaml.safe_dump({"dataset_mixture": [
+        {"name": "gsm8k", "data_files": str(shared_data / "gsm8k" / "train.jsonl"), "limit": 2},
+        {"name": "math500", "data_files": str(shared_data / "math500" / "test.jsonl"), "limit": 2},
+    ]}))  # fmt: skip
+    trainer = train([
+        "--config", str(recipe), "--model_name_or_path", tiny_model_path,
+        "--per_device_train_batch_size", "2", "--max_steps", "2", "--max_length", "1024",
         "--learning_rate", "0.01", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
         "--use_cpu", "--bf16", "false", "--output_dir", str(out),
     ])  # fmt: skip
@@ -37,7 +42,11 @@ def test_sft_two_steps_in_process(tiny_model_path, shared_data, tmp_path):
     losses = [entry["loss"] for entry in logs if "loss" in entry]
     assert len(losses) == 2 and all(0 < loss < 20 for loss in losses)
     resolved = yaml.safe_load((out / "resolved_config.yaml").read_text())
-    assert resolved["training_arguments"]["max_steps"] == 2 and resolved["script_arguments"]["max_train_samples"] == 4
+    assert resolved["training_arguments"]["max_steps"] == 2
+    assert [entry["name"] for entry in resolved["script_arguments"]["dataset_mixture"]] == ["gsm8k", "math500"]
+    # the mixture's completions: GSM8K rationales rewritten to \boxed{}, MATH solutions as they are
+    completions = [row["completion"][0]["content"] for row in trainer.train_dataset]
+    assert len(completions) == 4 and completions[0].endswith("\\boxed{72}.") and "\\boxed" in completions[2]
 
 
 def test_sft_rejects_unknown_option():
