@@ -1,6 +1,7 @@
 import copy
 import os
 import random
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -373,9 +374,13 @@ def test_two_processes_end_the_refresh_with_identical_weights():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
     # `accelerate launch --cpu` starts one process unless mpirun is configured; `--multi_gpu` goes through torchrun
     # and the worker's Accelerator(cpu=True) then runs two CPU processes over gloo.
+    # a free port: other suites' multi-process tests may hold torchrun's default 29500 at the same time
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           str(HERE / "iterative_mp_worker.py")]
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(port), str(HERE / "iterative_mp_worker.py")]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("IDENTICAL") == 2, result.stdout
