@@ -1,18 +1,24 @@
-r"""Verification worker: a separate Python process that runs math-verify on (prediction, gold) pairs.
+r"""Verification workers: processes that run math-verify on (prediction, gold) pairs.
 
-Started by `rewards.pool.VerifierPool` as `python -m rewards._verify_worker`. Protocol (stdin/stdout, one
-JSON document per line): the worker prints `ready` once imports are done, then answers each request
-`{"pred": str, "gold": str, "timeout": float}` with one line: `1` (equal) or `0` (not equal / unparseable).
+`rewards.pool.VerifierPool` starts one *zygote*, `python -m rewards._verify_worker --zygote FD`: a fresh
+interpreter (safe from any thread and with torch/CUDA loaded in the caller; the caller's `__main__` is never
+re-imported) that imports math-verify, warms up its parser, and then forks a worker on each request that
+arrives on the Unix socket FD, together with the worker's two pipe ends (SCM_RIGHTS). Forking from this
+small single-threaded process makes a worker, or the replacement of a killed one, ready in milliseconds.
+
+Worker protocol (its two pipes, one JSON document per line): the worker prints `ready`, then answers each
+request `{"pred": str, "gold": str, "timeout": float}` with one line: `1` (equal) or `0` (not equal /
+unparseable / error).
 
 Safety:
 * Only `LatexExtractionConfig` is used. math-verify's `ExprExtractionConfig` path calls sympy's
   `parse_expr`, which is `eval` underneath; it is never configured here, and as a second line of defence the
   `parse_expr` references inside math_verify and latex2sympy2_extended are replaced by a function that refuses.
   The LaTeX path goes through an ANTLR grammar that builds sympy objects and executes nothing.
-* The address space is capped with `RLIMIT_AS` (env `REWARDS_WORKER_MEMORY_MB`), so a runaway integer makes
-  a `MemoryError` here (scored 0) instead of exhausting the machine.
-* The parent enforces the wall-clock deadline and kills this process when it overruns; math-verify's own
-  `signal.alarm` timeouts are also on (this is a main thread), which usually returns 0 before that.
+* Each worker's address space is capped with `RLIMIT_AS` (its size at fork + `REWARDS_WORKER_MEMORY_MB`), so
+  a runaway integer makes a `MemoryError` (scored 0) instead of exhausting the machine.
+* The parent enforces the wall-clock deadline and SIGKILLs a worker that overruns; math-verify's own
+  `signal.alarm` timeouts are also on (a worker is a main thread), which often returns 0 before that.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ import json
 import logging
 import math
 import os
+import signal
+import socket
+import struct
 import sys
 
 
@@ -43,7 +52,8 @@ def _limit_memory() -> None:
         pass  # not Linux: the parent's deadline remains the bound
 
 
-def main() -> None:
+def _make_checker():
+    """Import math-verify once and return `check(pred, gold, seconds) -> bool`."""
     logging.disable(logging.CRITICAL)  # math-verify logs every timeout and parse failure as a warning
     import latex2sympy2_extended.latex2sympy2 as l2s
     import math_verify.parser as mv_parser
@@ -55,7 +65,6 @@ def main() -> None:
     # math-verify's default LaTeX normalization (units, malformed operators such as \frac12, nits);
     # the same settings TRL's accuracy_reward uses for predictions.
     config = [LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False)]
-
     parsed_cache: dict[str, list] = {}  # golds repeat across a group's completions
 
     def parse_answer(answer: str, seconds: int):
@@ -66,27 +75,66 @@ def main() -> None:
             parsed_cache[answer] = parse("\\boxed{" + answer + "}", extraction_config=config, parsing_timeout=seconds)
         return parsed_cache[answer]
 
-    # Warm up the ANTLR parser and sympy's caches so the first real item is not the slow one.
-    for warm in ("\\frac{1}{2}", "(1, \\sqrt{2})", "x^2 + 1", "[0, \\infty)", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"):
-        verify(parse_answer(warm, 5), parse_answer("0", 5), timeout_seconds=5)
-    parsed_cache.clear()
+    def check(pred: str, gold: str, seconds: int) -> bool:
+        try:
+            gold_parsed = parse_answer(gold, seconds)
+            pred_parsed = parse_answer(pred, seconds)
+            return bool(gold_parsed) and bool(pred_parsed) and verify(gold_parsed, pred_parsed, timeout_seconds=seconds)
+        except (Exception, TimeoutException):  # MemoryError and RecursionError included
+            return False
 
+    # Warm up the ANTLR parser and sympy's caches so that no worker's first real item is the slow one.
+    for warm in ("\\frac{1}{2}", "(1, \\sqrt{2})", "x^2 + 1", "[0, \\infty)", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"):
+        check(warm, "0", 5)
+    parsed_cache.clear()
+    return check
+
+
+def serve(check, requests, responses) -> None:
+    """Worker loop: one JSON request per line in, one verdict per line out, until EOF."""
     _limit_memory()
-    out = sys.stdout
-    out.write("ready\n")
-    out.flush()
-    for line in sys.stdin:
+    responses.write("ready\n")
+    responses.flush()
+    for line in requests:
         try:
             request = json.loads(line)
             seconds = max(1, math.ceil(float(request.get("timeout", 5))))
-            gold = parse_answer(request["gold"], seconds)
-            pred = parse_answer(request["pred"], seconds)
-            result = bool(gold) and bool(pred) and verify(gold, pred, timeout_seconds=seconds)
-        except (Exception, TimeoutException):  # MemoryError and RecursionError included
+            result = check(str(request["pred"]), str(request["gold"]), seconds)
+        except (ValueError, KeyError, TypeError):
             result = False
-        out.write("1\n" if result else "0\n")
-        out.flush()
+        responses.write("1\n" if result else "0\n")
+        responses.flush()
+
+
+def zygote(sock_fd: int) -> None:
+    """Fork a worker for every (request-read, response-write) pipe pair received on the socket."""
+    check = _make_checker()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps exited workers
+    sock = socket.socket(fileno=sock_fd)
+    sock.sendall(b"R")
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(sock, 16, 2)
+        except OSError:
+            return
+        if not message or len(fds) != 2:  # the parent has gone
+            return
+        pid = os.fork()
+        if pid == 0:
+            try:
+                sock.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                with os.fdopen(fds[0], "r") as requests, os.fdopen(fds[1], "w") as responses:
+                    serve(check, requests, responses)
+            finally:
+                os._exit(0)
+        for fd in fds:
+            os.close(fd)
+        sock.sendall(struct.pack("q", pid))
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--zygote":
+        zygote(int(sys.argv[2]))
+    else:  # a stand-alone worker on stdin/stdout
+        serve(_make_checker(), sys.stdin, sys.stdout)

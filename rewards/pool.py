@@ -4,12 +4,13 @@ Why processes: math-verify bounds its work with `signal.alarm`, which only works
 calls reward functions from worker threads too, where those timeouts are silently off, and sympy can spend
 unbounded time and memory on a single expression. A process boundary is the only bound that holds in every
 calling context: the parent waits on the worker's pipe until the item's deadline and, if it passes, kills the
-worker (SIGKILL) and starts a replacement.
+worker (SIGKILL) and forks a replacement.
 
-Workers are plain `subprocess.Popen([sys.executable, "-m", "rewards._verify_worker"])` children: a fresh
-interpreter (like the `spawn` start method, safe from any thread and with torch/CUDA loaded, and it never
-re-imports the caller's `__main__`), importing only math-verify. They start lazily on the first item that
-needs sympy, are reused across calls, and exit when the parent closes their stdin or dies.
+Processes: one zygote, `subprocess.Popen([sys.executable, "-m", "rewards._verify_worker", "--zygote", fd])`,
+a fresh interpreter (like the `spawn` start method: safe from any thread and with torch/CUDA loaded, and it
+never re-imports the caller's `__main__`) that imports only math-verify, then forks workers on request over a
+Unix socket. A worker (or a killed worker's replacement) is thus ready in milliseconds. Everything starts
+lazily on the first item that needs sympy, is reused across calls, and exits when the parent goes away.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import atexit
 import json
 import os
 import select
+import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -25,10 +29,10 @@ import time
 from collections import deque
 from pathlib import Path
 
-__all__ = ["VerifierPool", "default_pool_size"]
+__all__ = ["VerifierPool", "default_pool_size", "get_default_pool"]
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
-# A worker importing sympy + math-verify takes ~1-3 s; this only bounds a broken installation.
+# The zygote importing sympy + math-verify takes ~1-3 s; this only bounds a broken installation.
 _STARTUP_TIMEOUT_S = 120.0
 
 
@@ -40,24 +44,78 @@ def default_pool_size() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class _Worker:
+class _Zygote:
+    """The process that forks verification workers (see `rewards._verify_worker.zygote`)."""
+
     def __init__(self, memory_limit_mb: int):
         env = dict(os.environ)
         env["PYTHONPATH"] = _PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["REWARDS_WORKER_MEMORY_MB"] = str(memory_limit_mb)
         env.setdefault("OMP_NUM_THREADS", "1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rewards._verify_worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            close_fds=True,
-        )
-        self.fd = self.proc.stdout.fileno()
+        self.sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "rewards._verify_worker", "--zygote", str(child_sock.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                pass_fds=[child_sock.fileno()],
+            )
+        finally:
+            child_sock.close()
+        self.sock.settimeout(_STARTUP_TIMEOUT_S)
+        if self.sock.recv(1) != b"R":
+            self.close()
+            raise RuntimeError("rewards verification zygote failed to start (is math-verify installed?)")
+        self.sock.settimeout(30.0)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def fork_worker(self) -> tuple[int, int, int]:
+        """Fork a worker; returns (pid, fd to write requests to, fd to read verdicts from)."""
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        try:
+            socket.send_fds(self.sock, [b"F"], [req_r, resp_w])
+            reply = b""
+            while len(reply) < 8:
+                chunk = self.sock.recv(8 - len(reply))
+                if not chunk:
+                    raise ConnectionError("rewards verification zygote exited")
+                reply += chunk
+        except BaseException:
+            os.close(req_w)
+            os.close(resp_r)
+            raise
+        finally:
+            os.close(req_r)
+            os.close(resp_w)
+        return struct.unpack("q", reply)[0], req_w, resp_r
+
+    def close(self) -> None:
+        self.sock.close()  # the zygote exits on EOF
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class _Worker:
+    def __init__(self, pid: int, request_fd: int, response_fd: int):
+        self.pid = pid
+        self.request_fd = request_fd
+        self.fd = response_fd
         self.buffer = b""
         self.ready = False
-        self.started_at = time.monotonic()
+        self.alive = True
+        # A pidfd names this process and no later one with a reused pid (Linux >= 5.3).
+        try:
+            self.pidfd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.pidfd = None
 
     def read_lines(self) -> list[str] | None:
         """Complete lines available now, or None when the worker has exited (EOF)."""
@@ -69,24 +127,30 @@ class _Worker:
         return [line.decode() for line in lines]
 
     def send(self, pred: str, gold: str, timeout: float) -> None:
-        payload = json.dumps({"pred": pred, "gold": gold, "timeout": timeout}) + "\n"
-        self.proc.stdin.write(payload.encode())
-        self.proc.stdin.flush()
+        payload = (json.dumps({"pred": pred, "gold": gold, "timeout": timeout}) + "\n").encode()
+        while payload:
+            payload = payload[os.write(self.request_fd, payload) :]
 
-    def kill(self) -> None:
-        try:
-            self.proc.kill()
-        except OSError:
-            pass
-        for stream in (self.proc.stdin, self.proc.stdout):
+    def kill(self, exited: bool = False) -> None:
+        """SIGKILL the worker (unless it has `exited` already) and close its pipes."""
+        if not self.alive:
+            return
+        self.alive = False
+        if not exited:
             try:
-                stream.close()
+                if self.pidfd is not None:
+                    signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                else:
+                    os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for fd in (self.request_fd, self.fd, self.pidfd):
+            if fd is None:
+                continue
+            try:
+                os.close(fd)
             except OSError:
                 pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 class VerifierPool:
@@ -96,7 +160,7 @@ class VerifierPool:
     False when not, when the worker overran `timeout` seconds (it is killed and replaced) or died (e.g. hit
     its memory limit). Calls from several threads are serialized; each call spreads its items over `size`
     workers at a time. `spares` extra idle workers are kept started so that a killed worker's place is taken at
-    once instead of after a fresh interpreter's start-up (~1-2 s of importing sympy).
+    once (forking one takes milliseconds, but its first answer still waits for the fork).
     """
 
     def __init__(self, size: int | None = None, memory_limit_mb: int = 2048, spares: int = 1):
@@ -104,7 +168,9 @@ class VerifierPool:
         self.spares = spares
         self.memory_limit_mb = memory_limit_mb
         self._workers: list[_Worker] = []
+        self._zygote: _Zygote | None = None
         self._lock = threading.Lock()
+        self.owner_pid = os.getpid()
         self.killed = 0  # workers killed for overrunning a deadline (for tests and monitoring)
         self.last_latencies: list[float] = []  # seconds from dispatch to verdict, per item of the last run
 
@@ -123,15 +189,30 @@ class VerifierPool:
                 if time.monotonic() > deadline:
                     raise RuntimeError("rewards verification workers did not start")
 
-    def _fill(self) -> None:
-        self._workers = [w for w in self._workers if w.proc.poll() is None]
-        while len(self._workers) < self.size + self.spares:
-            self._workers.append(_Worker(self.memory_limit_mb))
+    def _new_worker(self) -> _Worker:
+        for attempt in range(2):
+            if self._zygote is None or not self._zygote.alive():
+                if self._zygote is not None:
+                    self._zygote.close()
+                self._zygote = _Zygote(self.memory_limit_mb)
+            try:
+                return _Worker(*self._zygote.fork_worker())
+            except (OSError, struct.error):
+                if attempt:
+                    raise
+                self._zygote.close()
+                self._zygote = None
+        raise AssertionError("unreachable")
 
-    def _replace(self, worker: _Worker) -> None:
-        worker.kill()
+    def _fill(self) -> None:
+        self._workers = [w for w in self._workers if w.alive]
+        while len(self._workers) < self.size + self.spares:
+            self._workers.append(self._new_worker())
+
+    def _replace(self, worker: _Worker, exited: bool = False) -> None:
+        worker.kill(exited)
         self._workers.remove(worker)
-        self._workers.append(_Worker(self.memory_limit_mb))
+        self._workers.append(self._new_worker())
 
     def _poll_starting(self, wait_s: float) -> None:
         starting = {w.fd: w for w in self._workers if not w.ready}
@@ -141,10 +222,8 @@ class VerifierPool:
         for fd in readable:
             worker = starting[fd]
             lines = worker.read_lines()
-            if lines is None:  # died while importing: try again with a fresh one
-                if time.monotonic() - worker.started_at > _STARTUP_TIMEOUT_S:
-                    raise RuntimeError("rewards verification worker exits during start-up (is math-verify installed?)")
-                self._replace(worker)
+            if lines is None:  # died at once (e.g. memory limit too small): try a fresh one
+                self._replace(worker, exited=True)
             elif "ready" in lines:
                 worker.ready = True
 
@@ -165,7 +244,7 @@ class VerifierPool:
                         try:
                             worker.send(*pairs[index], timeout)
                         except OSError:  # died while idle
-                            self._replace(worker)
+                            self._replace(worker, exited=True)
                             pending.appendleft(index)
                             break
                         busy[worker.fd] = (worker, index, time.monotonic() + timeout)
@@ -186,7 +265,7 @@ class VerifierPool:
                     lines = worker.read_lines()
                     if lines is None:  # died (memory limit, crash): the item scores False
                         del busy[fd]
-                        self._replace(worker)
+                        self._replace(worker, exited=True)
                     elif lines:
                         del busy[fd]
                         results[index] = lines[0].strip() == "1"
@@ -203,10 +282,15 @@ class VerifierPool:
         return results
 
     def close(self) -> None:
+        if self.owner_pid != os.getpid():  # a forked child never closes its parent's workers
+            return
         with self._lock:
             for worker in self._workers:
                 worker.kill()
             self._workers = []
+            if self._zygote is not None:
+                self._zygote.close()
+                self._zygote = None
 
 
 _default_pool: VerifierPool | None = None
@@ -217,7 +301,8 @@ def get_default_pool() -> VerifierPool:
     """The process-wide pool used by `answers_match` and `accuracy_reward` (created on first use)."""
     global _default_pool
     with _default_lock:
-        if _default_pool is None:
+        # After os.fork() the child must not share the parent's worker pipes: it gets a pool of its own.
+        if _default_pool is None or _default_pool.owner_pid != os.getpid():
             size = int(os.environ.get("REWARDS_NUM_WORKERS", "0") or 0) or None
             _default_pool = VerifierPool(size=size)
             atexit.register(_default_pool.close)

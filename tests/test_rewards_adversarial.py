@@ -103,13 +103,13 @@ def test_hung_worker_is_killed_and_replaced():
     try:
         pool.wait_ready()
         assert pool.run([(r"2\sqrt{2}", r"\sqrt{8}")], timeout=5.0) == [True]
-        stuck = pool._workers[0].proc.pid
+        stuck = pool._workers[0].pid
         os.kill(stuck, signal.SIGSTOP)  # a worker that never answers
         start = time.monotonic()
         assert pool.run([(r"3\sqrt{13}", r"\sqrt{117}")], timeout=DEADLINE) == [False]
         assert time.monotonic() - start < BOUND
         assert pool.killed == 1
-        assert pool._workers[0].proc.pid != stuck
+        assert pool._workers[0].pid != stuck
         assert pool.run([(r"3\sqrt{13}", r"\sqrt{117}")], timeout=30.0) == [True]  # the replacement works
     finally:
         pool.close()
@@ -119,7 +119,7 @@ def test_worker_memory_is_limited():
     pool = VerifierPool(size=1, memory_limit_mb=512)
     try:
         pool.wait_ready()
-        pid = pool._workers[0].proc.pid
+        pid = pool._workers[0].pid
         limits = Path(f"/proc/{pid}/limits").read_text()
         line = next(line for line in limits.splitlines() if line.startswith("Max address space"))
         soft = line.split()[3]
@@ -170,3 +170,15 @@ def test_code_injection_runs_nothing(template, tmp_path):
         assert reward(completions, answer=[gold] * 4) == [0.0] * 4
         assert answers_match(payload, gold) is False
     assert not marker.exists()
+
+
+def test_closing_the_pool_leaves_no_processes():
+    pool = VerifierPool(size=2)
+    pool.wait_ready()
+    pids = [w.pid for w in pool._workers] + [pool._zygote.proc.pid]
+    assert len(pids) == 4  # two lanes, one spare, the zygote
+    pool.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
