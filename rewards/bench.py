@@ -187,6 +187,7 @@ def run_ours(items: list[dict], timeout: float) -> tuple[list, list[float], floa
     from .pool import get_default_pool
 
     pool = get_default_pool()
+    pool.close()  # fresh workers: no parse cache left from an earlier measurement
     start = time.perf_counter()
     pool.wait_ready()
     startup = time.perf_counter() - start

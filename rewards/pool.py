@@ -36,6 +36,14 @@ _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _STARTUP_TIMEOUT_S = 120.0
 
 
+def _readable(fds: list[int], wait_s: float) -> list[int]:
+    """The fds among `fds` with data or EOF within `wait_s` seconds (poll(2): no FD_SETSIZE limit)."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return [fd for fd, _ in poller.poll(max(wait_s, 0.0) * 1000.0)]
+
+
 def default_pool_size() -> int:
     """Cores this process may use (affinity-aware), at least 1."""
     try:
@@ -218,7 +226,7 @@ class VerifierPool:
         starting = {w.fd: w for w in self._workers if not w.ready}
         if not starting:
             return
-        readable, _, _ = select.select(list(starting), [], [], max(wait_s, 0.0))
+        readable = _readable(list(starting), wait_s)
         for fd in readable:
             worker = starting[fd]
             lines = worker.read_lines()
@@ -256,7 +264,7 @@ class VerifierPool:
                     continue
                 starting = [w.fd for w in self._workers if not w.ready]
                 wait_s = max(min(d for _, _, d in busy.values()) - now, 0.0)
-                readable, _, _ = select.select(list(busy) + starting, [], [], wait_s)
+                readable = _readable(list(busy) + starting, wait_s)
                 for fd in readable:
                     if fd not in busy:
                         continue
