@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig as _TRLGRPOConfig
 
+from .iterative import IterativeRLConfig
 from .kl import KL_ESTIMATORS
 
 KL_PLACEMENTS = ("loss", "reward")
@@ -18,9 +19,11 @@ PROCESS_OUTCOME_MODES = ("last_step", "none")
 
 
 @dataclass
-class GRPOConfig(_TRLGRPOConfig):
+class GRPOConfig(IterativeRLConfig, _TRLGRPOConfig):
     r"""
-    [`trl.GRPOConfig`] with the options of DeepSeekMath (arXiv 2402.03300). See `docs/grpo_ext.md`.
+    [`trl.GRPOConfig`] with the options of DeepSeekMath (arXiv 2402.03300). See `docs/grpo_ext.md`; the
+    iterative-RL options (`reward_model_refresh_steps`, `replay_ratio`, ...) come from
+    [`grpo_ext.iterative.IterativeRLConfig`] and are described in `docs/iterative_rl.md`.
 
     Parameters:
         kl_estimator (`str`, defaults to `"k3"`):

@@ -30,6 +30,7 @@ from .advantages import (
     steps_to_token_advantages,
 )
 from .config import GRPOConfig
+from .iterative import attach_iterative_rl
 from .kl import KL_ESTIMATORS, aggregate_per_token_loss, per_token_kl
 from .steps import delimiter_splitter, locate_steps
 
@@ -59,6 +60,11 @@ class GRPOTrainer(_TRLGRPOTrainer):
         process_reward_tokenizer: the PRM's tokenizer when `process_reward_model` is a model.
         step_splitter: a callable `str -> list[str]` returning the steps of a completion, in order, each a
             substring of it. Defaults to splitting on `args.step_delimiter`.
+
+    With `args.reward_model_refresh_steps > 0` the trainer runs iterative RL: `self.refresher`
+    ([`grpo_ext.iterative.RewardModelRefresher`]) records every training batch's rollouts and, every that many
+    optimizer steps, retrains the reward model (the PRM, or the one model in `reward_funcs`) with replay and
+    resets the reference model to the policy.
     """
 
     _tag_names = ["trl", "grpo", "grpo_ext"]
@@ -88,6 +94,8 @@ class GRPOTrainer(_TRLGRPOTrainer):
         self._capture_logps = False
         self._captured_logps = None
         self._captured_rewards = None
+        # Iterative RL (DeepSeekMath Algorithm 1): None unless `reward_model_refresh_steps` > 0.
+        self.refresher = attach_iterative_rl(self)
 
     # ------------------------------------------------------------------------------------------------ set-up
 
@@ -178,6 +186,8 @@ class GRPOTrainer(_TRLGRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self.refresher is not None and self.model.training:  # this iteration's rollouts become RM data
+            self.refresher.record_from_inputs(inputs, prompts, completions)
         self._captured_rewards = (prompts, completion_ids_list, rewards_per_func)
         return rewards_per_func
 

@@ -487,24 +487,11 @@ def test_refresh_memory_estimate_matches_hand_worked_bytes():
 
 def test_grpo_ext_trainer_process_supervision_two_prm_iterations(tmp_path, tiny_model_path):
     """End to end on CPU: grpo_ext's GRPOTrainer with a tiny policy and a tiny PRM, two iterations (Math-Shepherd
-    labels sampled from the live policy, PRM refreshed in place, reference reset). The wiring is test-local."""
-    from dataclasses import dataclass
-
+    labels sampled from the live policy, PRM refreshed in place, reference reset), wired by the trainer itself."""
     from datasets import Dataset
     from transformers import AutoTokenizer
 
     import grpo_ext
-
-    @dataclass
-    class Config(IterativeRLConfig, grpo_ext.GRPOConfig):
-        pass
-
-    class Trainer(grpo_ext.GRPOTrainer):
-        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-            if self.model.training:
-                self.refresher.record_from_inputs(inputs, prompts, completions)
-            return rewards
 
     def words(text):  # every word is a step: random tiny policies rarely write "\n\n"
         return text.split()
@@ -512,7 +499,7 @@ def test_grpo_ext_trainer_process_supervision_two_prm_iterations(tmp_path, tiny_
     tok = AutoTokenizer.from_pretrained(tiny_model_path)
     prm_model = tiny_prm(seed=3)
     initial = copy.deepcopy(prm_model.state_dict())
-    config = Config(
+    config = grpo_ext.GRPOConfig(
         output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, num_generations=2,
         max_completion_length=4, beta=0.1, learning_rate=1e-2, report_to="none", use_cpu=True, bf16=False,
         logging_steps=1, save_strategy="no", seed=0, supervision="process",
@@ -520,15 +507,19 @@ def test_grpo_ext_trainer_process_supervision_two_prm_iterations(tmp_path, tiny_
         rm_label_max_new_tokens=2, reward_model_learning_rate=1e-3,
     )
     data = Dataset.from_list([{"prompt": f"Q{i}: 3+{i}=", "answer": str(3 + i)} for i in range(8)])
-    trainer = Trainer(model=tiny_model_path, args=config, train_dataset=data, processing_class=tok,
-                      process_reward_model=prm_model, process_reward_tokenizer=tok, step_splitter=words)
-    trainer.refresher = attach_iterative_rl(trainer, scorer=last_number_scorer)
+    trainer = grpo_ext.GRPOTrainer(model=tiny_model_path, args=config, train_dataset=data, processing_class=tok,
+                                   process_reward_model=prm_model, process_reward_tokenizer=tok, step_splitter=words)
     assert trainer.refresher.kind == "prm" and trainer.refresher.step_splitter is words
+    assert trainer.refresher.model is prm_model
+    assert sum(isinstance(cb, IterativeRLCallback) for cb in trainer.callback_handler.callbacks) == 1
+    trainer.refresher.scorer = last_number_scorer  # the tiny policy's answers are scored by their last number
     trainer.train()
 
     logged = [h for h in trainer.state.log_history if "rm/buffer_size" in h]
     assert [h["step"] for h in logged] == [1, 2] and trainer.refresher.iteration == 2
     assert all(h["rm/num_new_rows"] > 0 for h in logged)
+    # every rollout of the iteration was recorded once: 4 completions per step (one process)
+    assert [h["rm/num_new_rows"] for h in logged] == [4.0, 4.0]
     assert sum(h["rm/label_num_continuations"] for h in logged) > 0  # multi-word completions were sampled from
     assert trainer.process_reward_model.model is prm_model
     assert any(not torch.equal(initial[k], v) for k, v in prm_model.state_dict().items())
@@ -536,17 +527,12 @@ def test_grpo_ext_trainer_process_supervision_two_prm_iterations(tmp_path, tiny_
 
 
 def test_attach_iterative_rl_finds_the_one_orm_and_refuses_ambiguity(tmp_path, tiny_model_path):
-    from dataclasses import dataclass
-
+    from datasets import Dataset
     from transformers import AutoTokenizer
 
     import grpo_ext
 
-    @dataclass
-    class Config(IterativeRLConfig, grpo_ext.GRPOConfig):
-        pass
-
-    from datasets import Dataset
+    Config = grpo_ext.GRPOConfig  # carries the iterative-RL options
 
     tok = AutoTokenizer.from_pretrained(tiny_model_path)
     data = Dataset.from_list([{"prompt": "Q: 3+4=", "answer": "7"}] * 4)
@@ -559,13 +545,13 @@ def test_attach_iterative_rl_finds_the_one_orm_and_refuses_ambiguity(tmp_path, t
                                     processing_class=tok, reward_processing_classes=[tok] * len(reward_funcs))
 
     orm = tiny_orm()
-    trainer = make(2, [last_number_scorer_reward, orm])
-    refresher = attach_iterative_rl(trainer, scorer=last_number_scorer)
+    trainer = make(2, [last_number_scorer_reward, orm])  # the trainer attaches the refresher itself
+    refresher = trainer.refresher
     assert refresher.kind == "orm" and refresher.model is orm and refresher.tokenizer is tok
-    assert any(isinstance(cb, IterativeRLCallback) for cb in trainer.callback_handler.callbacks)
-    assert attach_iterative_rl(make(0, [orm])) is None
+    assert sum(isinstance(cb, IterativeRLCallback) for cb in trainer.callback_handler.callbacks) == 1
+    assert make(0, [orm]).refresher is None and attach_iterative_rl(make(0, [orm])) is None
     with pytest.raises(ValueError, match="one outcome reward model; reward_funcs holds 2"):
-        attach_iterative_rl(make(2, [orm, tiny_orm(seed=1)]))
+        make(2, [orm, tiny_orm(seed=1)])
 
 
 def last_number_scorer_reward(completions, answer, **kwargs):
