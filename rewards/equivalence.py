@@ -1,4 +1,4 @@
-"""Is a predicted answer mathematically equal to the gold? Fast path in-process, sympy in bounded workers.
+r"""Is a predicted answer mathematically equal to the gold? Fast path in-process, sympy in bounded workers.
 
 Order of checks for one (pred, gold) pair of already-extracted answer strings:
 
@@ -6,6 +6,8 @@ Order of checks for one (pred, gold) pair of already-extracted answer strings:
 2. normalized string equality (`normalize.normalize_answer`): equal -> True;
 3. both plain numbers (`normalize.parse_number`): exact `Fraction` comparison decides, True or False;
    a plain number never equals a tuple/interval (top-level comma), a set, a matrix or a `\text{}` word: False;
+   two closed-form real constants (`numeric.numeric_value`: numbers, \frac, \sqrt, \pi, + - * / ^) whose
+   values differ by more than 1e-4 relative are not equal: False (equal values still go to math-verify);
 4. pre-checks (`guards.reject_reason`) on the prediction: a pathological answer -> False;
 5. otherwise math-verify `parse` + `verify` in a worker process (`pool.VerifierPool`), bounded by `timeout`.
 """
@@ -17,6 +19,7 @@ from collections import OrderedDict
 
 from .guards import reject_reason
 from .normalize import normalize_answer, numbers_equal, parse_number
+from .numeric import clearly_different
 from .pool import VerifierPool, get_default_pool
 
 __all__ = ["answers_match", "match_many", "fast_verdict", "clear_cache"]
@@ -100,6 +103,8 @@ def fast_verdict(pred: str, gold: str, max_chars: int = 1000) -> bool | None:
     if (pred_number is not None and _never_a_number(gold, gold_normal)) or (
         gold_number is not None and _never_a_number(pred, pred_normal)
     ):
+        return False
+    if clearly_different(pred_normal, gold_normal):
         return False
     if reject_reason(pred, max_chars=max_chars) or reject_reason(gold, max_chars=max_chars):
         return False

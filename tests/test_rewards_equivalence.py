@@ -52,3 +52,42 @@ def test_math500_gold_equals_itself_and_its_boxed_solution(math500):
     assert all(match_many(pairs))
     # The same pairs through math-verify itself (not the string fast path): every gold parses and verifies.
     assert all(get_default_pool().run(pairs, timeout=5.0))
+
+
+@pytest.mark.parametrize(
+    "latex, value",
+    [(r"3\sqrt{13}", 3 * 13**0.5), (r"\frac{\pi}{6}", 3.141592653589793 / 6), (r"-\frac12", -0.5),
+     (r"\sqrt[3]{8}", 2.0), (r"18+2\pi", 18 + 2 * 3.141592653589793), ("2^{10}", 1024.0), (r"2\cdot3", 6.0),
+     (r"\frac{\sqrt{3}}{3}", 3**0.5 / 3), ("(1+2)(3)", 9.0)],
+)
+def test_numeric_value_hand_checked(latex, value):
+    from rewards.normalize import normalize_answer
+    from rewards.numeric import numeric_value
+
+    assert numeric_value(normalize_answer(latex)) == pytest.approx(value, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "latex", [r"1\frac{4}{5}", "2^10", "2^-1", "204_5", "6+9i", "15x - 80", r"1 \pm \sqrt{19}", "1,2", r"25\%",
+              r"\sqrt{-1}", r"\frac{1}{0}", "10^{400}", r"\frac{270}7\text{ degrees}", "e", "(" * 400 + "1" + ")" * 400]
+)
+def test_numeric_value_refuses_anything_ambiguous(latex):
+    from rewards.normalize import normalize_answer
+    from rewards.numeric import numeric_value
+
+    assert numeric_value(normalize_answer(latex)) is None
+
+
+def test_numeric_fast_negative_never_contradicts_the_labels_or_math_verify(math500):
+    from rewards.normalize import normalize_answer
+    from rewards.numeric import clearly_different
+
+    for pred, gold, label in ALL_CASES:
+        if label:
+            assert not clearly_different(normalize_answer(pred), normalize_answer(gold)), (pred, gold)
+    # Pairs of different MATH-500 golds that the fast negative calls different: math-verify agrees on all.
+    golds = [extract_gold(row["answer"]) for row in math500]
+    pairs = [(a, b) for a, b in zip(golds, golds[1:] + golds[:1])
+             if clearly_different(normalize_answer(a), normalize_answer(b))]
+    assert len(pairs) >= 100
+    assert not any(get_default_pool().run(pairs, timeout=5.0))

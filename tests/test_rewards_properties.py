@@ -66,3 +66,12 @@ def test_gsm8k_number_forms_agree(n, cents):
     assert fast_verdict(f"{n}.0", str(n)) is True
     assert fast_verdict(f"{n}.{cents:02d}", str(n)) is (cents == 0)
     assert fast_verdict(str(n + 1), str(n)) is False
+
+
+@SETTINGS
+@given(any_text)
+def test_numeric_value_never_raises(text):
+    from rewards.numeric import numeric_value
+
+    value = numeric_value(normalize_answer(text))
+    assert value is None or isinstance(value, float)
