@@ -175,3 +175,25 @@ def test_lora_run_saves_an_adapter_that_evaluate_loads(tiny_model_path, shared_d
         "--max_new_tokens", "4", "--output_dir", str(tmp_path / "lora-eval"),
     ])  # fmt: skip
     assert summary["overall"]["count"] == 2
+
+
+def test_iterative_rl_refreshes_the_outcome_reward_model(tiny_model_path, shared_data, tmp_path):
+    """Iterative RL through the entry point: the ORM is retrained (and the reference reset) at every step."""
+    from launch_helpers import save_tiny_reward_model
+
+    orm = save_tiny_reward_model(tmp_path / "orm", "orm")
+    out = tmp_path / "iterative"
+    trainer = train([
+        "--model_name_or_path", tiny_model_path, "--data_files", str(shared_data / "gsm8k" / "train.jsonl"),
+        "--max_train_samples", "4", "--per_device_train_batch_size", "4", "--num_generations", "4",
+        "--max_completion_length", "8", "--max_steps", "2", "--use_cpu", "--bf16", "false", "--report_to", "none",
+        "--save_strategy", "no", "--logging_steps", "1", "--output_dir", str(out), "--beta", "0.04",
+        "--reward_funcs", "accuracy", "--reward_model_name_or_path", orm, "--reward_weights", "1.0", "0.5",
+        "--reward_model_refresh_steps", "1", "--reward_model_batch_size", "4",
+    ])  # fmt: skip
+    assert trainer.refresher is not None
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    refreshes = [entry for entry in logs if "rm/iteration" in entry]
+    # 4 completions per step become ORM rows; the buffer keeps every iteration's rows
+    assert [(e["rm/iteration"], e["rm/num_new_rows"], e["rm/buffer_size"]) for e in refreshes] == [(1, 4, 4), (2, 4, 8)]
+    assert all(e["rm/reference_reset"] == 1.0 for e in refreshes)
