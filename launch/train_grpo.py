@@ -285,12 +285,6 @@ def train(argv: list[str] | None = None):
         callbacks=[MetricsLogCallback(metrics_path)],
         **trainer_kwargs,
     )
-    if getattr(training_args, "reward_model_refresh_steps", 0) and getattr(trainer, "refresher", None) is None:
-        # the trainer builds the reward-model refresher itself (grpo_ext.iterative); never run without it silently
-        raise NotImplementedError(
-            "reward_model_refresh_steps > 0 (iterative RL), but this grpo_ext.GRPOTrainer built no reward-model "
-            "refresher: iterative RL is not wired into the trainer yet (see docs/iterative_rl.md)"
-        )
     if script_args.math_eval_steps:
         from launch.evaluate import MathEvalCallback
 
