@@ -96,6 +96,8 @@ def parse_number(answer: str) -> PlainNumber | None:
         return None
     if s.startswith("$") and s.endswith("$") and len(s) > 2 and s.count("$") == 2:
         s = s[1:-1].strip()
+    # `10,\!080` and `10{,}080` are LaTeX spellings of the thousands separator.
+    s = s.replace("\\!", "").replace("{,}", ",")
     s = _SPACING_RE.sub(" ", s).strip()
     s = _FRAC_CMD_RE.sub(r"\\frac", s)
     s = _DEGREE_RE.sub("", s).strip()

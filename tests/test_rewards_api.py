@@ -75,6 +75,8 @@ def test_extract_gold(text, expected):
         (r"25\%", "25", True),
         (r"30^\circ", "30", False),
         ("10,080", "10080", False),
+        (r"10,\!080", "10080", False),
+        ("10{,}080", "10080", False),
         ("18.", "18", False),
     ],
 )

@@ -9,7 +9,7 @@ from rewards.equivalence import fast_verdict
 from rewards.normalize import parse_number
 from rewards.pool import get_default_pool
 
-from rewards_cases import ALL_CASES, GSM8K_CASES, MATH_CASES
+from rewards_helpers import ALL_CASES, GSM8K_CASES, MATH_CASES
 
 
 def test_suite_is_large_and_balanced():
