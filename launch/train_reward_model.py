@@ -226,6 +226,8 @@ def train(script_args: RewardModelScriptArguments, training_args: TrainingArgume
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training_args.output_dir)
+    if hasattr(trainer, "end"):
+        trainer.end()  # finish the trackers and destroy the process group (transformers >= 5.18)
     return trainer
 
 

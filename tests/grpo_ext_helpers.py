@@ -165,6 +165,8 @@ def two_process_worker(model_path: str, output_dir: str) -> None:
     if report:
         with open(f"{output_dir}/report.json", "w") as handle:
             json.dump(report, handle)
+    # destroy the gloo group before exit: left alive, its threads can abort the process at interpreter teardown
+    trainer.accelerator.end_training()
 
 
 def benchmark(steps: int = 20) -> None:

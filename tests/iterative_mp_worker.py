@@ -55,6 +55,7 @@ def main():
     else:
         print(f"rank {rank}: DIFFERENT {everyone}", flush=True)
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # destroy the gloo group: left alive it can abort the process at teardown
 
 
 if __name__ == "__main__":
