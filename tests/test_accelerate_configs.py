@@ -66,6 +66,7 @@ state = PartialState(cpu=True)  # what TrainingArguments(use_cpu=True) asks for;
 # one file per process: their stdout lines can interleave
 with open(f"{sys.argv[1]}/state-{state.process_index}.json", "w") as handle:
     json.dump({"num_processes": state.num_processes, "rank": state.process_index, "backend": state.backend}, handle)
+state.destroy_process_group()  # a live gloo group can abort the process at interpreter teardown
 """
 
 
