@@ -100,18 +100,10 @@ def load_rows(script_args: RewardModelScriptArguments) -> list[tuple[str, dict]]
         raise ValueError("give exactly one of --data_files (JSONL) or --dataset_name")
     rows = []
     if script_args.data_files:
+        from grpo_ext.data import read_jsonl  # names the file and line of a row that is not a JSON object
+
         for path in script_args.data_files:
-            with open(path, encoding="utf-8") as f:
-                for line_no, line in enumerate(f, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{path}:{line_no}: invalid JSON ({e.msg})") from None
-                    if not isinstance(row, dict):
-                        raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-                    rows.append((f"{path}:{line_no}", row))
+            rows.extend((f"{path}:{line_no}", row) for line_no, row in read_jsonl(path))
     else:
         from datasets import load_dataset
 

@@ -102,7 +102,7 @@ def test_bad_rows_are_reported_with_file_and_line(tmp_path):
     tok = build_tiny_tokenizer()
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text('{"prompt": "a", "completion": "b", "label": 1}\n{"prompt": oops}\n')
-    with pytest.raises(ValueError, match=r"bad\.jsonl:2: invalid JSON"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl, line 2: not valid JSON"):
         load_rows(_args(data_files=[str(bad_json)]))
 
     missing = _write_jsonl(tmp_path / "missing.jsonl", [_orm_rows()[0], {"prompt": "a", "completion": "b"}])
