@@ -24,6 +24,7 @@ from launch.train_grpo import (
     MetricsLogCallback,
     load_training_problems,
     resolve_recipe,
+    set_model_init_kwargs,
     write_resolved_config,
 )
 
@@ -84,14 +85,7 @@ def train(argv: list[str] | None = None):
     script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
     if model_args.model_name_or_path is None:
         raise ValueError("--model_name_or_path is required (in the recipe or on the command line)")
-    model_init_kwargs = {
-        "revision": model_args.model_revision,
-        "trust_remote_code": training_args.trust_remote_code,
-        "attn_implementation": model_args.attn_implementation,
-        "dtype": model_args.dtype,
-    }
-    model_init_kwargs.update(training_args.model_init_kwargs or {})
-    training_args.model_init_kwargs = model_init_kwargs
+    set_model_init_kwargs(training_args, model_args)
 
     problems = load_training_problems(script_args)
     kind = resolve_dataset_name(script_args.dataset_name)

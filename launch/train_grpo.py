@@ -231,6 +231,19 @@ def resolve_recipe(argv: list[str]) -> list[str]:
     return argv
 
 
+def set_model_init_kwargs(training_args, model_args) -> None:
+    """Pass `trl.ModelConfig`'s loading options to the trainer, which loads the model from its path; explicit
+    `model_init_kwargs` in the recipe win."""
+    model_init_kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    model_init_kwargs.update(training_args.model_init_kwargs or {})
+    training_args.model_init_kwargs = model_init_kwargs
+
+
 def make_parser():
     from trl import ModelConfig, TrlParser
 
@@ -252,14 +265,7 @@ def train(argv: list[str] | None = None):
     if model_args.model_name_or_path is None:
         raise ValueError("--model_name_or_path is required (in the recipe or on the command line)")
 
-    model_init_kwargs = {
-        "revision": model_args.model_revision,
-        "trust_remote_code": training_args.trust_remote_code,
-        "attn_implementation": model_args.attn_implementation,
-        "dtype": model_args.dtype,
-    }
-    model_init_kwargs.update(training_args.model_init_kwargs or {})
-    training_args.model_init_kwargs = model_init_kwargs
+    set_model_init_kwargs(training_args, model_args)
 
     train_dataset = load_training_problems(script_args)
 
