@@ -156,11 +156,13 @@ class GRPOTrainer(_TRLGRPOTrainer):
 
         if not trl_kl and kl_in == "loss":
             kl = per_token_kl(logps, ref_logps, estimator, **kl_kwargs)
+            # set by the training loop only: `evaluate()` before `train()` has no accumulation (as in TRL's eval)
+            accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
             loss = loss + beta * aggregate_per_token_loss(
                 kl,
                 mask,
                 self.loss_type,
-                gradient_accumulation_steps=self.current_gradient_accumulation_steps,
+                gradient_accumulation_steps=accumulation,
                 max_completion_length=self.max_completion_length,
                 num_items_in_batch=inputs.get("num_items_in_batch"),
                 num_processes=self.accelerator.num_processes,
