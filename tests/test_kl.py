@@ -211,3 +211,21 @@ def test_aggregation_by_hand():
     assert aggregate_per_token_loss(per_token, mask, "grpo", gradient_accumulation_steps=4).item() == pytest.approx(
         (1.5 + 4.0) / 2 / 4
     )
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3", "k3+"])
+def test_off_policy_without_the_ratio_monte_carlo(dists, estimator):
+    """The docstring's off-policy claims without the ratio (x ~ pi_old): each value is its expectation under pi_old,
+    and the gradients are E_old[w(x) grad log pi(x)] with w = 1 (k1), l (k2, k3+: k2's gradient), 1 - r (k3)."""
+    theta, ref_logp, old_logp = dists
+    l = torch.log_softmax(theta, 0) - ref_logp
+    r = torch.exp(-l)
+    value = {"k1": l, "k2": 0.5 * l**2, "k3": r - 1 + l, "k3+": r - 1 + l}[estimator]
+    weight = {"k1": torch.ones_like(l), "k2": l, "k3": 1 - r, "k3+": l}[estimator]
+    grad_log_pi = torch.eye(K, dtype=torch.float64) - torch.softmax(theta, 0)[None, :]  # row x: grad_theta log pi(x)
+    old = old_logp.exp()
+    v, v_se, g, g_se = monte_carlo(theta, ref_logp, old_logp, estimator, True, False)
+    assert_close(v, v_se, (old * value).sum().item(), f"{estimator} off-policy value")
+    assert_close(g, g_se, (old[:, None] * weight[:, None] * grad_log_pi).sum(0), f"{estimator} off-policy gradient")
+    if estimator == "k3":  # and it differs from the gradient of the reverse KL it is meant to regularise
+        assert_far(g, g_se, closed_form(theta, ref_logp, old_logp)["KL(pi||ref)"][1], "off-policy k3 gradient")
