@@ -122,6 +122,18 @@ class IterativeRLConfig:
             raise ValueError(f"rm_label_num_continuations must be >= 1, got {self.rm_label_num_continuations}")
         if self.reward_model_batch_size < 1:
             raise ValueError(f"reward_model_batch_size must be >= 1, got {self.reward_model_batch_size}")
+        # checked here rather than at the first refresh, which may come hours into a run
+        if not self.reward_model_learning_rate > 0:
+            raise ValueError(f"reward_model_learning_rate must be > 0, got {self.reward_model_learning_rate}")
+        if self.reward_model_train_steps < 0:
+            raise ValueError(f"reward_model_train_steps must be >= 0, got {self.reward_model_train_steps}")
+        if self.reward_model_train_steps == 0 and not self.reward_model_train_epochs > 0:
+            raise ValueError(f"reward_model_train_epochs must be > 0 when reward_model_train_steps is 0, got "
+                             f"{self.reward_model_train_epochs}")
+        if self.rm_label_max_new_tokens < 1:
+            raise ValueError(f"rm_label_max_new_tokens must be >= 1, got {self.rm_label_max_new_tokens}")
+        if self.reward_model_max_length is not None and self.reward_model_max_length < 1:
+            raise ValueError(f"reward_model_max_length must be >= 1 or None, got {self.reward_model_max_length}")
         parent = getattr(super(), "__post_init__", None)
         if parent is not None:
             parent()

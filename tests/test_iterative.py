@@ -82,6 +82,12 @@ def test_config_validation_and_grpo_config_mixin(tmp_path):
     with pytest.raises(ValueError, match="rm_label_mode"):
         IterativeRLConfig(rm_label_mode="medium")
     assert IterativeRLConfig().replay_ratio == 0.1 and IterativeRLConfig().reset_ref_on_refresh
+    for option, value in [("reward_model_learning_rate", 0.0), ("reward_model_learning_rate", -1e-5),
+                          ("reward_model_train_steps", -1), ("reward_model_train_epochs", 0.0),
+                          ("rm_label_max_new_tokens", 0), ("reward_model_max_length", 0)]:
+        with pytest.raises(ValueError, match=option):
+            IterativeRLConfig(**{option: value})
+    assert IterativeRLConfig(reward_model_train_epochs=0.0, reward_model_train_steps=3).reward_model_train_steps == 3
 
     from dataclasses import dataclass
 
