@@ -24,6 +24,18 @@ _TEXT_WRAPPER_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|opera
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree")
 _FRAC_CMD_RE = re.compile(r"\\[dt]frac(?![a-zA-Z])")
 _DISPLAY_WRAPPERS = (("\\(", "\\)"), ("\\[", "\\]"), ("$$", "$$"))
+# Spacing between a digit and a group of exactly three digits is a thousands separator (`1\,000`, `12 345`).
+_THOUSANDS_SPACE_RE = re.compile(r"(?<=\d)(?:\s|\\[,;:! ]|~)+(?=\d{3}(?!\d))")
+_WHITESPACE_RE = re.compile(r"\s+")
+
+
+def _drop_whitespace(s: str) -> str:
+    """Remove whitespace, except one space between two digits: `1 2` is not 12 and `2 1/2` is not 21/2."""
+    return _WHITESPACE_RE.sub(
+        lambda m: " " if 0 < m.start() and m.end() < len(s) and s[m.start() - 1].isdigit() and s[m.end()].isdigit()
+        else "",
+        s,
+    )
 
 
 def normalize_answer(answer: str) -> str:
@@ -36,6 +48,7 @@ def normalize_answer(answer: str) -> str:
     for left, right in _DISPLAY_WRAPPERS:
         if s.startswith(left) and s.endswith(right) and len(s) >= len(left) + len(right):
             s = s[len(left) : len(s) - len(right)]
+    s = _THOUSANDS_SPACE_RE.sub("", s)
     s = _SPACING_RE.sub(" ", s)
     s = _LEFT_RIGHT_RE.sub("", s)
     s = _FRAC_CMD_RE.sub(r"\\frac", s)
@@ -47,7 +60,7 @@ def normalize_answer(answer: str) -> str:
             break
         s = unwrapped
     s = s.replace("\\$", "").replace("$", "")
-    s = "".join(s.split())
+    s = _drop_whitespace(s.strip())
     while s and s[-1] in ".,;":
         s = s[:-1]
     return s
@@ -76,6 +89,7 @@ _LATEX_FRACTION_RE = re.compile(
 _UNIT_SUFFIX_RE = re.compile(r"(?:\s*\\(?:text|mbox|mathrm)\s*\{[^{}]*\}|\s+[A-Za-z]{2,}(?:\s+[A-Za-z]+)*)\s*$")
 _PERCENT_SUFFIX_RE = re.compile(r"\s*(?:\\%|%|\\text\{\s*\\?%\s*\}|\s+percent)\s*$")
 _CURRENCY_PREFIX_RE = re.compile(r"^([-+]?)\s*(?:\\\$|\$|€|£|¥|\\text\{\s*\\?\$\s*\})\s*")
+_FRACTION_SPACE_RE = re.compile(r"\s*([/{}]|\\frac)\s*|(?<=^[-+])\s+")
 # Plain numbers beyond this length are not read (Python also caps int() at 4300 digits).
 _MAX_NUMBER_CHARS = 200
 
@@ -122,11 +136,12 @@ def parse_number(answer: str) -> PlainNumber | None:
     try:
         if _DECIMAL_RE.fullmatch(s):
             return PlainNumber(_decimal(s), percent)
-        m = _SIMPLE_FRACTION_RE.fullmatch(s.replace(" ", ""))
+        compact = _FRACTION_SPACE_RE.sub(r"\1", s)  # spaces around / { } only: `2 1/2` is not 21/2
+        m = _SIMPLE_FRACTION_RE.fullmatch(compact)
         if m:
             den = _decimal(m.group(2))
             return None if den == 0 else PlainNumber(_decimal(m.group(1)) / den, percent)
-        m = _LATEX_FRACTION_RE.fullmatch(s.replace(" ", ""))
+        m = _LATEX_FRACTION_RE.fullmatch(compact)
         if m:
             num = _decimal(m.group(2) or m.group(3))
             den = _decimal(m.group(4) or m.group(5))

@@ -36,6 +36,8 @@ GSM8K_CASES = [
     ("60 minutes", "60", True),
     ("100", "100.000", True),
     ("2,500", "2500", True),
+    ("12 345", "12345", True),  # a space before a group of three digits is a thousands separator
+    (r"1\,000", "1000", True),
     # negatives
     ("17", "18", False),
     ("18.5", "18", False),
@@ -52,6 +54,10 @@ GSM8K_CASES = [
     ("4.99", "5", False),
     ("6", "60", False),
     ("0", "1", False),
+    # whitespace between digits is not dropped: a mixed number is not the digits run together
+    ("2 1/2", "10.5", False),
+    ("4 2/3", "14", False),
+    ("1 2", "12", False),
 ]
 
 MATH_CASES = [
