@@ -75,8 +75,9 @@ def test_evaluation_uses_the_new_advantages(tiny_model_path, tmp_path):
 
 
 def test_token_classification_model_as_prm(tiny_model_path, tmp_path):
-    pytest.importorskip("grpo_ext.reward_models")
     from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from grpo_ext.reward_models import ProcessRewardModel
 
     prm_model = AutoModelForTokenClassification.from_pretrained(tiny_model_path, num_labels=2)
     prm_tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
@@ -84,6 +85,7 @@ def test_token_classification_model_as_prm(tiny_model_path, tmp_path):
         tiny_model_path, tmp_path, supervision="process", step_delimiter=" ",
         trainer_kwargs={"process_reward_model": prm_model, "process_reward_tokenizer": prm_tokenizer},
     )
+    assert isinstance(trainer.process_reward_model, ProcessRewardModel)
     assert trainer.process_reward_model.model is prm_model and not prm_model.training
     steps = [["1 + 1 = 2.", "So 2."], []]
     scores = trainer.process_reward_model(["What is 1 + 1?", "Empty."], steps)
