@@ -272,19 +272,28 @@ def score_problems(
     completions: Sequence[list[str]], golds: Sequence[str], ks: Sequence[int], timeout: float = 5.0
 ) -> list[dict[str, Any]]:
     """Extract and check every completion of every problem (one batched `rewards.match_many` call, which spreads
-    the symbolic comparisons over the verifier pool); majority votes for each k <= n over the first k samples."""
-    from rewards import answers_match, extract_answer, match_many
+    the symbolic comparisons over the verifier pool); majority votes for each k <= n over the first k samples.
 
-    extracted = [[extract_answer(text) for text in texts] for texts in completions]
-    pairs = [(pred, gold) for preds, gold in zip(extracted, golds) for pred in preds if pred is not None]
+    Extraction is `rewards.accuracy_reward`'s: the gold goes through `extract_gold` (a `#### x` rationale or a
+    `\\boxed{}` solution is accepted), and the last-number fallback is used only when the gold is a plain number.
+    A problem whose gold cannot be read scores 0 (training would ignore it)."""
+    from rewards import answers_match, extract_answer, extract_gold, match_many
+    from rewards.normalize import parse_number
+
+    golds = [extract_gold(gold) for gold in golds]
+    fallbacks = [gold is not None and parse_number(gold) is not None for gold in golds]
+    extracted = [[extract_answer(text, fallback) for text in texts] for texts, fallback in zip(completions, fallbacks)]
+    pairs = [
+        (pred, gold) for preds, gold in zip(extracted, golds) if gold is not None for pred in preds if pred is not None
+    ]
     verdicts = iter(match_many(pairs, timeout=timeout))
 
     def same(a: str, b: str) -> bool:
         return bool(answers_match(a, b, timeout=timeout))
 
     records = []
-    for texts, preds in zip(completions, extracted):
-        corrects = [pred is not None and bool(next(verdicts)) for pred in preds]
+    for texts, preds, gold in zip(completions, extracted, golds):
+        corrects = [gold is not None and pred is not None and bool(next(verdicts)) for pred in preds]
         record: dict[str, Any] = {
             "completion": texts[0],
             "extracted_answer": preds[0],

@@ -62,6 +62,20 @@ def test_majority_vote_groups_equivalent_latex_with_rewards():
     assert majority_vote(["1/3", "0.5", "\\frac{1}{2}"], same=lambda a, b: answers_match(a, b)) == 1
 
 
+def test_scoring_extracts_like_the_training_reward():
+    from launch.evaluate import score_problems
+    from rewards import accuracy_reward
+
+    completions = ["\\boxed{18}", "so it is 2", "She pays 7 dollars.", "\\boxed{x^2}"]
+    golds = ["Natalia sold 9 + 9 = 18 clips.\n#### 18", "\\sqrt{4}", "7", "x^2"]
+    # a GSM8K rationale is read to its `#### x`; no last-number fallback against a non-numeric gold
+    expected = [1.0, 0.0, 1.0, 1.0]
+    assert accuracy_reward(completions, answer=golds) == expected
+    records = score_problems([[c] for c in completions], golds, ks=[1])
+    assert [float(r["correct"]) for r in records] == expected
+    assert [r["extracted_answer"] for r in records] == ["18", None, "7", "x^2"]
+
+
 def test_summarize_and_table():
     records = [
         {"corrects": [True, False], "maj": {"1": True, "2": True}, "level": 1},
