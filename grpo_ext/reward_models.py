@@ -315,6 +315,11 @@ class ProcessRewardModel:
     ):
         if tokenizer.pad_token_id is None:
             raise ValueError("the PRM tokenizer needs a pad token")
+        num_labels = getattr(getattr(model, "config", None), "num_labels", None)
+        if num_labels is not None and num_labels != 2:
+            raise ValueError(
+                f"a process reward model needs num_labels=2 (class 1 = good step), got num_labels={num_labels}"
+            )
         trained_with = getattr(getattr(model, "config", None), "step_separator", None)
         if trained_with is not None and trained_with != step_separator:
             warnings.warn(f"this PRM was trained with step_separator={trained_with!r} but scores with "
@@ -344,6 +349,9 @@ class ProcessRewardModel:
             ]
             batch = pad_batch([ids for ids, _ in encoded], self.tokenizer.pad_token_id)
             logits = self.model(**{k: v.to(device) for k, v in batch.items()}).logits
+            if logits.dim() != 3 or logits.shape[-1] != 2:  # e.g. a sequence classifier passed by mistake
+                raise ValueError("the process reward model must be a token-classification model with 2 labels, "
+                                 f"giving logits (batch, tokens, 2); got logits of shape {tuple(logits.shape)}")
             probs = torch.softmax(logits.float(), dim=-1)[..., 1].cpu()
             for row, (i, (_, positions)) in enumerate(zip(idx, encoded)):
                 scores[i] = probs[row, positions].tolist()

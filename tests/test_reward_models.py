@@ -82,6 +82,17 @@ def test_process_reward_model_scores_every_step_independently_of_batching():
         prm(prompts, steps[:2])
 
 
+def test_process_reward_model_rejects_models_that_are_not_two_label_token_classifiers():
+    tok = tiny_tokenizer()
+    with pytest.raises(ValueError, match="num_labels=2 .* got num_labels=1"):
+        ProcessRewardModel(tiny_orm(), tok)  # one-label sequence classifier
+    sequence_classifier = tiny_orm()
+    sequence_classifier.score = torch.nn.Linear(sequence_classifier.config.hidden_size, 2, bias=False)
+    sequence_classifier.config.num_labels = 2  # passes the label check; its logits are one row per sequence
+    with pytest.raises(ValueError, match=r"token-classification model .* shape \(1, 2\)"):
+        ProcessRewardModel(sequence_classifier, tok)(["Q"], [["7"]])
+
+
 def test_process_reward_model_accepts_conversational_prompts():
     tok, model = tiny_tokenizer(), tiny_prm()
     prm = ProcessRewardModel(model, tok)
