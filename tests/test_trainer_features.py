@@ -97,7 +97,7 @@ def test_token_classification_model_as_prm(tiny_model_path, tmp_path):
 
 @pytest.mark.parametrize("estimator", ["k2", "k3+"])
 def test_evaluate_before_training_with_a_non_trl_estimator(tiny_model_path, tmp_path, estimator):
-    """`evaluate()` before `train()`: the training loop has not set the accumulation steps yet (TRL's eval needs none)."""
+    """`evaluate()` before `train()`: the training loop has not yet set the accumulation steps (eval needs none)."""
     trainer = make_trainer(tiny_model_path, tmp_path, kl_estimator=estimator, per_device_eval_batch_size=4,
                            trainer_kwargs={"eval_dataset": tiny_dataset(4)})
     assert not hasattr(trainer, "current_gradient_accumulation_steps")
