@@ -214,8 +214,12 @@ def read_jsonl(path: str | os.PathLike) -> list[tuple[int, dict]]:
     """(1-based line number, row) for each non-blank line of a JSONL file; a line that is not a JSON object raises
     DatasetFormatError naming the file and line."""
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DatasetFormatError(f"{path}, line {line_number}: not UTF-8 text ({err.reason})") from None
             if not line.strip():
                 continue
             try:
@@ -276,6 +280,8 @@ def load_math_dataset(
         sources = _hub_rows(kind, split, hub_id)
 
     if limit is not None:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
         sources = sources[:limit]
     few_shot = load_few_shot(kind, num_few_shot, few_shot_data_files, data_files is not None)
     prompt_kwargs = {"instruction": instruction, "system_prompt": system_prompt, "few_shot": few_shot}

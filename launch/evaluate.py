@@ -575,6 +575,17 @@ class EvalArguments:
             raise ValueError(f"--k values must lie in [1, num_samples={self.num_samples}], got {bad}")
         if self.temperature == 0 and self.num_samples > 1:
             raise ValueError("--num_samples > 1 needs sampling: set --temperature > 0")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {self.limit}")
+        if self.temperature < 0:
+            raise ValueError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"--top_p must lie in (0, 1], got {self.top_p}")
+        for name in ("max_new_tokens", "batch_size", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if not self.answer_timeout > 0:
+            raise ValueError(f"--answer_timeout must be positive, got {self.answer_timeout}")
 
 
 def make_parser():

@@ -118,6 +118,16 @@ def test_malformed_rows_name_file_and_line(tmp_path, name, rows, message):
     assert "bad.jsonl" in str(info.value)
 
 
+def test_non_utf8_line_and_negative_limit_are_clear_errors(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"question": "q", "answer": "#### 1"}\n{"question": "caf\xe9", "answer": "#### 2"}\n')
+    with pytest.raises(DatasetFormatError, match=r"latin1\.jsonl, line 2: not UTF-8"):
+        load_math_dataset("gsm8k", data_files=path)
+    good = write_jsonl(tmp_path / "good.jsonl", [{"question": "q", "answer": "#### 1"}] * 3)
+    with pytest.raises(ValueError, match="limit must be >= 0"):
+        load_math_dataset("gsm8k", data_files=good, limit=-1)  # [:-1] would silently drop the last row
+
+
 def test_rows_are_numbered_across_files(tmp_path):
     a = write_jsonl(tmp_path / "a.jsonl", [{"question": "q0", "answer": "#### 0"}])
     b = write_jsonl(tmp_path / "b.jsonl", [{"question": "q1", "answer": "#### 1"}, {"question": "q2"}])

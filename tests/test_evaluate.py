@@ -289,6 +289,10 @@ def test_bad_options_are_rejected(tmp_path):
         evaluate(["--num_samples", "4", "--k", "1"])
     with pytest.raises(ValueError, match="k values"):
         evaluate(["--num_samples", "4", "--temperature", "1", "--k", "8"])
+    for option, value in [("--limit", "-1"), ("--temperature", "-1"), ("--top_p", "0"), ("--max_new_tokens", "0"),
+                          ("--batch_size", "0"), ("--save_every", "0"), ("--answer_timeout", "0")]:
+        with pytest.raises(ValueError, match=option):
+            evaluate([option, value])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
