@@ -45,7 +45,7 @@ class FormatReward:
         self.max_trailing_chars = max_trailing_chars
 
     def _boxed_at_end(self, text: str) -> bool:
-        if last_boxed(text) is None:
+        if not (last_boxed(text) or "").strip():  # an empty \boxed{} holds no answer: no format reward to farm
             return False
         tail = text[max(text.rfind("\\boxed"), text.rfind("\\fbox")) :]
         # Characters after the closing brace of the last box.

@@ -135,6 +135,7 @@ def test_answers_match_symbolic_goes_to_sympy():
 
 def test_format_reward():
     assert format_reward([r"so \boxed{3}.", "so 3", r"\boxed{3} " + "x" * 500]) == [1.0, 0.0, 0.0]
+    assert format_reward([r"so \boxed{}", r"so \boxed{ }."]) == [0.0, 0.0]
     think = rewards.FormatReward(require_think=True)
     assert think([r"<think>add</think> \boxed{3}", r"\boxed{3}", r"<think></think>\boxed{3}",
                   r"<think>a \boxed{3}</think> 3"]) == [1.0, 0.0, 0.0, 0.0]
