@@ -58,5 +58,49 @@ def main():
     accelerator.end_training()  # destroy the gloo group: left alive it can abort the process at teardown
 
 
+def trainer_main(model_path: str, output_dir: str) -> None:
+    """grpo_ext's GRPOTrainer with a tiny ORM refreshed every step, each group of 4 completions split 2 + 2 over the
+    ranks: every rank must record only its own rollouts (the gathered mix holds each completion once) and end each
+    iteration with the same RM weights and a reference equal to its policy."""
+    from accelerate import PartialState
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    import grpo_ext
+
+    torch.set_num_threads(1)
+    tok = AutoTokenizer.from_pretrained(model_path)
+    config = grpo_ext.GRPOConfig(
+        output_dir=output_dir, max_steps=2, per_device_train_batch_size=2, num_generations=4,
+        max_completion_length=4, beta=0.1, learning_rate=1e-2, report_to="none", use_cpu=True, bf16=False,
+        logging_steps=1, save_strategy="no", seed=0, reward_model_refresh_steps=1, reward_model_train_steps=2,
+        reward_model_batch_size=4, reward_model_learning_rate=1e-3,
+    )
+    data = Dataset.from_list([{"prompt": f"Q{i}: 3+{i}=", "answer": str(3 + i)} for i in range(8)])
+    orm = tiny_orm(seed=PartialState().process_index)  # different weights per rank: the refresh must align them
+    trainer = grpo_ext.GRPOTrainer(model=model_path, reward_funcs=[orm], args=config, train_dataset=data,
+                                   processing_class=tok, reward_processing_classes=[tok])
+    trainer.refresher.scorer = last_number_scorer
+    trainer.train()
+    rank = trainer.accelerator.process_index
+    new_rows = [h["rm/num_new_rows"] for h in trainer.state.log_history if "rm/num_new_rows" in h]
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    ref_equal = all(torch.equal(a, b) for a, b in zip(policy.parameters(), trainer.ref_model.parameters()))
+    mine = (digest(orm), len(trainer.refresher.buffer), new_rows, ref_equal)
+    everyone = gather_object([mine])
+    # 2 steps x one group of 4 completions (2 per rank), gathered once each
+    if all(x == everyone[0] for x in everyone) and everyone[0][1:] == (8, [4.0, 4.0], True):
+        print(f"rank {rank}: IDENTICAL", flush=True)
+    else:
+        print(f"rank {rank}: DIFFERENT {everyone}", flush=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:2] == ["trainer"]:
+        trainer_main(sys.argv[2], sys.argv[3])
+    else:
+        main()

@@ -392,6 +392,22 @@ def test_two_processes_end_the_refresh_with_identical_weights():
     assert result.stdout.count("IDENTICAL") == 2, result.stdout
 
 
+def test_two_processes_grpo_ext_trainer_refreshes_the_orm(tmp_path, tiny_model_path):
+    """The wiring under `accelerate launch` with 2 processes: the trainer records each rank's rollouts once, every
+    rank refreshes at the same steps and ends with the same ORM weights, and each reference equals its policy."""
+    pythonpath = str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(port), str(HERE / "iterative_mp_worker.py"), "trainer", tiny_model_path, str(tmp_path)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("IDENTICAL") == 2, result.stdout
+
+
 # -------------------------------------------------------------------------------------------------- real Trainer
 
 
