@@ -56,8 +56,17 @@ def token_char_ends(token_ids: Sequence[int], tokenizer) -> tuple[str, list[int]
     special = set(tokenizer.all_special_ids)
     kept = [k for k, t in enumerate(token_ids) if t not in special]
     ends = [0] * len(token_ids)
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True) if kept else None
-    if encoding is not None and list(encoding["input_ids"]) == [token_ids[k] for k in kept]:
+    encoding = None
+    if kept:
+        try:
+            encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        except NotImplementedError:  # a Python (non-Rust) tokenizer has no offsets: decode prefixes instead
+            encoding = None
+    if (
+        encoding is not None
+        and "offset_mapping" in encoding
+        and list(encoding["input_ids"]) == [token_ids[k] for k in kept]
+    ):
         char_end = {k: offset[1] for k, offset in zip(kept, encoding["offset_mapping"])}
     else:
         char_end, n = {}, 0

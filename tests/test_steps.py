@@ -112,3 +112,27 @@ def test_fallback_with_multibyte_characters_split_over_tokens(tok):
     steps, ends = locate_steps(ids, tok, SPLIT)
     assert steps == ["é = 1.", "π = 2."]
     check_boundaries(tok, ids, steps, ends)
+
+
+class _NoOffsets:
+    """A tokenizer without character offsets (as Python tokenizers): drops or refuses `return_offsets_mapping`."""
+
+    def __init__(self, tok, refuse):
+        self.tok, self.refuse = tok, refuse
+
+    def __call__(self, text, **kwargs):
+        if kwargs.pop("return_offsets_mapping", False) and self.refuse:
+            raise NotImplementedError("return_offset_mapping is not available when using Python tokenizers")
+        return self.tok(text, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+
+@pytest.mark.parametrize("refuse", [False, True], ids=["ignores", "raises"])
+def test_tokenizer_without_offsets_falls_back_to_prefix_decoding(tok, refuse):
+    text = "Step 1: 3 + 4 = 7.\n\nStep 2: 7 * 2 = 14."
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    expected = locate_steps(ids, tok, SPLIT)
+    assert locate_steps(ids, _NoOffsets(tok, refuse), SPLIT) == expected
+    assert token_char_ends(ids, _NoOffsets(tok, refuse)) == token_char_ends(ids, tok)
