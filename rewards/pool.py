@@ -45,11 +45,17 @@ def _readable(fds: list[int], wait_s: float) -> list[int]:
 
 
 def default_pool_size() -> int:
-    """Cores this process may use (affinity-aware), at least 1."""
+    """Cores this process may use (affinity-aware), shared among the `LOCAL_WORLD_SIZE` training processes of
+    the node (set by accelerate/torchrun: 8 ranks on 128 cores get 16 workers each, not 128), at least 1."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    try:
+        local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local_processes = 1
+    return max(1, cores // local_processes)
 
 
 class _Zygote:

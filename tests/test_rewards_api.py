@@ -262,3 +262,15 @@ def test_reward_functions_accept_grpo_trainer_keywords():
     assert outputs["accuracy_reward+format_reward"] == [1.5, 0.0, 1.5, 0.0]
     assert logged["gold_answer"] == ["18", "18", r"\frac{14}{3}", r"\frac{14}{3}"]
     assert logged["pred_answer"] == ["18", "17", r"\dfrac{14}{3}", "[none]"]
+
+
+def test_default_pool_size_shares_cores_among_local_processes(monkeypatch):
+    from rewards.pool import default_pool_size
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_pool_size() == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert default_pool_size() == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert default_pool_size() == 1
