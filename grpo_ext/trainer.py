@@ -324,7 +324,15 @@ def _check_step_rewards(step_rewards, steps) -> list[list[float]]:
                 f"process_reward_model returned {len(scores)} scores for completion {i}, which has "
                 f"{len(completion_steps)} steps"
             )
-        checked.append([float("nan") if s is None else float(s) for s in scores])
+        row = []
+        for j, score in enumerate(scores):
+            try:
+                row.append(float("nan") if score is None else float(score))
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"process_reward_model returned {score!r} for step {j} of completion {i}; expected a number or None"
+                ) from None
+        checked.append(row)
     return checked
 
 

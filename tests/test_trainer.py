@@ -303,3 +303,17 @@ def test_a_plain_trl_config_gives_trls_behaviour(tiny_model_path, tmp_path):
                            "process_outcome_reward": "last_step", "advantage_estimator": "grpo",
                            "rft_correct_threshold": 1.0}
     assert trainer._uses_trl_advantages and trainer._kl_is_trls()
+
+
+def test_process_reward_model_output_is_checked():
+    from grpo_ext.trainer import _check_step_rewards
+
+    steps = [["a", "b"], []]
+    checked = _check_step_rewards([[0.5, None], []], steps)
+    assert checked[0][0] == 0.5 and checked[0][1] != checked[0][1] and checked[1] == []  # None -> NaN (unscored)
+    with pytest.raises(ValueError, match="scores for 1 completions, expected 2"):
+        _check_step_rewards([[0.5, 1.0]], steps)
+    with pytest.raises(ValueError, match="returned 1 scores for completion 0, which has 2 steps"):
+        _check_step_rewards([[0.5], []], steps)
+    with pytest.raises(ValueError, match="returned 'good' for step 1 of completion 0; expected a number or None"):
+        _check_step_rewards([[0.5, "good"], []], steps)
