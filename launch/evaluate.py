@@ -85,8 +85,12 @@ def majority_vote(answers: Sequence[str | None], same: Callable[[str, str], bool
 
 
 def normalize_answer(answer: str) -> str:
-    """Cheap canonical form used to group identical answers before any symbolic comparison."""
-    return "".join(answer.split()).rstrip(".").replace("\\!", "").replace("$", "")
+    """Cheap canonical form used to group identical answers before any symbolic comparison: the rewards fast
+    path's (`rewards.normalize.normalize_answer`), so two answers that vote together are equal answers (`1 2` and
+    `12` do not)."""
+    from rewards.normalize import normalize_answer as rewards_normalize
+
+    return rewards_normalize(answer)
 
 
 def summarize(records: Sequence[dict], ks: Sequence[int]) -> dict[str, float]:

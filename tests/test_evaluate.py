@@ -47,6 +47,7 @@ def test_majority_vote():
     assert majority_vote([None, "7"]) == 1  # no-answer samples do not vote
     assert majority_vote(["x = 2", "x=2", "3", "3", "3"]) == 2
     assert majority_vote(["x = 2", "x=2", "3"]) == 0  # whitespace-normalised answers vote together
+    assert majority_vote(["1 2", "12", "7", "7"]) == 2  # digits apart are not a number run together
 
     def numerically_equal(a, b):
         return float(a) == float(b)
