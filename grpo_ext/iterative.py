@@ -632,10 +632,17 @@ def attach_iterative_rl(trainer, scorer: Scorer | None = None, step_splitter=Non
             raise ValueError(f"iterative RL refreshes one outcome reward model; reward_funcs holds {len(models)} models")
         kind, reward_model = "orm", trainer.reward_funcs[models[0]]
         tokenizer = trainer.reward_processing_classes[models[0]]
-    steps_per_generation = getattr(args, "steps_per_generation", None) or 1
-    if args.reward_model_refresh_steps % steps_per_generation:
-        logger.warning("reward_model_refresh_steps=%d is not a multiple of steps_per_generation=%d: a refreshed RM "
-                       "takes effect from the next generation", args.reward_model_refresh_steps, steps_per_generation)
+    # TRL generates every steps_per_generation * num_iterations micro-batches (its `_step`); a refresh lands on
+    # refresh_steps * gradient_accumulation_steps micro-batches
+    generate_every = (getattr(args, "steps_per_generation", None) or 1) * (getattr(args, "num_iterations", 1) or 1)
+    refresh_every = args.reward_model_refresh_steps * getattr(args, "gradient_accumulation_steps", 1)
+    if refresh_every % generate_every:
+        logger.warning(
+            "reward_model_refresh_steps=%d optimizer steps (%d micro-batches) is not a multiple of TRL's generation "
+            "period (steps_per_generation * num_iterations = %d micro-batches): the batches already generated keep "
+            "their old rewards and reference log-probs; the refreshed RM and reset reference take effect from the "
+            "next generation", args.reward_model_refresh_steps, refresh_every, generate_every,
+        )
     refresher = RewardModelRefresher(
         reward_model, tokenizer, kind, args, scorer=scorer, step_splitter=step_splitter,
         accelerator=trainer.accelerator, seed=args.seed, policy_tokenizer=trainer.processing_class,

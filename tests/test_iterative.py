@@ -578,3 +578,31 @@ def test_attach_iterative_rl_finds_the_one_orm_and_refuses_ambiguity(tmp_path, t
 
 def last_number_scorer_reward(completions, answer, **kwargs):
     return last_number_scorer(completions, answer)
+
+
+@pytest.mark.parametrize(
+    "options,misaligned",
+    [
+        ({}, False),  # one generation per optimizer step
+        ({"gradient_accumulation_steps": 2}, False),  # steps_per_generation defaults to the accumulation: aligned
+        ({"num_iterations": 2}, True),  # a generation serves 2 optimizer steps; refreshing after 1 splits it
+        ({"num_iterations": 2, "reward_model_refresh_steps": 2}, False),
+    ],
+)
+def test_attach_warns_when_a_refresh_splits_a_generation(tmp_path, tiny_model_path, caplog, options, misaligned):
+    import logging
+
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    import grpo_ext
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    config = grpo_ext.GRPOConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2,
+                                 num_generations=2, max_completion_length=4, report_to="none", use_cpu=True,
+                                 bf16=False, **{"reward_model_refresh_steps": 1, **options})
+    with caplog.at_level(logging.WARNING, logger="grpo_ext.iterative"):
+        grpo_ext.GRPOTrainer(model=tiny_model_path, reward_funcs=[tiny_orm()], args=config, processing_class=tok,
+                             train_dataset=Dataset.from_list([{"prompt": "Q: 3+4=", "answer": "7"}] * 4),
+                             reward_processing_classes=[tok])
+    assert ("generation period" in caplog.text) == misaligned, caplog.text
