@@ -54,6 +54,10 @@ class SFTScriptArguments:
     instruction: str = field(default=DEFAULT_INSTRUCTION, metadata={"help": "Appended to every question."})
     system_prompt: str | None = field(default=None, metadata={"help": "Optional system turn."})
 
+    def __post_init__(self):
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise ValueError(f"--max_train_samples must be >= 1, got {self.max_train_samples}")
+
 
 def sft_completion(row: dict, dataset_kind: str) -> list[dict[str, str]]:
     """The assistant turn to imitate: the reference solution, ending with the answer in `\\boxed{}`."""

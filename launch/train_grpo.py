@@ -102,6 +102,10 @@ class GRPOScriptArguments:
             raise ValueError(f"--reward_func_kwargs names rewards not in --reward_funcs: {sorted(unknown)}")
         if self.math_eval_steps < 0:
             raise ValueError(f"--math_eval_steps must be >= 0, got {self.math_eval_steps}")
+        for name in ("max_train_samples", "math_eval_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:  # a negative limit would slice rows off the end silently
+                raise ValueError(f"--{name} must be >= 1, got {value}")
 
 
 def reward_registry() -> dict[str, Any]:

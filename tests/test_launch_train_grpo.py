@@ -108,6 +108,9 @@ def test_unknown_options_are_errors(tmp_path, capsys):
     assert "--kl_estimator/--kl-estimator: invalid choice: 'k9'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="reward_func_kwargs names rewards not in --reward_funcs"):
         train(["--model_name_or_path", "x", "--use_cpu", "--reward_func_kwargs", '{"overlong": {}}'])
+    for option in ("--max_train_samples", "--math_eval_limit"):
+        with pytest.raises(ValueError, match=f"{option} must be >= 1, got -1"):
+            train(["--model_name_or_path", "x", "--use_cpu", option, "-1"])
 
 
 def test_build_reward_funcs():
