@@ -606,3 +606,38 @@ def test_attach_warns_when_a_refresh_splits_a_generation(tmp_path, tiny_model_pa
                              train_dataset=Dataset.from_list([{"prompt": "Q: 3+4=", "answer": "7"}] * 4),
                              reward_processing_classes=[tok])
     assert ("generation period" in caplog.text) == misaligned, caplog.text
+
+
+def _grpo_run(output_dir, model_path, max_steps, resume=None):
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    import grpo_ext
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    config = grpo_ext.GRPOConfig(
+        output_dir=str(output_dir), max_steps=max_steps, per_device_train_batch_size=4, num_generations=2,
+        max_completion_length=4, beta=0.1, learning_rate=1e-2, report_to="none", use_cpu=True, bf16=False,
+        logging_steps=1, save_strategy="steps", save_steps=1, seed=0, reward_model_refresh_steps=1,
+        reward_model_train_steps=2, reward_model_batch_size=4, reward_model_learning_rate=1e-3,
+    )
+    data = Dataset.from_list([{"prompt": f"Q{i}: 3+{i}=", "answer": str(3 + i)} for i in range(8)])
+    trainer = grpo_ext.GRPOTrainer(model=model_path, reward_funcs=[tiny_orm(seed=2)], args=config, train_dataset=data,
+                                   processing_class=tok, reward_processing_classes=[tok])
+    trainer.refresher.scorer = last_number_scorer
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer
+
+
+def test_grpo_ext_trainer_resume_restores_the_refresher_and_makes_the_same_next_refresh(tmp_path, tiny_model_path):
+    """Through grpo_ext.GRPOTrainer and TRL's own checkpoints: a run resumed from checkpoint-1 ends step 2 with the
+    replay buffer, iteration counter and ORM weights of the uninterrupted run."""
+    full = _grpo_run(tmp_path / "full", tiny_model_path, max_steps=2)
+    assert full.refresher.iteration == 2 and len(full.refresher.buffer) == 8
+    assert (tmp_path / "full" / "checkpoint-1" / "iterative_rl" / "reward_model.pt").is_file()
+    resumed = _grpo_run(tmp_path / "full", tiny_model_path, max_steps=2,
+                        resume=str(tmp_path / "full" / "checkpoint-1"))
+    assert resumed.refresher.iteration == 2 and resumed.refresher.last_refresh_step == 2
+    assert resumed.refresher.buffer.rows == full.refresher.buffer.rows
+    full_orm, resumed_orm = full.refresher.model.state_dict(), resumed.refresher.model.state_dict()
+    assert all(torch.allclose(v, resumed_orm[k], atol=1e-6) for k, v in full_orm.items())
