@@ -617,6 +617,8 @@ def attach_iterative_rl(trainer, scorer: Scorer | None = None, step_splitter=Non
     args = trainer.args
     if not getattr(args, "reward_model_refresh_steps", 0):
         return None
+    from accelerate.utils import DistributedType
+
     from .reward_models import ProcessRewardModel
 
     prm = getattr(trainer, "process_reward_model", None)
@@ -626,6 +628,11 @@ def attach_iterative_rl(trainer, scorer: Scorer | None = None, step_splitter=Non
                              f"model (wrapped in ProcessRewardModel), not {type(prm).__name__}")
         kind, reward_model, tokenizer = "prm", prm, prm.tokenizer
         step_splitter = step_splitter or getattr(trainer, "step_splitter", None)
+        if trainer.accelerator.distributed_type == DistributedType.FSDP:
+            # Math-Shepherd labelling generates with the policy on each rank independently, and ranks sample
+            # different numbers of continuations: FSDP's per-forward all-gathers would deadlock
+            raise ValueError("iterative RL with a PRM labels steps by generating with the policy on each process, "
+                             "which FSDP sharding does not allow: use DDP or ZeRO-2, or an ORM")
     else:
         models = [i for i, f in enumerate(trainer.reward_funcs) if isinstance(f, torch.nn.Module)]
         if len(models) != 1:

@@ -641,3 +641,17 @@ def test_grpo_ext_trainer_resume_restores_the_refresher_and_makes_the_same_next_
     assert resumed.refresher.buffer.rows == full.refresher.buffer.rows
     full_orm, resumed_orm = full.refresher.model.state_dict(), resumed.refresher.model.state_dict()
     assert all(torch.allclose(v, resumed_orm[k], atol=1e-6) for k, v in full_orm.items())
+
+
+def test_prm_iterative_rl_refuses_fsdp_at_construction():
+    """Math-Shepherd labelling generates on each rank independently, which would deadlock FSDP's all-gathers."""
+    from accelerate.utils import DistributedType
+
+    from grpo_ext import GRPOConfig
+
+    args = GRPOConfig(output_dir="unused", use_cpu=True, bf16=False, supervision="process",
+                      reward_model_refresh_steps=1)
+    trainer = SimpleNamespace(args=args, process_reward_model=ProcessRewardModel(tiny_prm(), tiny_tokenizer()),
+                              accelerator=SimpleNamespace(distributed_type=DistributedType.FSDP))
+    with pytest.raises(ValueError, match="FSDP sharding does not allow"):
+        attach_iterative_rl(trainer)
