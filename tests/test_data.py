@@ -170,3 +170,35 @@ def test_mixture_concatenates_sources(shared_data):
         load_mixture([{"name": "math500", "data_files": "x"}, {"name": "gsm8k", "limt": 3}])
     with pytest.raises(ValueError, match="entry 0: expected a mapping with a `name`"):
         load_mixture([{"split": "train"}])
+
+
+def test_hub_sources_are_the_documented_ids(monkeypatch):
+    import datasets
+
+    calls = []
+    hub = {
+        "openai/gsm8k": [{"question": "q", "answer": "r\n#### 1,234"}],
+        "DigitalLearningGmbH/MATH-lighteval": [
+            {"problem": "p", "solution": r"so \boxed{\frac{1}{2}}", "level": "Level 3", "type": "Algebra"}
+        ],
+        "HuggingFaceH4/MATH-500": [
+            {"problem": "p", "solution": "s", "answer": "7", "subject": "Prealgebra", "level": 2, "unique_id": "u"}
+        ],
+    }
+
+    def fake_load_dataset(source, config=None, split=None):
+        calls.append((source, config, split))
+        return hub[source]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    gsm8k = load_math_dataset("gsm8k", split="test")
+    math = load_math_dataset("math")
+    math500 = load_math_dataset("math500", split="train")  # MATH-500 has only a test split
+    assert calls == [("openai/gsm8k", "main", "test"), ("DigitalLearningGmbH/MATH-lighteval", None, "train"),
+                     ("HuggingFaceH4/MATH-500", None, "test")]  # fmt: skip
+    assert gsm8k[0]["answer"] == "1234"
+    assert (math[0]["answer"], math[0]["subject"], math[0]["level"]) == (r"\frac{1}{2}", "Algebra", 3)
+    assert (math500[0]["answer"], math500[0]["subject"], math500[0]["level"]) == ("7", "Prealgebra", 2)
+    hub["openai/gsm8k"] = [{"question": "q"}]
+    with pytest.raises(DatasetFormatError, match=r"openai/gsm8k \[train\], row 0: missing column"):
+        load_math_dataset("gsm8k")
