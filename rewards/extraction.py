@@ -125,6 +125,20 @@ def _after_answer_is(text: str) -> str | None:
     return rest.strip() or None
 
 
+# After "the answer is": a number that opens the phrase and is followed by prose, not by more mathematics.
+_LEADING_NUMBER_END_RE = re.compile(r"\$?(?:\s*[,;(]|\s+[A-Za-z]|\s*$)")
+
+
+def _leading_number(phrase: str) -> str | None:
+    """The number opening `phrase` when prose follows it ("18 because ...", "5, since ...", "**18**",
+    "$18$ dollars"), else None ("2 + 3 = 5" stays whole)."""
+    phrase = phrase.strip("*_ ")
+    m = _NUMBER_RE.match(phrase)
+    if m is None or not _LEADING_NUMBER_END_RE.match(phrase, m.end()):
+        return None
+    return m.group(0).strip()
+
+
 def _last_number(text: str) -> str | None:
     last = None
     for last in _NUMBER_RE.finditer(text):
@@ -152,6 +166,8 @@ def extract_answer(text: str, last_number_fallback: bool = True) -> str | None:
     for extractor in (last_boxed, _after_hashes, _after_answer_is):
         found = extractor(text)
         if found is not None and _clean(found):
+            if extractor is _after_answer_is and last_number_fallback:  # a numeric gold: the number said first
+                found = _leading_number(found) or found
             return _clean(found)
     if last_number_fallback:
         found = _last_number(text)

@@ -30,6 +30,14 @@ from rewards.normalize import parse_number
         ("She earns 9 * 2 = 18 dollars.\n#### 18", "18"),
         ("Therefore, the answer is $1,234.50.", "$1,234.50"),
         ("The final answer is: 42. I hope it is correct.", "42"),
+        # a numeric phrase after "the answer is" followed by prose: the number said first
+        ("The answer is 5, since 2+3=5.", "5"),
+        ("The answer is 18 because she sells 9 eggs at $2.", "18"),
+        ("The answer is: **18**", "18"),
+        ("**Answer:** 42", "42"),
+        ("The answer is 18 (dollars).", "18"),
+        ("The answer is 2 + 3 = 5", "2 + 3 = 5"),  # more mathematics follows: the phrase stays whole
+        ("The answer is 5%", "5%"),
         ("She has 3 apples, then buys 15 more, so 18 apples.", "18"),
         ("It costs $1,234.50 in total.", "$1,234.50"),
         ("no numbers here", None),
@@ -43,6 +51,7 @@ def test_extract_answer(text, expected):
 def test_extract_answer_without_last_number_fallback():
     assert extract_answer("so 18 apples", last_number_fallback=False) is None
     assert extract_answer(r"so \boxed{18}", last_number_fallback=False) == "18"
+    assert extract_answer("The answer is 3 and 4", last_number_fallback=False) == "3 and 4"  # non-numeric gold
 
 
 @pytest.mark.parametrize(
