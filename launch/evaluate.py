@@ -448,8 +448,9 @@ class MathEvalCallback(TrainerCallback):
     `<prefix>/count` to that log row, so the figures reach `log_history`, `metrics.jsonl` and every `report_to`
     backend together with the step's loss and rewards. (Calling `trainer.log` from a callback instead would cancel
     the step's regular log and, in GRPOTrainer, flush its reward metrics early.) Attach it with `attach`, which puts
-    it first so that the reporting callbacks see the added keys. Problems are split across processes and the counts
-    gathered; every rank generates (needed under ZeRO-3/FSDP, where generation is a collective).
+    it first so that the reporting callbacks see the added keys. Problems are split across processes in equal shards
+    (`equal_shard`) and the counts gathered; every rank generates the same number of rows (needed under ZeRO-3/FSDP,
+    where generation is a collective).
 
         MathEvalCallback(trainer, load_math_dataset("gsm8k", data_files=...), eval_steps=50).attach()
     """
@@ -500,26 +501,31 @@ class MathEvalCallback(TrainerCallback):
 
         accelerator = self.trainer.accelerator
         tokenizer = self.trainer.processing_class
-        rows = list(self.dataset)
-        with accelerator.split_between_processes(rows) as shard:
+        shard, num_real = equal_shard(list(self.dataset), accelerator.process_index, accelerator.num_processes)
+        render = render_chat(tokenizer)
+        correct = 0.0
+        if shard:  # every rank holds the same number of rows, so all make the same generate calls
             with unwrap_model_for_generation(self.trainer.model_wrapped, accelerator) as model:
                 generator = TransformersGenerator(model, tokenizer, batch_size=self.batch_size)
-                overall = {"count": 0}
-                if shard:
-                    overall = run_evaluation(
-                        shard,
-                        generator,
-                        render_chat(tokenizer),
-                        self.params,
-                        answer_timeout=self.answer_timeout,
-                        progress=False,
-                    )["overall"]
-        counts = gather_object([(overall.get("pass@1", 0.0) * overall["count"], overall["count"])])
+                outputs = generator.generate([render(row["prompt"]) for row in shard], 1, self.params)
+            scores = score_problems(outputs, [row["answer"] for row in shard], ks=(1,), timeout=self.answer_timeout)
+            correct = float(sum(score["corrects"][0] for score in scores[:num_real]))  # padding rows not counted
+        counts = gather_object([(correct, num_real)])
         total = sum(n for _, n in counts)
         return {
             f"{self.prefix}/accuracy": sum(c for c, _ in counts) / max(total, 1),
             f"{self.prefix}/count": float(total),
         }
+
+
+def equal_shard(rows: list, process_index: int, num_processes: int) -> tuple[list, int]:
+    """Rank `process_index`'s contiguous share of `rows`, padded (by cycling from the start) so that every rank holds
+    ceil(len(rows) / num_processes) rows, and how many of them are real. Equal shards keep the ranks' generate calls
+    in step, which ZeRO-3 and FSDP need (their forwards are collectives)."""
+    per_rank = -(-len(rows) // num_processes)
+    start = process_index * per_rank
+    shard = [rows[i % len(rows)] for i in range(start, start + per_rank)] if rows else []
+    return shard, max(0, min(per_rank, len(rows) - start))
 
 
 # --------------------------------------------------------------------------------------------------------------------

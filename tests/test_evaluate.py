@@ -6,6 +6,7 @@ import pytest
 
 from launch.evaluate import (
     MathEvalCallback,
+    equal_shard,
     SamplingParams,
     TransformersGenerator,
     evaluate,
@@ -468,3 +469,16 @@ def test_math500_reference_solutions_score_100_percent_per_level_and_subject(sha
     assert {k: v["count"] for k, v in summary["by_level"].items()} == {"1": 43, "2": 90, "3": 105, "4": 128, "5": 134}
     assert sum(v["count"] for v in summary["by_subject"].values()) == 500
     assert all(v["pass@1"] == 1.0 for v in summary["by_subject"].values())
+
+
+def test_equal_shard_gives_every_rank_the_same_rows_and_counts_each_problem_once():
+    rows = ["a", "b", "c", "d", "e"]
+    assert equal_shard(rows, 0, 2) == (["a", "b", "c"], 3)
+    assert equal_shard(rows, 1, 2) == (["d", "e", "a"], 2)  # padded by cycling; the pad is not counted
+    assert [equal_shard(["a"], r, 3) for r in range(3)] == [(["a"], 1), (["a"], 0), (["a"], 0)]
+    assert equal_shard([], 0, 4) == ([], 0)
+    for n in range(0, 12):
+        for p in range(1, 6):
+            shards = [equal_shard(list(range(n)), r, p) for r in range(p)]
+            assert len({len(shard) for shard, _ in shards}) == 1  # same number of generate calls on every rank
+            assert [x for shard, real in shards for x in shard[:real]] == list(range(n))
