@@ -14,7 +14,6 @@ the loss on the completion only. Arguments: `SFTScriptArguments`, `trl.SFTConfig
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 
 from grpo_ext.data import DEFAULT_INSTRUCTION
@@ -23,8 +22,7 @@ from launch.train_grpo import (
     RESOLVED_CONFIG_FILE,
     MetricsLogCallback,
     load_training_problems,
-    resolve_recipe,
-    set_model_init_kwargs,
+    parse_training_args,
     write_resolved_config,
 )
 
@@ -85,11 +83,7 @@ def train(argv: list[str] | None = None):
 
     from grpo_ext.data import resolve_dataset_name
 
-    argv = resolve_recipe(sys.argv[1:] if argv is None else argv)
-    script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
-    if model_args.model_name_or_path is None:
-        raise ValueError("--model_name_or_path is required (in the recipe or on the command line)")
-    set_model_init_kwargs(training_args, model_args)
+    script_args, training_args, model_args = parse_training_args(make_parser(), argv)
 
     problems = load_training_problems(script_args)
     kind = resolve_dataset_name(script_args.dataset_name)

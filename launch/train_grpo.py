@@ -248,6 +248,17 @@ def set_model_init_kwargs(training_args, model_args) -> None:
     training_args.model_init_kwargs = model_init_kwargs
 
 
+def parse_training_args(parser, argv: list[str] | None):
+    """Recipe (`--config`, a path or a shipped recipe name) plus command-line overrides -> (script, training, model)
+    arguments, with a model path required and the model loading options passed to the trainer."""
+    argv = resolve_recipe(sys.argv[1:] if argv is None else argv)
+    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    if model_args.model_name_or_path is None:
+        raise ValueError("--model_name_or_path is required (in the recipe or on the command line)")
+    set_model_init_kwargs(training_args, model_args)
+    return script_args, training_args, model_args
+
+
 def make_parser():
     from trl import ModelConfig, TrlParser
 
@@ -264,12 +275,7 @@ def train(argv: list[str] | None = None):
     from grpo_ext import GRPOTrainer
     from grpo_ext.data import load_math_dataset
 
-    argv = resolve_recipe(sys.argv[1:] if argv is None else argv)
-    script_args, training_args, model_args = make_parser().parse_args_and_config(argv)
-    if model_args.model_name_or_path is None:
-        raise ValueError("--model_name_or_path is required (in the recipe or on the command line)")
-
-    set_model_init_kwargs(training_args, model_args)
+    script_args, training_args, model_args = parse_training_args(make_parser(), argv)
 
     train_dataset = load_training_problems(script_args)
 
