@@ -26,7 +26,6 @@ in-training refresh. The ORM is an `AutoModelForSequenceClassification` (num_lab
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
