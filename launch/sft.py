@@ -14,13 +14,13 @@ the loss on the completion only. Arguments: `SFTScriptArguments`, `trl.SFTConfig
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from grpo_ext.data import DEFAULT_INSTRUCTION
 from launch.train_grpo import (
     METRICS_FILE,
     RESOLVED_CONFIG_FILE,
     MetricsLogCallback,
+    ProblemDataArguments,
     load_training_problems,
     parse_training_args,
     write_resolved_config,
@@ -28,33 +28,8 @@ from launch.train_grpo import (
 
 
 @dataclass
-class SFTScriptArguments:
-    """Data options of `launch/sft.py`."""
-
-    dataset_name: str = field(
-        default="gsm8k", metadata={"help": "`gsm8k`, `math`, `math500`, one of their hub ids, or `custom`."}
-    )
-    dataset_train_split: str = field(default="train", metadata={"help": "Hub split to train on."})
-    dataset_hub_id: str | None = field(default=None, metadata={"help": "Override the hub id."})
-    data_files: list[str] | None = field(
-        default=None, metadata={"help": "Local JSONL file(s) in the hub rows' shape, instead of the hub."}
-    )
-    question_column: str = field(default="question", metadata={"help": "Question column of a `custom` dataset."})
-    answer_column: str = field(default="answer", metadata={"help": "Gold-answer column of a `custom` dataset."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N problems only."})
-    dataset_mixture: list[dict] | None = field(
-        default=None,
-        metadata={
-            "help": "Several sources concatenated, instead of dataset_name (YAML only): a list of mappings with "
-            "`name` and optionally `split`, `data_files`, `hub_id`, `limit`, `question_column`, `answer_column`."
-        },
-    )
-    instruction: str = field(default=DEFAULT_INSTRUCTION, metadata={"help": "Appended to every question."})
-    system_prompt: str | None = field(default=None, metadata={"help": "Optional system turn."})
-
-    def __post_init__(self):
-        if self.max_train_samples is not None and self.max_train_samples < 1:
-            raise ValueError(f"--max_train_samples must be >= 1, got {self.max_train_samples}")
+class SFTScriptArguments(ProblemDataArguments):
+    """Data options of `launch/sft.py`: the same problem sources and prompts as `train_grpo.py`."""
 
 
 def sft_completion(row: dict, dataset_kind: str) -> list[dict[str, str]]:

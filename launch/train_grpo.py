@@ -32,8 +32,8 @@ METRICS_FILE = "metrics.jsonl"
 
 
 @dataclass
-class GRPOScriptArguments:
-    """Data, rewards and evaluation options of `launch/train_grpo.py`."""
+class ProblemDataArguments:
+    """Where the problems come from and how they are prompted (shared by `train_grpo.py` and `sft.py`)."""
 
     dataset_name: str = field(
         default="gsm8k",
@@ -58,6 +58,17 @@ class GRPOScriptArguments:
     )
     instruction: str = field(default=DEFAULT_INSTRUCTION, metadata={"help": "Appended to every question."})
     system_prompt: str | None = field(default=None, metadata={"help": "Optional system turn."})
+
+    def __post_init__(self):
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            # a negative limit would slice rows off the end silently
+            raise ValueError(f"--max_train_samples must be >= 1, got {self.max_train_samples}")
+
+
+@dataclass
+class GRPOScriptArguments(ProblemDataArguments):
+    """Data, rewards and evaluation options of `launch/train_grpo.py`."""
+
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy", "format"],
         metadata={
@@ -92,6 +103,7 @@ class GRPOScriptArguments:
     math_eval_max_new_tokens: int = field(default=512, metadata={"help": "Completion length in the evaluation."})
 
     def __post_init__(self):
+        super().__post_init__()
         if isinstance(self.reward_func_kwargs, str):
             try:
                 self.reward_func_kwargs = json.loads(self.reward_func_kwargs)
@@ -102,10 +114,8 @@ class GRPOScriptArguments:
             raise ValueError(f"--reward_func_kwargs names rewards not in --reward_funcs: {sorted(unknown)}")
         if self.math_eval_steps < 0:
             raise ValueError(f"--math_eval_steps must be >= 0, got {self.math_eval_steps}")
-        for name in ("max_train_samples", "math_eval_limit"):
-            value = getattr(self, name)
-            if value is not None and value < 1:  # a negative limit would slice rows off the end silently
-                raise ValueError(f"--{name} must be >= 1, got {value}")
+        if self.math_eval_limit < 1:
+            raise ValueError(f"--math_eval_limit must be >= 1, got {self.math_eval_limit}")
 
 
 def reward_registry() -> dict[str, Any]:
