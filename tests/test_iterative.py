@@ -1,9 +1,6 @@
 import copy
 import os
 import random
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,6 +25,7 @@ from grpo_ext.iterative import (
 from transformers import TrainerCallback
 from grpo_ext.reward_models import ProcessRewardModel, orm_scores
 from iterative_helpers import last_number_scorer, tiny_orm, tiny_prm, tiny_tokenizer
+from launch_helpers import launch_two_cpu_processes
 
 HERE = Path(__file__).resolve().parent
 
@@ -376,35 +374,14 @@ def test_resume_with_fewer_processes_gives_rank0_every_pending_rollout(tmp_path)
 
 
 def test_two_processes_end_the_refresh_with_identical_weights():
-    pythonpath = str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
-    # `accelerate launch --cpu` starts one process unless mpirun is configured; `--multi_gpu` goes through torchrun
-    # and the worker's Accelerator(cpu=True) then runs two CPU processes over gloo.
-    # a free port: other suites' multi-process tests may hold torchrun's default 29500 at the same time
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           str(port), str(HERE / "iterative_mp_worker.py")]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = launch_two_cpu_processes(HERE / "iterative_mp_worker.py", timeout=180)
     assert result.stdout.count("IDENTICAL") == 2, result.stdout
 
 
 def test_two_processes_grpo_ext_trainer_refreshes_the_orm(tmp_path, tiny_model_path):
     """The wiring under `accelerate launch` with 2 processes: the trainer records each rank's rollouts once, every
     rank refreshes at the same steps and ends with the same ORM weights, and each reference equals its policy."""
-    pythonpath = str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           str(port), str(HERE / "iterative_mp_worker.py"), "trainer", tiny_model_path, str(tmp_path)]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = launch_two_cpu_processes(HERE / "iterative_mp_worker.py", "trainer", tiny_model_path, str(tmp_path))
     assert result.stdout.count("IDENTICAL") == 2, result.stdout
 
 

@@ -1,33 +1,17 @@
 """Group statistics come from the whole group when its completions are spread over two processes."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from launch_helpers import launch_two_cpu_processes
 
 HERE = Path(__file__).resolve().parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_group_split_over_two_processes(tiny_model_path, tmp_path):
-    pythonpath = str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(free_port()),
-           str(HERE / "grpo_ext_helpers.py"), tiny_model_path, str(tmp_path)]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    launch_two_cpu_processes(HERE / "grpo_ext_helpers.py", tiny_model_path, str(tmp_path))
     report = json.loads((tmp_path / "report.json").read_text())
 
     process = report["process"]
