@@ -98,11 +98,6 @@ class GRPOConfig(IterativeRLConfig, _TRLGRPOConfig):
         if self.supervision == "process" and not self.step_delimiter:
             raise ValueError("GRPOConfig: step_delimiter must be a non-empty string under supervision='process'.")
 
-    @property
-    def uses_trl_advantages(self) -> bool:
-        """True when TRL's own advantages are used unchanged (outcome supervision, GRPO, KL in the loss)."""
-        return self.supervision == "outcome" and self.advantage_estimator == "grpo" and self.kl_in == "loss"
-
 
 def _check_choice(name: str, value, choices) -> None:
     if value not in choices:

@@ -113,8 +113,7 @@ class GRPOTrainer(_TRLGRPOTrainer):
 
     @property
     def _uses_trl_advantages(self) -> bool:
-        ext = self.ext
-        return ext["supervision"] == "outcome" and ext["advantage_estimator"] == "grpo" and ext["kl_in"] == "loss"
+        return uses_trl_advantages(self.ext)
 
     # ------------------------------------------------------------------------------------------------ loss
 
@@ -305,6 +304,13 @@ class GRPOTrainer(_TRLGRPOTrainer):
         return steps_to_token_advantages(normalized[process_slice], step_ends, num_tokens)
 
 
+def uses_trl_advantages(options: dict) -> bool:
+    """TRL's own advantages are used unchanged: outcome supervision, GRPO, KL in the loss."""
+    return (
+        options["supervision"] == "outcome" and options["advantage_estimator"] == "grpo" and options["kl_in"] == "loss"
+    )
+
+
 def no_outcome_reward(completions, **kwargs) -> list[float]:
     """Outcome reward 0 for every completion: stands in when process supervision runs without `reward_funcs`."""
     return [0.0] * len(completions)
@@ -344,10 +350,8 @@ def _validate(options: dict, args, process_reward_model, step_splitter) -> None:
         )
     if options["kl_in"] == "reward" and args.beta == 0.0:
         raise ValueError("GRPOTrainer: kl_in='reward' with beta=0.0 has no KL to put in the reward; set beta > 0.")
-    non_trl = not (
-        options["supervision"] == "outcome" and options["advantage_estimator"] == "grpo" and options["kl_in"] == "loss"
-    )
-    if non_trl and getattr(args, "multi_objective_aggregation", "sum_then_normalize") != "sum_then_normalize":
+    aggregation = getattr(args, "multi_objective_aggregation", "sum_then_normalize")
+    if not uses_trl_advantages(options) and aggregation != "sum_then_normalize":
         raise ValueError(
             "GRPOTrainer: supervision='process', advantage_estimator='online_rft' and kl_in='reward' combine the "
             "reward functions by their weighted sum; multi_objective_aggregation must be 'sum_then_normalize'."
