@@ -16,6 +16,16 @@ KL_PLACEMENTS = ("loss", "reward")
 SUPERVISIONS = ("outcome", "process")
 ADVANTAGE_ESTIMATORS = ("grpo", "online_rft")
 PROCESS_OUTCOME_MODES = ("last_step", "none")
+# The options GRPOConfig adds to TRL's (the iterative-RL ones come from IterativeRLConfig).
+DEEPSEEKMATH_OPTIONS = (
+    "kl_estimator",
+    "kl_in",
+    "supervision",
+    "step_delimiter",
+    "process_outcome_reward",
+    "advantage_estimator",
+    "rft_correct_threshold",
+)
 
 
 @dataclass

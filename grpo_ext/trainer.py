@@ -14,6 +14,7 @@ extension points; with every new option at its default it calls straight through
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -29,24 +30,15 @@ from .advantages import (
     step_sums,
     steps_to_token_advantages,
 )
-from .config import GRPOConfig
+from .config import DEEPSEEKMATH_OPTIONS, GRPOConfig
 from .iterative import attach_iterative_rl
 from .kl import KL_ESTIMATORS, aggregate_per_token_loss, per_token_kl
 from .steps import delimiter_splitter, locate_steps
 
 logger = logging.getLogger(__name__)
 
-# Values of the new options when a plain `trl.GRPOConfig` is passed: TRL's behaviour.
-_DEFAULTS = {
-    "kl_estimator": "k3",
-    "kl_in": "loss",
-    "supervision": "outcome",
-    "step_delimiter": "\n\n",
-    "process_outcome_reward": "last_step",
-    "advantage_estimator": "grpo",
-    "rft_correct_threshold": 1.0,
-}
-
+# Values of the new options when a plain `trl.GRPOConfig` is passed: GRPOConfig's defaults, which are TRL's behaviour.
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GRPOConfig) if f.name in DEEPSEEKMATH_OPTIONS}
 
 class GRPOTrainer(_TRLGRPOTrainer):
     """[`trl.GRPOTrainer`] plus the options of [`grpo_ext.GRPOConfig`].

@@ -6,6 +6,8 @@ import pytest
 import torch
 from datasets import Dataset
 
+from grpo_ext.config import DEEPSEEKMATH_OPTIONS as NEW_OPTIONS
+
 
 @pytest.fixture(autouse=True)
 def single_torch_thread():
@@ -77,10 +79,6 @@ def make_trainer(model_path, output_dir, trainer_cls=None, config_cls=None, rewa
         train_dataset=tiny_dataset() if dataset is None else dataset,
         **(trainer_kwargs or {}),
     )
-
-
-NEW_OPTIONS = ("kl_estimator", "kl_in", "supervision", "step_delimiter", "process_outcome_reward",
-               "advantage_estimator", "rft_correct_threshold")
 
 
 def trl_and_ours(model_path, tmp_path, **overrides):
