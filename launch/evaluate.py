@@ -281,12 +281,10 @@ def score_problems(
     Extraction is `rewards.accuracy_reward`'s: the gold goes through `extract_gold` (a `#### x` rationale or a
     `\\boxed{}` solution is accepted), and the last-number fallback is used only when the gold is a plain number.
     A problem whose gold cannot be read scores 0 (training would ignore it)."""
-    from rewards import answers_match, extract_answer, extract_gold, match_many
-    from rewards.normalize import parse_number
+    from rewards import answers_match, extract_gold, extract_prediction, match_many
 
     golds = [extract_gold(gold) for gold in golds]
-    fallbacks = [gold is not None and parse_number(gold) is not None for gold in golds]
-    extracted = [[extract_answer(text, fallback) for text in texts] for texts, fallback in zip(completions, fallbacks)]
+    extracted = [[extract_prediction(text, gold) for text in texts] for texts, gold in zip(completions, golds)]
     pairs = [
         (pred, gold) for preds, gold in zip(extracted, golds) if gold is not None for pred in preds if pred is not None
     ]

@@ -3,14 +3,14 @@
 Public API (TRL convention `fn(completions, **kwargs) -> list[float | None]`):
 
 * `accuracy_reward` / `AccuracyReward(...)`: exact, bounded, batched answer checking.
-* `extract_answer`, `extract_gold`, `answers_match`: the pieces it is built from.
+* `extract_answer`, `extract_gold`, `extract_prediction`, `answers_match`: the pieces it is built from.
 * `format_reward` / `FormatReward`, `soft_overlong_punishment`, `length_penalty_reward`,
   `reasoning_steps_reward`, `combine_rewards`.
 
 See docs/rewards.md.
 """
 
-from .accuracy import AccuracyReward, AccuracyRewardConfig, accuracy_reward
+from .accuracy import AccuracyReward, AccuracyRewardConfig, accuracy_reward, extract_prediction
 from .equivalence import answers_match, clear_cache, match_many
 from .extraction import completion_text, extract_answer, extract_gold, last_boxed
 from .pool import VerifierPool, get_default_pool
@@ -42,6 +42,7 @@ __all__ = [
     "combine_rewards",
     "completion_text",
     "extract_answer",
+    "extract_prediction",
     "extract_gold",
     "format_reward",
     "get_default_pool",

@@ -9,7 +9,7 @@ from .equivalence import match_many
 from .extraction import completion_text, extract_answer, extract_gold
 from .normalize import parse_number
 
-__all__ = ["AccuracyRewardConfig", "AccuracyReward", "accuracy_reward"]
+__all__ = ["AccuracyRewardConfig", "AccuracyReward", "accuracy_reward", "extract_prediction"]
 
 
 @dataclass
@@ -31,6 +31,15 @@ class AccuracyRewardConfig:
     def __post_init__(self):
         if not self.timeout > 0:
             raise ValueError(f"AccuracyRewardConfig.timeout must be positive, got {self.timeout}")
+
+
+def extract_prediction(text: str, gold: str | None, last_number_fallback: bool | None = None) -> str | None:
+    """The answer of `text` to score against the extracted `gold`. The last-number fallback is used when
+    `last_number_fallback` says so; None (default) means only for a plain-number gold (GSM8K-style), so that a
+    stray number never matches a symbolic MATH answer."""
+    if last_number_fallback is None:
+        last_number_fallback = gold is not None and parse_number(gold) is not None
+    return extract_answer(text, last_number_fallback)
 
 
 def _gold_texts(n: int, solution, answer) -> list:
@@ -71,12 +80,10 @@ class AccuracyReward:
     ) -> list[float | None]:
         cfg = self.config
         golds = [extract_gold(text) for text in _gold_texts(len(completions), solution, answer)]
-        preds = []
-        for completion, gold in zip(completions, golds):
-            fallback = cfg.last_number_fallback
-            if fallback is None:
-                fallback = gold is not None and parse_number(gold) is not None
-            preds.append(None if gold is None else extract_answer(completion_text(completion), fallback))
+        preds = [
+            None if gold is None else extract_prediction(completion_text(completion), gold, cfg.last_number_fallback)
+            for completion, gold in zip(completions, golds)
+        ]
         to_check = [i for i, (p, g) in enumerate(zip(preds, golds)) if p is not None and g is not None]
         verdicts = match_many([(preds[i], golds[i]) for i in to_check], timeout=cfg.timeout)
         rewards: list[float | None] = [None if g is None else cfg.wrong_reward for g in golds]
