@@ -43,10 +43,10 @@ from .reward_models import (
     make_collate,
     orm_text,
     prompt_text,
-    split_steps,
     train_reward_model,
     unwrap_reward_model,
 )
+from .steps import split_steps
 
 logger = logging.getLogger(__name__)
 

@@ -73,12 +73,6 @@ def orm_text(prompt: Any, completion: Any, tokenizer) -> str:
     return prompt + completion_text(completion)
 
 
-def split_steps(text: str, separator: str = DEFAULT_STEP_SEPARATOR) -> list[str]:
-    """Split a completion into reasoning steps at `separator`, dropping empty pieces."""
-    steps = [s.strip() for s in text.split(separator)]
-    return [s for s in steps if s]
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Tokenisation (one function each, for training and scoring)
 # --------------------------------------------------------------------------------------------------------------

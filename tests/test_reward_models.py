@@ -16,10 +16,10 @@ from grpo_ext.reward_models import (
     orm_scores,
     orm_text,
     prm_loss,
-    split_steps,
     train_reward_model,
     unwrap_reward_model,
 )
+from grpo_ext.steps import split_steps
 from iterative_helpers import tiny_orm, tiny_prm, tiny_tokenizer
 
 
