@@ -35,8 +35,9 @@ _CORPUS = [
 ]
 
 
-def build_tiny_tokenizer(vocab_size: int = 512):
-    """A byte-level BPE tokenizer trained on a small built-in corpus, with eos/pad and a chat template."""
+def build_tiny_tokenizer(vocab_size: int = 512, corpus=None):
+    """A byte-level BPE tokenizer trained on `corpus` (an iterable of strings; a small built-in corpus by default),
+    with eos/pad and a chat template. The vocabulary stops short of `vocab_size` when the corpus has fewer merges."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -49,7 +50,7 @@ def build_tiny_tokenizer(vocab_size: int = 512):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator(_CORPUS * 4 if corpus is None else corpus, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -93,9 +94,9 @@ def build_tiny_model(
     return Qwen2ForCausalLM(config)
 
 
-def save_tiny_causal_lm(path: str | os.PathLike, seed: int = 0, **model_kwargs) -> str:
-    """Build a tiny tokenizer and a tiny Qwen2 model and save both to `path`; return the path."""
-    tokenizer = build_tiny_tokenizer()
+def save_tiny_causal_lm(path: str | os.PathLike, seed: int = 0, tokenizer=None, **model_kwargs) -> str:
+    """Build a tiny Qwen2 model (and a tiny tokenizer unless one is given) and save both to `path`; return the path."""
+    tokenizer = tokenizer if tokenizer is not None else build_tiny_tokenizer()
     model = build_tiny_model(
         vocab_size=len(tokenizer),
         seed=seed,

@@ -1,0 +1,112 @@
+"""What every benchmark script shares: model shapes, offline model building, timing statistics, the environment
+record and the JSON + Markdown report.
+
+Benchmarks are scripts (`python benchmarks/<name>.py --tiny`), not tests: they print figures and write them to
+`--output_dir`; tests only run their `--tiny` size to keep them working.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+# Qwen2.5-0.5B's transformer (its 151,936-token vocabulary replaced by a tokenizer trained offline).
+QWEN25_05B_SHAPE = dict(hidden_size=896, num_layers=24, num_heads=14, num_kv_heads=2, intermediate_size=4864)
+# The shape `--tiny` runs use: seconds on a CPU.
+TINY_SHAPE = dict(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64)
+
+
+def tokenizer_corpus(data_dir: Path = SHARED_DATA) -> list[str] | None:
+    """GSM8K train questions and answers (the text a math tokenizer should know), or None when the data is absent."""
+    path = Path(data_dir) / "gsm8k" / "train.jsonl"
+    if not path.is_file():
+        return None
+    texts = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            texts.append(row["question"] + "\n" + row["answer"])
+    return texts
+
+
+def save_benchmark_model(path: str | os.PathLike, shape: dict, vocab_size: int, seed: int = 0) -> str:
+    """A randomly initialised Qwen2 model of `shape` and a BPE tokenizer of up to `vocab_size` tokens trained offline
+    (on GSM8K text when `../shared/data` is present, else the small built-in corpus), saved to `path`."""
+    from grpo_ext.tiny import build_tiny_tokenizer, save_tiny_causal_lm
+
+    corpus = tokenizer_corpus() if vocab_size > 1024 else None
+    tokenizer = build_tiny_tokenizer(vocab_size=vocab_size, corpus=corpus)
+    return save_tiny_causal_lm(path, seed=seed, tokenizer=tokenizer, **shape)
+
+
+def median_and_spread(values: list[float]) -> dict[str, float]:
+    """Median, min, max and count of repeated measurements (the median is what the reports quote)."""
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def reset_peak_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_gib() -> float | None:
+    """Peak GPU memory allocated by torch since the last `reset_peak_memory()`; None on CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
+def synchronize() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def environment() -> dict:
+    """Device, library versions and the date: what a figure needs to be re-run and compared."""
+    import accelerate
+    import torch
+    import transformers
+    import trl
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    return {
+        "date": datetime.date.today().isoformat(),
+        "device": device,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "accelerate": accelerate.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def write_report(output_dir: str | os.PathLike, name: str, results: dict, markdown: str) -> Path:
+    """Write `<name>.json` (results plus the environment) and `<name>.md` to `output_dir`; print the Markdown."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"environment": environment(), **results}
+    (output_dir / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (output_dir / f"{name}.md").write_text(markdown + "\n")
+    print(markdown)
+    return output_dir / f"{name}.json"
