@@ -81,6 +81,19 @@ def normalize_group_step_rewards(step_rewards: Sequence[Sequence[float]], group_
     return normalized
 
 
+def add_outcome_to_last_step(step_rewards: Sequence[Sequence[float]], outcomes: Sequence[float]) -> list[list[float]]:
+    r"""r_{i,last} <- r_{i,last} + o_i: the outcome reward joins each completion's last step.
+
+    An unscored (NaN) last step takes the outcome alone, so an outcome is never lost to NaN; a NaN outcome and a
+    completion with no steps leave the rewards as they are.
+    """
+    combined = [list(rows) for rows in step_rewards]
+    for rows, outcome in zip(combined, outcomes):
+        if rows and outcome == outcome:  # not NaN
+            rows[-1] = outcome if rows[-1] != rows[-1] else rows[-1] + outcome
+    return combined
+
+
 def process_advantages(
     step_rewards: Sequence[Sequence[float]],
     step_ends: Sequence[Sequence[int]],

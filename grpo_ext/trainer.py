@@ -24,6 +24,7 @@ from trl import GRPOTrainer as _TRLGRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
 from .advantages import (
+    add_outcome_to_last_step,
     normalize_group_step_rewards,
     online_rft_advantages,
     outcome_advantages,
@@ -278,9 +279,7 @@ class GRPOTrainer(_TRLGRPOTrainer):
         all_step_rewards = gather_object(step_rewards)
         all_step_ends = gather_object(step_ends)
         if self.ext["process_outcome_reward"] == "last_step":
-            for i, outcome in enumerate(rewards.tolist()):
-                if all_step_rewards[i] and outcome == outcome:  # not NaN
-                    all_step_rewards[i][-1] = all_step_rewards[i][-1] + outcome
+            all_step_rewards = add_outcome_to_last_step(all_step_rewards, rewards.tolist())
         normalized = normalize_group_step_rewards(all_step_rewards, group_size)
         # the completions table shows each completion's advantage at its first token
         self._log_completion_advantages(torch.tensor([sum(r for r in rows if r == r) for rows in normalized]))

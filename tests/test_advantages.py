@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from grpo_ext.advantages import (
+    add_outcome_to_last_step,
     normalize_group_step_rewards,
     online_rft_advantages,
     outcome_advantages,
@@ -101,3 +102,12 @@ def test_step_sums():
     per_token = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
     assert step_sums(per_token, [1, 1, 4]) == [3.0, 0.0, 12.0]
     assert step_sums(per_token, []) == []
+
+
+def test_outcome_joins_the_last_step_even_when_it_is_unscored():
+    nan = float("nan")
+    combined = add_outcome_to_last_step([[0.5, 1.0], [1.0, nan], [], [0.25]], [1.0, 1.0, 1.0, nan])
+    assert combined[0] == [0.5, 2.0]
+    assert combined[1][0] == 1.0 and combined[1][1] == 1.0  # the unscored last step carries the outcome, not NaN
+    assert combined[2] == []  # no step to carry it
+    assert combined[3] == [0.25]  # a NaN outcome changes nothing
