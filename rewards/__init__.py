@@ -4,12 +4,15 @@ Public API (TRL convention `fn(completions, **kwargs) -> list[float | None]`):
 
 * `accuracy_reward` / `AccuracyReward(...)`: exact, bounded, batched answer checking.
 * `extract_answer`, `extract_gold`, `extract_prediction`, `answers_match`: the pieces it is built from.
+* `ArithmeticStepChecker`, `check_equations`: exact checking of written arithmetic ("23 + 45 = 68"), a rule-based
+  process reward for `grpo_ext.GRPOTrainer(process_reward_model=...)`.
 * `format_reward` / `FormatReward`, `soft_overlong_punishment`, `length_penalty_reward`,
   `reasoning_steps_reward`, `combine_rewards`.
 
 See docs/rewards.md.
 """
 
+from .arithmetic import ArithmeticStepChecker, check_equations
 from .accuracy import AccuracyReward, AccuracyRewardConfig, accuracy_reward, extract_prediction
 from .equivalence import answers_match, clear_cache, match_many
 from .extraction import completion_text, extract_answer, extract_gold, last_boxed
@@ -28,6 +31,7 @@ from .shaping import (
 )
 
 __all__ = [
+    "ArithmeticStepChecker",
     "AccuracyReward",
     "AccuracyRewardConfig",
     "CombinedReward",
@@ -38,6 +42,7 @@ __all__ = [
     "VerifierPool",
     "accuracy_reward",
     "answers_match",
+    "check_equations",
     "clear_cache",
     "combine_rewards",
     "completion_text",
