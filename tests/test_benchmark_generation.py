@@ -1,0 +1,123 @@
+"""benchmarks/generation.py: its `--tiny` run (CPU) produces real, consistent figures; bad options fail clearly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.common import REPO_ROOT
+from benchmarks.generation import VARIANTS, agreement, fastest_correct, parse_args
+
+# On a CPU in float32 these paths must give exactly the default's greedy tokens (the compiled ones are skipped).
+EQUAL_ON_CPU = ["generation_batch_x4", "continuous_batching", "continuous_batching+generation_batch_x4",
+                "static_cache"]
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("generation")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.generation", "--tiny", "--output_dir", str(out)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((out / "generation_tiny.json").read_text()), (out / "generation_tiny.md").read_text()
+
+
+def test_default_is_measured(tiny_report):
+    report, _ = tiny_report
+    setup = report["setup"]
+    default = report["variants"]["default"]
+    assert default["status"] == "ok"
+    assert default["tokens_per_second"]["median"] > 0
+    assert default["tokens_per_second"]["n"] == setup["repeats"]
+    assert default["speedup"] == pytest.approx(1.0)
+    assert default["exact_match_fraction"] == 1.0
+    assert default["completions"] == setup["steps"] * setup["completions_per_step"]
+    assert 0 < default["tokens_generated"] <= default["completions"] * setup["max_completion_length"]
+    assert default["warmup_seconds"] > 0
+    # tokens/s of a run is its tokens over its seconds: the fastest run has the most tokens/s
+    tps, seconds = default["tokens_per_second"], default["seconds"]
+    assert tps["max"] == pytest.approx(default["tokens_generated"] / seconds["min"], rel=1e-9)
+    assert tps["min"] == pytest.approx(default["tokens_generated"] / seconds["max"], rel=1e-9)
+
+
+def test_every_variant_is_measured_or_skipped_with_a_reason(tiny_report):
+    report, _ = tiny_report
+    assert list(report["variants"]) == list(VARIANTS)
+    base = report["variants"]["default"]["tokens_per_second"]["median"]
+    for name, v in report["variants"].items():
+        assert "grpo_config" in v, name
+        if v["status"] == "ok":
+            assert 0.0 <= v["exact_match_fraction"] <= 1.0
+            assert 0.0 <= v["matching_prefix_fraction"] <= 1.0
+            assert v["speedup"] == pytest.approx(v["tokens_per_second"]["median"] / base, rel=1e-9)
+            assert v["tokens_per_second"]["min"] <= v["tokens_per_second"]["median"] <= v["tokens_per_second"]["max"]
+        else:
+            assert v["status"] in ("skipped", "failed")
+            assert isinstance(v["reason"], str) and v["reason"]
+
+
+def test_claimed_equal_paths_are_equal_on_cpu(tiny_report):
+    report, _ = tiny_report
+    for name in EQUAL_ON_CPU:
+        v = report["variants"][name]
+        assert v["status"] == "ok", (name, v.get("reason"))
+        assert v["exact_match_fraction"] == 1.0, name
+        assert v["matching_prefix_fraction"] == 1.0, name
+        assert v["tokens_generated"] == report["variants"]["default"]["tokens_generated"], name
+    for name in ("static_cache+compile", "static_cache+compile+generation_batch_x4"):  # CUDA only
+        assert report["variants"][name]["status"] == "skipped"
+    assert report["variants"]["generation_batch_x4"]["grpo_config"]["generation_batch_size"] == (
+        4 * report["setup"]["completions_per_step"])
+
+
+def test_fastest_correct_line(tiny_report):
+    report, markdown = tiny_report
+    correct = {n: v["tokens_per_second"]["median"] for n, v in report["variants"].items()
+               if v["status"] == "ok" and v["exact_match_fraction"] == 1.0}
+    assert report["fastest_correct"] == max(correct, key=correct.get)
+    assert f"Fastest correct (exact match 1.0): **{report['fastest_correct']}**" in markdown
+    for name in VARIANTS:
+        assert f"| {name} |" in markdown
+    assert report["environment"]["device"].startswith("CPU")
+
+
+def test_agreement():
+    assert agreement([[1, 2, 3], [4, 5]], [[1, 2, 3], [4, 5]]) == (1.0, 1.0)
+    assert agreement([[1, 2, 3, 4], [4, 5]], [[1, 2, 9, 9], [4, 5]]) == (0.5, 0.75)
+    assert agreement([[1, 2]], []) == (0.0, 0.0)
+
+
+def test_fastest_correct_ignores_wrong_and_skipped_paths():
+    variants = {
+        "default": {"status": "ok", "exact_match_fraction": 1.0, "tokens_per_second": {"median": 10.0}},
+        "fast_but_wrong": {"status": "ok", "exact_match_fraction": 0.9, "tokens_per_second": {"median": 99.0}},
+        "skipped": {"status": "skipped", "reason": "no GPU"},
+        "faster": {"status": "ok", "exact_match_fraction": 1.0, "tokens_per_second": {"median": 20.0}},
+    }
+    assert fastest_correct(variants) == "faster"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tiny", "--completions_per_step", "6"], "multiple of --num_generations"),
+    (["--tiny", "--steps", "2"], "must be a multiple of generation_batch_x4's steps_per_generation"),
+    (["--tiny", "--repeats", "0"], "--repeats must be >= 1"),
+    (["--tiny", "--variants", "vllm"], "invalid choice"),
+])
+def test_bad_options_fail_clearly(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_variant_selection_keeps_the_default_first():
+    args = parse_args(["--tiny", "--steps", "2", "--variants", "continuous_batching", "default"])
+    assert args.variants == ["default", "continuous_batching"]
+    assert Path(args.output_dir).name == "benchmarks"
