@@ -1,6 +1,7 @@
 """Cost of `grpo_ext.GRPOTrainer` over TRL's `GRPOTrainer`: step time and peak GPU memory.
 
     python -m benchmarks.step_time [--tiny] [--output_dir DIR] [--rounds N] [--warmup_steps N] [--steps N]
+                                   [--variants trl,a,trl_b,b,c,d] [--work_dir DIR]
 
 What is measured (full size):
 
@@ -40,7 +41,9 @@ What is measured (full size):
   summed over measured steps. Splitting steps and building token advantages is ours but not PRM scoring.
 * `d`: wall time of the refresh callback's `on_step_end` at the refresh (synchronized; label + gather + mix + RM
   evaluation before/after + RM training + reference reset), the number of RM training samples (new rows + replayed
-  rows of the mix; `rm/` metrics of the refresher), seconds per 1,000 samples; the median over rounds.
+  rows of the mix; `rm/` metrics of the refresher), seconds per 1,000 samples; the median over rounds. At full size
+  the refresh trains on (2 + 1) x 32 = 96 rollouts (12 RM steps). Per-1,000 figures are a linear extrapolation: the
+  fixed part (the RM's AdamW state, created at the first refresh, the reference reset) weighs less in larger refreshes.
 
 `--tiny`: `benchmarks.common.TINY_SHAPE`, a 512-token tokenizer, float32 on CPU with one torch thread, 8 completions
 of 16 tokens, 2 rounds of 2 + 2 steps: runs in well under a minute, as a smoke test of this script (its figures say
