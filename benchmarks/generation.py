@@ -41,6 +41,10 @@ initialised; GSM8K train prompts in the recipes' chat format; 32 completions per
     python -m benchmarks.generation                 # full size, needs a CUDA GPU
     python -m benchmarks.generation --tiny          # CPU, under a minute
     python -m benchmarks.generation --variants default generation_batch_x4
+
+Cost: every variant runs the workload 1 + `--repeats` times; at the issue's 8.7 s per step the default alone is
+about 2.5 minutes at full size, the uncompiled static cache likely as much. The report is rewritten after each
+variant, so a run cut short by a time limit keeps what it measured; `--variants` and `--repeats` trim a run.
 """
 
 from __future__ import annotations
@@ -101,7 +105,8 @@ TINY_CONTINUOUS_BATCHING_CONFIG = {"num_blocks": 16, "page_size": 64, "max_batch
 FALLBACK_QUESTIONS = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips "
     "did Natalia sell altogether in April and May?",
-    "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she earn?",
+    "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she "
+    "earn?",
     "Betty is saving money for a new wallet which costs $100. Betty has only half of the money she needs. Her parents "
     "decided to give her $15 for that purpose, and her grandparents twice as much as her parents. How much more "
     "money does Betty need to buy the wallet?",
@@ -294,12 +299,63 @@ def measure_variant(name, variant, model_path, args, work_dir, prompts, referenc
         "matching_prefix_fraction": min(m[1] for m in matches),
         "peak_memory_gib": peak,
     }
-    return result, first
+    return result, first, prompt_ids
 
 
-def fastest_correct(variants: dict) -> str | None:
-    correct = {n: v for n, v in variants.items() if v["status"] == "ok" and v["exact_match_fraction"] == 1.0}
-    return max(correct, key=lambda n: correct[n]["tokens_per_second"]["median"]) if correct else None
+def greedy_margins(judge, prompt_ids, completions, batch_size: int = 16) -> list[float]:
+    """Per completion, the most that any of its tokens falls short of the top logit in a float32 teacher-forced
+    forward of the same model (`judge`): 0.0 when every token is float32's greedy choice. A path that only reorders
+    bf16 rounding picks near-ties differently and stays within the default path's own margins; a broken path (wrong
+    cache, wrong positions) picks tokens far below the top logit."""
+    import torch
+
+    device = judge.device
+    margins = []
+    for start in range(0, len(completions), batch_size):
+        rows = [list(p) + list(c) for p, c in zip(prompt_ids[start:start + batch_size],
+                                                  completions[start:start + batch_size])]
+        width = max(map(len, rows))
+        input_ids = torch.zeros(len(rows), width, dtype=torch.long)
+        attention_mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, row in enumerate(rows):  # right padding: earlier positions do not see it
+            input_ids[i, :len(row)] = torch.tensor(row)
+            attention_mask[i, :len(row)] = 1
+        with torch.no_grad():
+            logits = judge(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits.float()
+        for i, completion in enumerate(completions[start:start + batch_size]):
+            if not completion:
+                margins.append(0.0)
+                continue
+            first = len(prompt_ids[start + i])
+            scores = logits[i, first - 1:first - 1 + len(completion)]
+            chosen = scores.gather(1, torch.tensor(completion, device=device).unsqueeze(1)).squeeze(1)
+            margins.append((scores.max(dim=1).values - chosen).max().item())
+    return margins
+
+
+def add_greedy_check(results: dict, model_path: str, device: str, prompt_ids, outputs: dict) -> None:
+    """Judge every measured variant's completions with a float32 copy of the model (see `greedy_margins`); the
+    default path's largest margin is the noise floor of its dtype."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    judge = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, attn_implementation="sdpa")
+    judge.to(device).eval()
+    margins = {name: greedy_margins(judge, prompt_ids, completions) for name, completions in outputs.items()}
+    del judge
+    noise = max(margins["default"])
+    results["default_max_greedy_margin"] = noise
+    for name, values in margins.items():
+        entry = results["variants"][name]
+        entry["max_greedy_margin"] = max(values)
+        entry["within_default_noise_fraction"] = sum(m <= noise for m in values) / len(values)
+    results["fastest_within_noise"] = fastest(results["variants"], "within_default_noise_fraction")
+
+
+def fastest(variants: dict, criterion: str = "exact_match_fraction") -> str | None:
+    """The measured variant with the highest median tokens/s among those whose `criterion` fraction is 1.0."""
+    passing = {n: v for n, v in variants.items() if v["status"] == "ok" and v.get(criterion) == 1.0}
+    return max(passing, key=lambda n: passing[n]["tokens_per_second"]["median"]) if passing else None
 
 
 def markdown_report(results: dict) -> str:
@@ -311,26 +367,29 @@ def markdown_report(results: dict) -> str:
         f"Workload per run: {setup['steps']} steps x {setup['completions_per_step']} completions "
         f"({setup['completions_per_step'] // setup['num_generations']} prompts x {setup['num_generations']} "
         f"generations) of up to {setup['max_completion_length']} new tokens, greedy; 1 warm-up run, then "
-        f"{setup['repeats']} timed runs (median [min-max]).",
+        f"{setup['repeats']} timed runs (median [min-max]). Continuous batching config: "
+        f"{setup['continuous_batching_config']}.",
         "",
-        "| variant | GRPOConfig | tok/s median [min-max] | speedup | exact match | prefix match | warm-up s "
-        "| one-off s | peak GiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | GRPOConfig | tok/s median [min-max] | speedup | exact match | prefix match | within noise "
+        "| warm-up s | one-off s | peak GiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, v in results["variants"].items():
-        config = ", ".join(f"{key}={json.dumps(value)}" for key, value in v["grpo_config"].items())
+        config = ", ".join(f"{key}={json.dumps(value)}" for key, value in v["grpo_config"].items()
+                           if key != "transformers_continuous_batching_config")  # in the header
         if v["compile"]:
             config += " + `trainer.generation_config.disable_compile = False`"
         config = config or "(TRL defaults)"
         if v["status"] != "ok":
-            lines.append(f"| {name} | {config} | {v['status']}: {v['reason']} | | | | | | |")
+            lines.append(f"| {name} | {config} | {v['status']}: {v['reason']} | | | | | | | |")
             continue
         tps = v["tokens_per_second"]
         peak = "-" if v["peak_memory_gib"] is None else f"{v['peak_memory_gib']:.2f}"
+        noise = f"{v['within_default_noise_fraction']:.3f}" if "within_default_noise_fraction" in v else "-"
         lines.append(
             f"| {name} | {config} | {tps['median']:,.0f} [{tps['min']:,.0f}-{tps['max']:,.0f}] | "
             f"{v['speedup']:.2f}x | {v['exact_match_fraction']:.3f} | {v['matching_prefix_fraction']:.3f} | "
-            f"{v['warmup_seconds']:.2f} | {v['one_off_seconds']:.2f} | {peak} |"
+            f"{noise} | {v['warmup_seconds']:.2f} | {v['one_off_seconds']:.2f} | {peak} |"
         )
     default = results["variants"]["default"]
     lines += [
@@ -338,12 +397,19 @@ def markdown_report(results: dict) -> str:
         f"Tokens per run: {default['tokens_generated']:,} ({default['full_length_fraction']:.0%} of the "
         f"{default['completions']} completions ran to the full length).",
     ]
-    best = results["fastest_correct"]
-    if best is None:
-        lines.append("Fastest correct: none.")
-    else:
+    if "default_max_greedy_margin" in results:
+        lines.append(
+            "Within noise: share of completions whose every token is within the default path's own largest margin "
+            f"({results['default_max_greedy_margin']:.4g} logits) of the top logit of a float32 forward of the same "
+            "model; exact match and prefix match compare token ids with the default's.")
+    for key, label in [("fastest_correct", "Fastest correct (exact match 1.0)"),
+                       ("fastest_within_noise", "Fastest within the default's noise")]:
+        best = results.get(key)
+        if best is None:
+            lines.append(f"{label}: none." if key in results else f"{label}: not judged yet.")
+            continue
         v = results["variants"][best]
-        lines.append(f"Fastest correct (exact match 1.0): **{best}**, {v['tokens_per_second']['median']:,.0f} tokens/s, "
+        lines.append(f"{label}: **{best}**, {v['tokens_per_second']['median']:,.0f} tokens/s, "
                      f"{v['speedup']:.2f}x the default (target: 3x).")
     return "\n".join(lines)
 
@@ -375,6 +441,8 @@ def main(argv: list[str] | None = None) -> dict:
             "max_completion_length": args.max_completion_length,
             "repeats": args.repeats,
             "tiny": args.tiny,
+            "continuous_batching_config": json.dumps(TINY_CONTINUOUS_BATCHING_CONFIG) if args.tiny
+            else 'TRL\'s default ({"max_memory_percent": 0.5}, the rest sized by transformers)',
         },
         "variants": {},
         "fastest_correct": None,
@@ -382,7 +450,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as work:
         work_dir = Path(work)
         model_path = save_benchmark_model(work_dir / "model", shape, args.vocab_size, seed=args.seed)
-        reference = None
+        reference, prompt_ids, outputs = None, None, {}
         for variant_name in args.variants:
             variant = VARIANTS[variant_name]
             reason = skip_reason(variant, device)
@@ -390,9 +458,10 @@ def main(argv: list[str] | None = None) -> dict:
                 entry = {"status": "skipped", "reason": reason}
             else:
                 print(f"[generation] {variant_name} ...", flush=True)
+                started = time.perf_counter()
                 try:
-                    entry, completions = measure_variant(variant_name, variant, model_path, args, work_dir, prompts,
-                                                         reference)
+                    entry, completions, prompt_ids = measure_variant(variant_name, variant, model_path, args,
+                                                                     work_dir, prompts, reference)
                 except Exception as err:  # a path that fails on this device is a finding, not the end of the run
                     if variant_name == "default":
                         raise
@@ -400,15 +469,19 @@ def main(argv: list[str] | None = None) -> dict:
                 else:
                     if reference is None:
                         reference = completions
+                    outputs[variant_name] = completions
                     base = results["variants"].get("default", entry)["tokens_per_second"]["median"]
                     entry["speedup"] = entry["tokens_per_second"]["median"] / base
                     print(f"[generation] {variant_name}: {entry['tokens_per_second']['median']:,.0f} tokens/s, "
-                          f"{entry['speedup']:.2f}x, exact match {entry['exact_match_fraction']:.3f}", flush=True)
+                          f"{entry['speedup']:.2f}x, exact match {entry['exact_match_fraction']:.3f} "
+                          f"({time.perf_counter() - started:.0f} s with set-up)", flush=True)
             results["variants"][variant_name] = {**describe(variant, args), **entry}
-            results["fastest_correct"] = fastest_correct(results["variants"])
+            results["fastest_correct"] = fastest(results["variants"])
             # Keep what is measured so far on disk (a run cut short by a time limit still leaves its figures).
             with contextlib.redirect_stdout(io.StringIO()):
                 write_report(args.output_dir, name, results, markdown_report(results))
+        print("[generation] float32 greedy check ...", flush=True)
+        add_greedy_check(results, model_path, device, prompt_ids, outputs)
     write_report(args.output_dir, name, results, markdown_report(results))
     return results
 
