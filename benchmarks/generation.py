@@ -22,8 +22,9 @@ Variants (the GRPOConfig keys each sets; see `VARIANTS`):
 - `static_cache+compile`, `static_cache+compile+generation_batch_x4`: the static cache with transformers' automatic
   `torch.compile` of the decoding forward, which needs one line beyond GRPOConfig:
   `trainer.generation_config.disable_compile = False`. transformers compiles `generate` only on CUDA-like devices,
-  so these are skipped on CPU. (`TrainingArguments.torch_compile` does not help generation: TRL unwraps the model
-  and calls `generate` on it, which runs the eager module.)
+  so these are skipped on CPU. (`TrainingArguments.torch_compile` should not help generation: accelerate wraps the
+  model in `torch.compile`, and `generate` called on the wrapper is the eager module's; read from the code, not
+  measured.)
 
 Timing: one warm-up run (reported as `warmup_seconds`; for the compiled variants it includes compilation, and
 `one_off_seconds` = warm-up minus the median run is the one-off cost), then `--repeats` timed runs, each bracketed
@@ -31,8 +32,14 @@ by `torch.cuda.synchronize()`. Reported per variant: median (min, max) tokens/s,
 tokens the trainer returns (after its cut at the first EOS); speedup = median tokens/s / the default's median
 tokens/s; exact-match fraction = share of completions whose ids equal the default's, the minimum over all of the
 variant's runs; matching-prefix fraction = mean share of each default completion that the variant reproduces before
-the first differing token (tells late bf16 rounding drift from a wrong path); peak GPU memory. "Fastest correct" is
-the fastest variant whose exact-match fraction is 1.0. A variant that raises is reported as failed, not fatal.
+the first differing token; peak GPU memory. "Fastest correct" is the fastest variant whose exact-match fraction is
+1.0. A variant that raises is reported as failed, not fatal.
+
+bf16 rounding depends on batch shapes and kernels, and a randomly initialised model has many near-tied logits, so on a
+GPU a correct path may still flip a greedy choice. To tell that from a broken path, every variant's completions are
+also scored by a float32 forward of the same model (`greedy_margins`): a completion is "within noise" when none of
+its tokens falls further below the top float32 logit than the default path's own worst token does. "Fastest within
+the default's noise" is reported beside "fastest correct"; the exact-match rule stays the one that decides.
 
 Full size (CUDA, bf16, sdpa): Qwen2.5-0.5B's transformer with a 16,384-token tokenizer trained offline, randomly
 initialised; GSM8K train prompts in the recipes' chat format; 32 completions per step (4 prompts x 8 generations) of
