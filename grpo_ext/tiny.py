@@ -38,11 +38,21 @@ _CORPUS = [
 def build_tiny_tokenizer(vocab_size: int = 512, corpus=None):
     """A byte-level BPE tokenizer trained on `corpus` (an iterable of strings; a small built-in corpus by default),
     with eos/pad and a chat template. The vocabulary stops short of `vocab_size` when the corpus has fewer merges."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Exactly Qwen2's normaliser and pre-tokeniser (digits one by one): `AutoTokenizer.from_pretrained` on a directory
+    # holding a Qwen2 config rebuilds the tokenizer as `Qwen2Tokenizer` with these, so any other choice would make
+    # the saved model see different token ids once reloaded (by TRL, for instance).
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
