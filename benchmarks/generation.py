@@ -124,7 +124,7 @@ FALLBACK_QUESTIONS = [
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="tiny model, float32 on CPU, seconds")
-    parser.add_argument("--output_dir", default="outputs/benchmarks")
+    parser.add_argument("--output_dir", default="benchmark_results", help="where generation.json/.md go")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None,
                         help="variants to run (default: all); `default` always runs, it is the reference")
     parser.add_argument("--completions_per_step", type=int, default=None, help="32 (tiny: 8)")

@@ -321,7 +321,7 @@ def markdown_table(results: dict, k: int) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="the CPU size: the offline quickstart")
-    parser.add_argument("--output_dir", default="benchmark_results/learning", help="where the report and plot go")
+    parser.add_argument("--output_dir", default="benchmark_results", help="where learning.json/.md and the plot go")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="RL methods to run")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="RL seeds (one run per method and seed)")
     parser.add_argument("--warm_start_seed", type=int, default=0, help="seed of the model's initialisation and the "
