@@ -7,7 +7,7 @@ r"""Does it learn? GRPO with outcome supervision, GRPO with process supervision 
 The task (`benchmarks.arithmetic_task`): generated multi-step arithmetic word problems whose solutions are one
 equation per line ("23 + 45 = 68") ending in `\boxed{}`, with a held-out test set of 500. The run:
 
-1. A Qwen2-shaped model (a few hundred thousand parameters at `--tiny`, about 5M at full size) and a tokenizer are
+1. A Qwen2-shaped model (0.54M parameters at `--tiny`, 6.0M at full size) and a tokenizer are
    built offline (`grpo_ext.tiny`; Qwen2's digit-by-digit pre-tokeniser).
 2. Warm start: supervised training on solutions of which `buggy_fraction` are a buggy pupil's (adds without
    carrying, subtracts the smaller digit from the larger), so that the model is right only part of the time.
@@ -187,9 +187,9 @@ def evaluate_accuracy(model, tokenizer, rows: list[dict], size: LearningSize, se
     sampled = generator.generate(prompts, k, SamplingParams(1.0, 1.0, size.max_completion_length, seed))
     sampled_records = score_problems(sampled, golds, ks=[k])
     return {
-        "greedy": statistics.mean(r["correct"] for r in greedy_records),
-        f"maj@{k}": statistics.mean(r["maj"][str(k)] for r in sampled_records),
-        "sampled": statistics.mean(statistics.mean(r["corrects"]) for r in sampled_records),
+        "greedy": float(statistics.mean(r["correct"] for r in greedy_records)),
+        f"maj@{k}": float(statistics.mean(r["maj"][str(k)] for r in sampled_records)),
+        "sampled": float(statistics.mean(statistics.mean(r["corrects"]) for r in sampled_records)),
     }
 
 

@@ -150,4 +150,4 @@ def test_bad_options_fail_clearly(argv, message, capsys):
 def test_variant_selection_keeps_the_default_first():
     args = parse_args(["--tiny", "--steps", "2", "--variants", "continuous_batching", "default"])
     assert args.variants == ["default", "continuous_batching"]
-    assert Path(args.output_dir).name == "benchmarks"
+    assert Path(args.output_dir).name == "benchmark_results"
