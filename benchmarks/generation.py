@@ -20,9 +20,9 @@ Variants (the GRPOConfig keys each sets; see `VARIANTS`):
   this is a static cache *without* compilation; `generation_kwargs={"disable_compile": False}` is not a way out
   (TRL passes `disable_compile` itself and the GenerationConfig call fails with a duplicate keyword).
 - `static_cache+compile`, `static_cache+compile+generation_batch_x4`: the static cache with transformers' automatic
-  `torch.compile` of the decoding forward, which needs one line beyond GRPOConfig:
-  `trainer.generation_config.disable_compile = False`. transformers compiles `generate` only on CUDA-like devices,
-  so these are skipped on CPU. (`TrainingArguments.torch_compile` should not help generation: accelerate wraps the
+  `torch.compile` of the decoding forward: `grpo_ext.GRPOConfig(compile_generation=True)`, which sets
+  `trainer.generation_config.disable_compile = False` (TRL offers no key). transformers compiles `generate` only on
+  CUDA-like devices, so these are skipped on CPU. (`TrainingArguments.torch_compile` should not help generation: accelerate wraps the
   model in `torch.compile`, and `generate` called on the wrapper is the eager module's; read from the code, not
   measured.)
 
@@ -82,7 +82,7 @@ from benchmarks.common import (
 @dataclass
 class Variant:
     """A generation path: the GRPOConfig keys it sets, its generation batch (in steps), and whether it turns on
-    transformers' compilation of `generate` (`trainer.generation_config.disable_compile = False`)."""
+    transformers' compilation of `generate` (`compile_generation=True`)."""
 
     config: dict = field(default_factory=dict)
     steps_per_generation: int = 1
@@ -97,9 +97,9 @@ VARIANTS = {
     "continuous_batching+generation_batch_x4": Variant(
         config={"use_transformers_continuous_batching": True}, steps_per_generation=4, continuous_batching=True
     ),
-    "static_cache+compile": Variant(config={"cache_implementation": "static"}, compile=True),
+    "static_cache+compile": Variant(config={"cache_implementation": "static", "compile_generation": True}, compile=True),
     "static_cache+compile+generation_batch_x4": Variant(
-        config={"cache_implementation": "static"}, steps_per_generation=4, compile=True
+        config={"cache_implementation": "static", "compile_generation": True}, steps_per_generation=4, compile=True
     ),
     "static_cache": Variant(config={"cache_implementation": "static"}),
 }
@@ -221,8 +221,6 @@ def build_trainer(name: str, variant: Variant, model_path: str, args, work_dir: 
         args=training_args,
         train_dataset=Dataset.from_dict({"prompt": prompts}),
     )
-    if variant.compile:
-        trainer.generation_config.disable_compile = False
     return trainer
 
 
@@ -384,8 +382,6 @@ def markdown_report(results: dict) -> str:
     for name, v in results["variants"].items():
         config = ", ".join(f"{key}={json.dumps(value)}" for key, value in v["grpo_config"].items()
                            if key != "transformers_continuous_batching_config")  # in the header
-        if v["compile"]:
-            config += " + `trainer.generation_config.disable_compile = False`"
         config = config or "(TRL defaults)"
         if v["status"] != "ok":
             lines.append(f"| {name} | {config} | {v['status']}: {v['reason']} | | | | | | | |")

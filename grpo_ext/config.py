@@ -25,6 +25,7 @@ DEEPSEEKMATH_OPTIONS = (
     "process_outcome_reward",
     "advantage_estimator",
     "rft_correct_threshold",
+    "compile_generation",
 )
 
 
@@ -57,6 +58,11 @@ class GRPOConfig(IterativeRLConfig, _TRLGRPOConfig):
             reward marks them correct, 0 otherwise).
         rft_correct_threshold (`float`, defaults to `1.0`):
             Under Online RFT, a completion is correct when its weighted outcome reward is `>=` this value.
+        compile_generation (`bool`, defaults to `False`):
+            Let transformers `torch.compile` the decoding step of `model.generate` (TRL 1.16 always turns this off,
+            and `generation_kwargs` cannot turn it back on). Needs `cache_implementation="static"` and
+            transformers generation (not vLLM); transformers compiles on CUDA-like devices only. Measure it with
+            `benchmarks/generation.py` (docs/benchmarks.md) before relying on it.
     """
 
     kl_estimator: str = field(
@@ -93,6 +99,12 @@ class GRPOConfig(IterativeRLConfig, _TRLGRPOConfig):
         metadata={"help": "Online RFT: a completion is correct when its weighted outcome reward is >= this value."},
     )
 
+    compile_generation: bool = field(
+        default=False,
+        metadata={"help": "torch.compile the decoding step of transformers generation (needs "
+                  "cache_implementation='static'; not with use_vllm)."},
+    )
+
     def __post_init__(self):
         super().__post_init__()
         _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
@@ -104,6 +116,12 @@ class GRPOConfig(IterativeRLConfig, _TRLGRPOConfig):
             raise ValueError(
                 "GRPOConfig: kl_in='reward' needs a KL coefficient, but beta=0.0 (no reference model is loaded). "
                 "Set beta > 0 (DeepSeekMath uses 0.04) or use kl_in='loss'."
+            )
+        if self.compile_generation and (self.cache_implementation != "static" or self.use_vllm):
+            raise ValueError(
+                "GRPOConfig: compile_generation=True compiles transformers generation with a static cache: set "
+                f"cache_implementation='static' (got {self.cache_implementation!r}) and use_vllm=False "
+                f"(got {self.use_vllm})."
             )
         if self.supervision == "process" and not self.step_delimiter:
             raise ValueError("GRPOConfig: step_delimiter must be a non-empty string under supervision='process'.")

@@ -82,6 +82,8 @@ class GRPOTrainer(_TRLGRPOTrainer):
         if options["supervision"] == "process" and not reward_funcs:
             reward_funcs = [no_outcome_reward]  # TRL needs a reward source; the PRM supplies the signal
         super().__init__(model, reward_funcs, args, *trl_args, **trl_kwargs)
+        if options["compile_generation"]:  # TRL builds its GenerationConfig with disable_compile=True
+            self.generation_config.disable_compile = False
         self.step_splitter = step_splitter or delimiter_splitter(options["step_delimiter"])
         self.process_reward_model = self._wrap_process_reward_model(process_reward_model, process_reward_tokenizer)
         self._capture_logps = False

@@ -103,3 +103,20 @@ def test_evaluate_before_training_with_a_non_trl_estimator(tiny_model_path, tmp_
     assert not hasattr(trainer, "current_gradient_accumulation_steps")
     metrics = trainer.evaluate()
     assert math.isfinite(metrics["eval_loss"]) and math.isfinite(metrics["eval_kl"])
+
+
+def test_compile_generation_reaches_the_generation_config(tiny_model_path, tmp_path):
+    from grpo_ext_helpers import make_config
+
+    plain = make_trainer(tiny_model_path, tmp_path / "plain", cache_implementation="static")
+    assert plain.generation_config.disable_compile is True  # TRL's choice, kept by default
+    compiled = make_trainer(tiny_model_path, tmp_path / "compiled", cache_implementation="static",
+                            compile_generation=True)
+    assert compiled.generation_config.disable_compile is False
+    assert compiled.generation_config.cache_implementation == "static"
+    compiled.train()  # on CPU transformers does not compile; the static-cache path still trains
+    assert compiled.state.global_step == 2
+    with pytest.raises(ValueError, match="compile_generation=True .* cache_implementation='static' \\(got None\\)"):
+        make_config(tmp_path, compile_generation=True)
+    with pytest.raises(ValueError, match="use_vllm=False"):
+        make_config(tmp_path, compile_generation=True, cache_implementation="static", use_vllm=True)
