@@ -28,12 +28,9 @@ def tokenizer_corpus(data_dir: Path = SHARED_DATA) -> list[str] | None:
     path = Path(data_dir) / "gsm8k" / "train.jsonl"
     if not path.is_file():
         return None
-    texts = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
-            texts.append(row["question"] + "\n" + row["answer"])
-    return texts
+    from grpo_ext.data import read_jsonl
+
+    return [row["question"] + "\n" + row["answer"] for _, row in read_jsonl(path)]
 
 
 def save_benchmark_model(path: str | os.PathLike, shape: dict, vocab_size: int, seed: int = 0) -> str:

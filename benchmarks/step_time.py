@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import json
 import os
 import shlex
 import statistics
@@ -213,12 +212,10 @@ def load_prompts(size: Size, tiny: bool):
     path = SHARED_DATA / "gsm8k" / "train.jsonl"
     rows = []
     if not tiny and path.is_file():
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                row = json.loads(line)
-                rows.append({"prompt": row["question"], "answer": row["answer"].split("####")[-1].strip()})
-                if len(rows) == size.num_prompts:
-                    break
+        from grpo_ext.data import read_jsonl
+
+        rows = [{"prompt": row["question"], "answer": row["answer"].split("####")[-1].strip()}
+                for _, row in read_jsonl(path)[: size.num_prompts]]
         source = f"GSM8K train, first {len(rows)} questions"
     else:
         rows = [{"prompt": TINY_PROMPTS[i % len(TINY_PROMPTS)], "answer": str(i % 10)} for i in range(size.num_prompts)]
