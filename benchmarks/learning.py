@@ -69,7 +69,7 @@ class LearningSize:
     num_generations: int = 8
     grpo_learning_rate: float = 2e-4
     beta: float = 0.04
-    max_completion_length: int = 24
+    max_completion_length: int = 32  # longest tiny solution: 25 tokens + EOS; full: 57 + EOS
     eval_samples: int = 8
 
 

@@ -92,6 +92,21 @@ def test_completion_batch_masks_the_prompt():
     assert tokenizer.decode(examples[0][0][examples[0][1]:-1]) == "1 + 2 = 3"
 
 
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_completion_budget_fits_every_solution(name):
+    """A truncated solution would lose its closing brace and EOS: the budget must hold the longest one, buggy or not."""
+    from benchmarks.learning import build_splits
+    from grpo_ext.tiny import build_tiny_tokenizer
+
+    size = SIZES[name]
+    splits = build_splits(size, rl_prompts=10)
+    rows = warm_start_rows(splits["train"][:3000], size.buggy_fraction, seed=0)
+    tokenizer = build_tiny_tokenizer(size.vocab_size, corpus=[r["prompt"] + r["completion"] for r in rows])
+    longest = max(len(tokenizer(solve(p, buggy)[0])["input_ids"]) + 1  # + EOS
+                  for p in splits["test"] for buggy in (False, True))
+    assert longest <= size.max_completion_length
+
+
 @pytest.mark.parametrize("argv", [["--sft_steps", "0"], ["--methods", "ppo"], ["--grpo_steps", "-3"]])
 def test_bad_options_fail_clearly(argv, capsys):
     with pytest.raises(SystemExit):
