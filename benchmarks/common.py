@@ -33,12 +33,16 @@ def tokenizer_corpus(data_dir: Path = SHARED_DATA) -> list[str] | None:
     return [row["question"] + "\n" + row["answer"] for _, row in read_jsonl(path)]
 
 
-def save_benchmark_model(path: str | os.PathLike, shape: dict, vocab_size: int, seed: int = 0) -> str:
+def save_benchmark_model(
+    path: str | os.PathLike, shape: dict, vocab_size: int, seed: int = 0, corpus: list[str] | None = None
+) -> str:
     """A randomly initialised Qwen2 model of `shape` and a BPE tokenizer of up to `vocab_size` tokens trained offline
-    (on GSM8K text when `../shared/data` is present, else the small built-in corpus), saved to `path`."""
+    on `corpus` (by default: GSM8K text for vocabularies over 1,024 when `../shared/data` is present, else the small
+    built-in corpus), saved to `path`."""
     from grpo_ext.tiny import build_tiny_tokenizer, save_tiny_causal_lm
 
-    corpus = tokenizer_corpus() if vocab_size > 1024 else None
+    if corpus is None and vocab_size > 1024:
+        corpus = tokenizer_corpus()
     tokenizer = build_tiny_tokenizer(vocab_size=vocab_size, corpus=corpus)
     return save_tiny_causal_lm(path, seed=seed, tokenizer=tokenizer, **shape)
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from transformers import ProgressCallback
 
 from .arithmetic_task import TASK_SIZES, make_problems, rl_rows, warm_start_rows
-from .common import environment, write_report
+from .common import environment, save_benchmark_model, write_report
 
 METHODS = ("grpo_outcome", "grpo_process", "online_rft")
 METHOD_OPTIONS = {
@@ -110,10 +110,7 @@ def build_splits(size: LearningSize, rl_prompts: int, seed: int = 0) -> dict[str
 
 def build_model(size: LearningSize, corpus: list[str], path: Path, seed: int = 0) -> str:
     """A randomly initialised Qwen2 of `size.model` and a tokenizer trained on `corpus`, saved to `path`."""
-    from grpo_ext.tiny import build_tiny_tokenizer, save_tiny_causal_lm
-
-    tokenizer = build_tiny_tokenizer(size.vocab_size, corpus=corpus)
-    return save_tiny_causal_lm(path, seed=seed, tokenizer=tokenizer, **size.model)
+    return save_benchmark_model(path, size.model, size.vocab_size, seed=seed, corpus=corpus)
 
 
 def tokenize_rows(tokenizer, rows: list[dict]) -> list[tuple[list[int], int]]:
@@ -175,22 +172,19 @@ def warm_start(model, tokenizer, rows: list[dict], size: LearningSize, seed: int
 
 def evaluate_accuracy(model, tokenizer, rows: list[dict], size: LearningSize, seed: int = 0) -> dict[str, float]:
     """Greedy accuracy, maj@k and mean sampled accuracy (temperature 1) over `rows` (`{"prompt", "solution"}`)."""
-    from launch.evaluate import SamplingParams, TransformersGenerator, score_problems
+    from launch.evaluate import SamplingParams, TransformersGenerator, score_problems, summarize
 
     prompts = [row["prompt"] for row in rows]
     golds = [row["solution"] for row in rows]
     k = size.eval_samples
     generator = TransformersGenerator(model, tokenizer, batch_size=len(rows))
     greedy = generator.generate(prompts, 1, SamplingParams(0.0, 1.0, size.max_completion_length, seed))
-    greedy_records = score_problems(greedy, golds, ks=[1])
+    greedy_summary = summarize(score_problems(greedy, golds, ks=[1]), ks=[1])
     generator.batch_size = max(1, 512 // k)
     sampled = generator.generate(prompts, k, SamplingParams(1.0, 1.0, size.max_completion_length, seed))
-    sampled_records = score_problems(sampled, golds, ks=[k])
-    return {
-        "greedy": float(statistics.mean(r["correct"] for r in greedy_records)),
-        f"maj@{k}": float(statistics.mean(r["maj"][str(k)] for r in sampled_records)),
-        "sampled": float(statistics.mean(statistics.mean(r["corrects"]) for r in sampled_records)),
-    }
+    sampled_summary = summarize(score_problems(sampled, golds, ks=[k]), ks=[k])
+    return {"greedy": greedy_summary["pass@1"], f"maj@{k}": sampled_summary[f"maj@{k}"],
+            "sampled": sampled_summary["pass@1"]}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
