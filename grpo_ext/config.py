@@ -11,6 +11,7 @@ from trl import GRPOConfig as _TRLGRPOConfig
 
 from .iterative import IterativeRLConfig
 from .kl import KL_ESTIMATORS
+from .steps import STEP_SPLITTERS
 
 KL_PLACEMENTS = ("loss", "reward")
 SUPERVISIONS = ("outcome", "process")
@@ -22,6 +23,7 @@ DEEPSEEKMATH_OPTIONS = (
     "kl_in",
     "supervision",
     "step_delimiter",
+    "step_splitter",
     "process_outcome_reward",
     "advantage_estimator",
     "rft_correct_threshold",
@@ -50,6 +52,10 @@ class GRPOConfig(IterativeRLConfig, _TRLGRPOConfig):
             ending at or after it (DeepSeekMath section 4.1.3).
         step_delimiter (`str`, defaults to `"\n\n"`):
             Separator between reasoning steps under process supervision (the trainer's `step_splitter=` overrides).
+        step_splitter (`str`, defaults to `"delimiter"`):
+            How a completion is cut into steps under process supervision and for PRM labelling in iterative RL,
+            by name (see [`grpo_ext.steps.named_step_splitter`]): `"delimiter"` (at `step_delimiter`) or
+            `"sentences"`. The trainer's `step_splitter=` callable overrides it.
         process_outcome_reward (`str`, defaults to `"last_step"`):
             Under process supervision, what to do with the outcome reward functions' weighted sum: `"last_step"` adds
             it to the reward of each completion's last step; `"none"` ignores them (they are still logged).
@@ -84,6 +90,11 @@ class GRPOConfig(IterativeRLConfig, _TRLGRPOConfig):
         default="\n\n",
         metadata={"help": "Delimiter between reasoning steps under process supervision."},
     )
+    step_splitter: str = field(
+        default="delimiter",
+        metadata={"help": "Step splitter by name, for process supervision and PRM labelling: 'delimiter' (at "
+                  "step_delimiter) or 'sentences'.", "choices": list(STEP_SPLITTERS)},
+    )
     process_outcome_reward: str = field(
         default="last_step",
         metadata={"help": "Under process supervision: 'last_step' adds the outcome rewards' weighted sum to the last "
@@ -110,6 +121,7 @@ class GRPOConfig(IterativeRLConfig, _TRLGRPOConfig):
         _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
         _check_choice("kl_in", self.kl_in, KL_PLACEMENTS)
         _check_choice("supervision", self.supervision, SUPERVISIONS)
+        _check_choice("step_splitter", self.step_splitter, STEP_SPLITTERS)
         _check_choice("process_outcome_reward", self.process_outcome_reward, PROCESS_OUTCOME_MODES)
         _check_choice("advantage_estimator", self.advantage_estimator, ADVANTAGE_ESTIMATORS)
         if self.kl_in == "reward" and self.beta == 0.0:

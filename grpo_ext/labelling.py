@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+from tqdm.auto import tqdm
+
 from .reward_models import DEFAULT_STEP_SEPARATOR
 
 Scorer = Callable[[list[str], list[str]], list]
@@ -34,6 +36,25 @@ def accuracy_scorer(completions: list[str], golds: list[str]) -> list:
     from rewards import accuracy_reward
 
     return accuracy_reward(completions, answer=golds)
+
+
+def strict_accuracy_scorer(completions: list[str], golds: list[str]) -> list:
+    """`accuracy_scorer` without the last-number fallback: the answer must be in `\\boxed{}`, after `####` or
+    after "the answer is" (a stray number at the end of a solution never counts)."""
+    from rewards import AccuracyReward
+
+    return AccuracyReward(last_number_fallback=False)(completions, answer=golds)
+
+
+# Labelling scorers selectable by name (`rm_label_scorer`); a name is looked up, never evaluated.
+LABEL_SCORERS: dict[str, Scorer] = {"accuracy": accuracy_scorer, "strict_accuracy": strict_accuracy_scorer}
+
+
+def get_label_scorer(name: str) -> Scorer:
+    """The scorer registered as `name` in `LABEL_SCORERS`; an unknown name is an error listing the known ones."""
+    if name not in LABEL_SCORERS:
+        raise ValueError(f"rm_label_scorer: unknown scorer {name!r}; expected one of {', '.join(LABEL_SCORERS)}")
+    return LABEL_SCORERS[name]
 
 
 def _is_correct(score) -> bool:
@@ -168,19 +189,26 @@ def math_shepherd_labels(
 
 class TransformersContinuationSampler:
     """Sample k continuations per prefix with a (policy) causal LM via `model.generate`; counts generated tokens
-    in `num_generated_tokens`. Prefixes are left-padded and batched `batch_size` at a time."""
+    in `num_generated_tokens`. Prefixes are left-padded and batched `batch_size` at a time; `show_progress` draws a
+    tqdm bar over the prefixes."""
 
     def __init__(self, model, tokenizer, max_new_tokens: int = 512, temperature: float = 1.0, top_p: float = 1.0,
-                 batch_size: int = 8):
+                 batch_size: int = 8, show_progress: bool = False):
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.top_p = top_p
         self.batch_size = batch_size
+        self.show_progress = show_progress
         self.num_generated_tokens = 0
 
     def __call__(self, prefixes: list[str], k: int) -> list[list[str]]:
+        with tqdm(total=len(prefixes), desc=f"labelling: {k} continuations per step", disable=not self.show_progress,
+                  leave=False, dynamic_ncols=True) as bar:
+            return self._generate(prefixes, k, bar)
+
+    def _generate(self, prefixes: list[str], k: int, bar) -> list[list[str]]:
         import torch
 
         out: list[list[str]] = []
@@ -208,5 +236,6 @@ class TransformersContinuationSampler:
             self.num_generated_tokens += int((before_eos & (not_pad | is_eos)).sum())
             texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
             out.extend(texts[i * k : (i + 1) * k] for i in range(len(chunk)))
+            bar.update(len(chunk))
         self.model.train(was_training)
         return out

@@ -9,6 +9,7 @@ so a token that straddles a delimiter belongs to the step it closes. An empty co
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
@@ -27,6 +28,31 @@ def delimiter_splitter(delimiter: str = "\n\n") -> StepSplitter:
         return split_steps(text, delimiter)
 
     return splitter
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Non-empty sentences and lines of `text`, stripped: a cut after `.`, `!` or `?` followed by whitespace, and at
+    every line break (so `3.5` and `$1.50` stay whole; an abbreviation such as `e.g. ` does cut)."""
+    return [piece.strip() for piece in _SENTENCE_END.split(text) if piece.strip()]
+
+
+def named_step_splitter(name: str, delimiter: str = "\n\n") -> StepSplitter:
+    """A step splitter chosen by name (the `step_splitter` option); a name is looked up, never evaluated:
+
+    * `"delimiter"`: split on `delimiter` (`step_delimiter`), see `split_steps`;
+    * `"sentences"`: `split_sentences`, for solutions written as prose.
+    """
+    if name == "delimiter":
+        return delimiter_splitter(delimiter)
+    if name == "sentences":
+        return split_sentences
+    raise ValueError(f"step_splitter: unknown splitter {name!r}; expected one of {', '.join(STEP_SPLITTERS)}")
+
+
+STEP_SPLITTERS = ("delimiter", "sentences")
 
 
 def step_char_starts(text: str, steps: Sequence[str]) -> list[int]:

@@ -34,7 +34,7 @@ from .advantages import (
 from .config import DEEPSEEKMATH_OPTIONS, GRPOConfig
 from .iterative import attach_iterative_rl
 from .kl import KL_ESTIMATORS, aggregate_per_token_loss, per_token_kl
-from .steps import delimiter_splitter, locate_steps
+from .steps import locate_steps, named_step_splitter
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class GRPOTrainer(_TRLGRPOTrainer):
         super().__init__(model, reward_funcs, args, *trl_args, **trl_kwargs)
         if options["compile_generation"]:  # TRL builds its GenerationConfig with disable_compile=True
             self.generation_config.disable_compile = False
-        self.step_splitter = step_splitter or delimiter_splitter(options["step_delimiter"])
+        self.step_splitter = step_splitter or named_step_splitter(options["step_splitter"], options["step_delimiter"])
         self.process_reward_model = self._wrap_process_reward_model(process_reward_model, process_reward_tokenizer)
         self._capture_logps = False
         self._captured_logps = None
