@@ -29,10 +29,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import Trainer, TrainingArguments
+from transformers import IntervalStrategy, Trainer, TrainingArguments
 
 from grpo_ext.reward_models import (
     DEFAULT_STEP_SEPARATOR,
+    evaluate_reward_model,
     make_collate,
     orm_text,
     prompt_text,
@@ -57,6 +58,12 @@ class RewardModelScriptArguments:
     dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
     dataset_split: str = field(default="train", metadata={"help": "Split of `dataset_name` to train on."})
     data_files: list[str] | None = field(default=None, metadata={"help": "Local JSONL file(s), instead of a dataset."})
+    eval_split: str | None = field(
+        default=None, metadata={"help": "Split of `dataset_name` to evaluate on (loss and accuracy every epoch)."}
+    )
+    eval_data_files: list[str] | None = field(
+        default=None, metadata={"help": "Local JSONL file(s) to evaluate on (loss and accuracy every epoch)."}
+    )
     prompt_column: str = field(default="prompt", metadata={"help": "Prompt column (optional for pairwise ORM)."})
     completion_column: str = field(default="completion", metadata={"help": "Completion column (pointwise ORM)."})
     label_column: str = field(default="label", metadata={"help": "0/1 label column (pointwise ORM)."})
@@ -88,32 +95,51 @@ class RewardModelScriptArguments:
             raise ValueError(f"orm_format must be auto, pointwise or pairwise, got {self.orm_format!r}")
         if isinstance(self.data_files, str):
             self.data_files = [self.data_files]
+        if isinstance(self.eval_data_files, str):
+            self.eval_data_files = [self.eval_data_files]
+        if self.eval_split and self.eval_data_files:
+            raise ValueError("give at most one of --eval_split (a split of --dataset_name) or --eval_data_files")
+        if self.eval_split and not self.dataset_name:
+            raise ValueError("--eval_split names a split of --dataset_name; with --data_files use --eval_data_files")
 
 
 # ---------------------------------------------------------------------------------------------------------- data
 
 
 def load_rows(script_args: RewardModelScriptArguments) -> list[tuple[str, dict]]:
-    """Raw rows with a location string (`file:line` or `dataset[split] row i`) for error messages."""
+    """Raw training rows with a location string (`file:line` or `dataset[split] row i`) for error messages."""
     if bool(script_args.data_files) == bool(script_args.dataset_name):
         raise ValueError("give exactly one of --data_files (JSONL) or --dataset_name")
-    rows = []
-    if script_args.data_files:
+    rows = _raw_rows(script_args, script_args.data_files, script_args.dataset_split)
+    return rows[: script_args.max_samples] if script_args.max_samples is not None else rows
+
+
+def load_eval_rows(script_args: RewardModelScriptArguments) -> list[tuple[str, dict]] | None:
+    """Raw evaluation rows (`--eval_data_files` or `--eval_split`), or None when neither is given."""
+    if not (script_args.eval_data_files or script_args.eval_split):
+        return None
+    return _raw_rows(script_args, script_args.eval_data_files, script_args.eval_split)
+
+
+def _raw_rows(script_args: RewardModelScriptArguments, data_files: list[str] | None, split: str):
+    """Rows of JSONL files, or of one split of `--dataset_name`; a source without rows is an error naming it."""
+    if data_files:
         from grpo_ext.data import read_jsonl  # names the file and line of a row that is not a JSON object
 
-        for path in script_args.data_files:
-            rows.extend((f"{path}:{line_no}", row) for line_no, row in read_jsonl(path))
-    else:
-        from datasets import load_dataset
+        rows = []
+        for path in data_files:
+            rows_of_file = read_jsonl(path)
+            if not rows_of_file:
+                raise ValueError(f"{path}: no rows (the file is empty or holds only blank lines)")
+            rows.extend((f"{path}:{line_no}", row) for line_no, row in rows_of_file)
+        return rows
+    from datasets import load_dataset
 
-        dataset = load_dataset(script_args.dataset_name, script_args.dataset_config, split=script_args.dataset_split)
-        where = f"{script_args.dataset_name}[{script_args.dataset_split}]"
-        rows = [(f"{where} row {i}", row) for i, row in enumerate(dataset)]
-    if script_args.max_samples is not None:
-        rows = rows[: script_args.max_samples]
-    if not rows:
-        raise ValueError("the training data is empty")
-    return rows
+    dataset = load_dataset(script_args.dataset_name, script_args.dataset_config, split=split)
+    where = f"{script_args.dataset_name}[{split}]"
+    if len(dataset) == 0:
+        raise ValueError(f"{where}: no rows")
+    return [(f"{where} row {i}", row) for i, row in enumerate(dataset)]
 
 
 def _text(value: Any, where: str, column: str) -> Any:
@@ -146,6 +172,9 @@ def to_training_rows(raw: list[tuple[str, dict]], script_args: RewardModelScript
             labels = _column(row, a.step_labels_column, where, "step_labels_column")
             if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
                 raise ValueError(f"{where}: column {a.steps_column!r} must be a non-empty list of strings")
+            blank = [j for j, step in enumerate(steps) if not step.strip()]
+            if blank:  # an empty step has no text of its own: its label would sit on the separator alone
+                raise ValueError(f"{where}: step {blank[0]} of column {a.steps_column!r} is empty or blank")
             if not isinstance(labels, list) or len(labels) != len(steps):
                 raise ValueError(f"{where}: {len(steps)} steps but labels {labels!r} (one label per step needed)")
             out.append({"prompt": prompt_text(prompt, tokenizer), "steps": steps,
@@ -175,11 +204,21 @@ def to_training_rows(raw: list[tuple[str, dict]], script_args: RewardModelScript
 
 class RewardModelTrainer(Trainer):
     """`transformers.Trainer` whose loss is `grpo_ext.reward_models.reward_model_loss` (pointwise BCE, pairwise
-    Bradley-Terry, or PRM step cross-entropy, read from the batch)."""
+    Bradley-Terry, or PRM step cross-entropy, read from the batch), and whose evaluation reports that loss and
+    the accuracy of `evaluate_reward_model` (ORM: sign of the score agrees with the label; pairwise: chosen
+    scored above rejected; PRM: per step). Every process evaluates the whole evaluation set."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, _, _ = reward_model_loss(model, inputs)
         return (loss, None) if return_outputs else loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        rows = self.eval_dataset if eval_dataset is None else eval_dataset
+        scores = evaluate_reward_model(self.model, self.data_collator, rows, self.args.per_device_eval_batch_size)
+        metrics = {f"{metric_key_prefix}_{name}": value for name, value in scores.items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
 
 def load_model_and_tokenizer(script_args: RewardModelScriptArguments):
@@ -209,12 +248,18 @@ def train(script_args: RewardModelScriptArguments, training_args: TrainingArgume
     set_seed(training_args.seed)  # the new classification head is initialised at load time: make it reproducible
     model, tokenizer = load_model_and_tokenizer(script_args)
     rows = to_training_rows(load_rows(script_args), script_args, tokenizer)
+    eval_raw = load_eval_rows(script_args)
+    eval_rows = to_training_rows(eval_raw, script_args, tokenizer) if eval_raw is not None else None
+    if eval_rows is not None and training_args.eval_strategy == IntervalStrategy.NO:
+        training_args.eval_strategy = IntervalStrategy.EPOCH  # evaluation data given: report it every epoch
     collate = make_collate(script_args.reward_model_type, tokenizer, script_args.step_separator, script_args.max_length)
     training_args.remove_unused_columns = False  # rows are pre-tokenised by the collator
-    trainer = RewardModelTrainer(model=model, args=training_args, train_dataset=rows, data_collator=collate,
-                                 processing_class=tokenizer)
+    trainer = RewardModelTrainer(model=model, args=training_args, train_dataset=rows, eval_dataset=eval_rows,
+                                 data_collator=collate, processing_class=tokenizer)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
+    if eval_rows is not None:
+        trainer.save_metrics("eval", trainer.evaluate())  # eval_results.json beside the model
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training_args.output_dir)
     if hasattr(trainer, "end"):
