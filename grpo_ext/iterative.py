@@ -20,19 +20,22 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
+from .data import read_jsonl
 from .labelling import (
     LabellingCost,
     Scorer,
     TransformersContinuationSampler,
-    accuracy_scorer,
+    get_label_scorer,
     math_shepherd_labels_batch,
     orm_labels,
 )
@@ -50,7 +53,11 @@ from .steps import split_steps
 
 logger = logging.getLogger(__name__)
 
-STATE_DIR_NAME = "iterative_rl"
+STATE_DIR_NAME = "iterative_rl"  # inside each checkpoint-<step>/
+STATE_FILE = "state.json"  # written last: its presence marks a complete iterative_rl/ folder
+REWARD_MODEL_STATE_FILE = "reward_model.pt"
+REFERENCE_FILE = "reference_model.pt"
+REWARD_MODEL_DIR_NAME = "reward_model"  # under output_dir: the latest refreshed RM, loadable with from_pretrained
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -106,6 +113,12 @@ class IterativeRLConfig:
     rm_gold_column: str = field(
         default="answer", metadata={"help": "Dataset column holding the gold answer used to label rollouts."}
     )
+    rm_label_scorer: str = field(
+        default="accuracy",
+        metadata={"help": "Rule that labels rollouts correct for the reward model's training data, by name: "
+                  "'accuracy' (rewards.accuracy_reward, math-verify) or 'strict_accuracy' (no last-number "
+                  "fallback). See grpo_ext.labelling.LABEL_SCORERS.", "choices": ["accuracy", "strict_accuracy"]},
+    )
     rm_offload_policy_optimizer: bool = field(
         default=False,
         metadata={"help": "Move the policy optimizer's state to CPU while the reward model trains, and back after."},
@@ -132,6 +145,7 @@ class IterativeRLConfig:
                              f"{self.reward_model_train_epochs}")
         if self.rm_label_max_new_tokens < 1:
             raise ValueError(f"rm_label_max_new_tokens must be >= 1, got {self.rm_label_max_new_tokens}")
+        get_label_scorer(self.rm_label_scorer)  # an unknown name fails here, not at the first refresh
         if self.reward_model_max_length is not None and self.reward_model_max_length < 1:
             raise ValueError(f"reward_model_max_length must be >= 1 or None, got {self.reward_model_max_length}")
         parent = getattr(super(), "__post_init__", None)
@@ -182,7 +196,7 @@ class ReplayBuffer:
 
     @classmethod
     def load(cls, directory: str) -> "ReplayBuffer":
-        return cls(_read_jsonl(os.path.join(directory, cls.FILE_NAME)))
+        return cls([row for _, row in read_jsonl(os.path.join(directory, cls.FILE_NAME))])
 
 
 def training_mix(new_rows: Sequence[dict], buffer: ReplayBuffer, replay_ratio: float, rng: random.Random):
@@ -200,11 +214,6 @@ def _write_jsonl(path: str, rows: Sequence[dict]) -> None:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
-
-
-def _read_jsonl(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -297,7 +306,8 @@ class RewardModelRefresher:
         tokenizer: the RM's tokenizer.
         kind: "orm" or "prm".
         args: an `IterativeRLConfig` (or a GRPOConfig that inherits it).
-        scorer: `(completions, golds) -> list[float | None]`; defaults to `rewards.accuracy_reward`.
+        scorer: `(completions, golds) -> list[float | None]`; defaults to the scorer named by
+            `args.rm_label_scorer` (`rewards.accuracy_reward` by default).
         continuation_sampler_factory: `policy_model -> generate(prefixes, k)` for PRM labels; defaults to
             `TransformersContinuationSampler` on the policy.
         step_splitter: completion text -> steps, each a substring of it, in order (PRM); defaults to splitting at
@@ -334,12 +344,13 @@ class RewardModelRefresher:
         self.policy_tokenizer = policy_tokenizer if policy_tokenizer is not None else tokenizer
         self.kind = kind
         self.args = args
-        self.scorer = scorer or accuracy_scorer
+        self.scorer = scorer or get_label_scorer(getattr(args, "rm_label_scorer", "accuracy"))
         self.step_separator = getattr(reward_model, "step_separator", DEFAULT_STEP_SEPARATOR)
         self.step_splitter = step_splitter or (lambda text: split_steps(text, self.step_separator))
         self.continuation_sampler_factory = continuation_sampler_factory or (
             lambda policy: TransformersContinuationSampler(
-                policy, self.policy_tokenizer, max_new_tokens=args.rm_label_max_new_tokens
+                policy, self.policy_tokenizer, max_new_tokens=args.rm_label_max_new_tokens,
+                show_progress=self.show_progress,
             )
         )
         self.accelerator = accelerator
@@ -440,6 +451,15 @@ class RewardModelRefresher:
             for p in self.model.parameters():
                 dist.broadcast(p.data, src=0)
 
+    @property
+    def is_main_process(self) -> bool:
+        return self.accelerator is None or self.accelerator.is_main_process
+
+    @property
+    def show_progress(self) -> bool:
+        """Progress bars during a refresh: on the main process, unless the trainer's `disable_tqdm` is set."""
+        return self.is_main_process and not getattr(self.args, "disable_tqdm", False)
+
     def refresh(self, policy_model=None, global_step: int | None = None) -> dict[str, float]:
         """One iteration's RM update. Every process must call it at the same step. Steps:
         label this process's rollouts; gather all processes' rows; draw the mix (new + replay, same seed on every
@@ -461,6 +481,7 @@ class RewardModelRefresher:
             self.model, self.collate, mix, self._get_optimizer(),
             num_epochs=self.args.reward_model_train_epochs, max_steps=self.args.reward_model_train_steps,
             batch_size=self.args.reward_model_batch_size, seed=self.seed + self.iteration,
+            show_progress=self.show_progress,
         )
         self._broadcast_weights()
         train_seconds = time.perf_counter() - train_start
@@ -486,6 +507,25 @@ class RewardModelRefresher:
             **cost.as_metrics(),
         }
         return self.last_metrics
+
+    def save_pretrained(self, directory: str) -> None:
+        """Write the reward model and its tokenizer as a loadable model (`from_pretrained(directory)`), replacing
+        what `directory` held: written beside it under a temporary name, then renamed. Main process only (every
+        process holds the same weights after a refresh). A PRM records its step separator in
+        `config.step_separator`, as `launch/train_reward_model.py` does."""
+        if not self.is_main_process:
+            return
+        if self.kind == "prm":
+            self.model.config.step_separator = self.step_separator
+        tmp, old = directory + ".tmp", directory + ".old"
+        for path in (tmp, old):
+            shutil.rmtree(path, ignore_errors=True)
+        self.model.save_pretrained(tmp)
+        self.tokenizer.save_pretrained(tmp)
+        if os.path.isdir(directory):
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
 
     # -- checkpointing --------------------------------------------------------------------------------------
 
@@ -517,30 +557,38 @@ class RewardModelRefresher:
             return 0, 1
         return self.accelerator.process_index, self.accelerator.num_processes
 
-    def save(self, directory: str) -> None:
+    def save(self, directory: str, extra_state: dict | None = None, extra_files: Sequence[str] = ()) -> None:
         """Write `directory/` (normally `checkpoint-<step>/iterative_rl`): the main process writes the shared
-        state (counters, replay buffer as JSONL, RM weights + optimizer as torch), every process writes its own
-        pending rollouts to `pending_rank<r>.jsonl`."""
+        state (replay buffer as JSONL, RM weights + optimizer as torch), every process writes its own pending
+        rollouts to `pending_rank<r>.jsonl`; each file under a temporary name, then renamed. Once every process
+        has written, the main process writes `state.json` (counters, `extra_state`, and the list of files,
+        `extra_files` included, that the folder must hold): a folder without it, or without a file it lists, is
+        incomplete and `load` refuses it."""
         rank, world = self._rank()
         os.makedirs(directory, exist_ok=True)
         if rank == 0:
             state = self.state_dict()
             self.buffer.save(directory)
-            torch.save({"reward_model": state["reward_model"], "optimizer": state["optimizer"]},
-                       os.path.join(directory, "reward_model.pt"))
-            with open(os.path.join(directory, "state.json"), "w") as f:
-                json.dump({"iteration": self.iteration, "last_refresh_step": self.last_refresh_step,
-                           "seed": self.seed, "num_processes": world, "kind": self.kind}, f)
+            _atomic_torch_save({"reward_model": state["reward_model"], "optimizer": state["optimizer"]},
+                               os.path.join(directory, REWARD_MODEL_STATE_FILE))
         _write_jsonl(os.path.join(directory, f"pending_rank{rank}.jsonl"), self.pending)
+        if world > 1:
+            self.accelerator.wait_for_everyone()
+        if rank == 0:
+            files = [ReplayBuffer.FILE_NAME, REWARD_MODEL_STATE_FILE, *extra_files]
+            files += [f"pending_rank{r}.jsonl" for r in range(world)]
+            meta = {"iteration": self.iteration, "last_refresh_step": self.last_refresh_step, "seed": self.seed,
+                    "num_processes": world, "kind": self.kind, **(extra_state or {}), "files": files}
+            _write_json(os.path.join(directory, STATE_FILE), meta)
 
-    def load(self, directory: str) -> None:
-        """Restore what `save` wrote. Each process takes back its own pending rollouts; if the number of
-        processes changed, rank 0 takes all of them (none is lost, the next mix may differ)."""
-        with open(os.path.join(directory, "state.json")) as f:
-            meta = json.load(f)
+    def load(self, directory: str) -> dict:
+        """Restore what `save` wrote and return the contents of `state.json`. Raises `IncompleteCheckpointError`
+        when `state.json` or a file it lists is missing. Each process takes back its own pending rollouts; if the
+        number of processes changed, rank 0 takes all of them (none is lost, the next mix may differ)."""
+        meta = read_checkpoint_state(directory)
         if meta["kind"] != self.kind:
             raise ValueError(f"{directory} holds a {meta['kind']} refresher state, this refresher is {self.kind}")
-        tensors = torch.load(os.path.join(directory, "reward_model.pt"), map_location="cpu", weights_only=True)
+        tensors = torch.load(os.path.join(directory, REWARD_MODEL_STATE_FILE), map_location="cpu", weights_only=True)
         self.load_state_dict({
             "iteration": meta["iteration"], "last_refresh_step": meta["last_refresh_step"], "seed": meta["seed"],
             "buffer": ReplayBuffer.load(directory).state_dict(), **tensors,
@@ -550,7 +598,77 @@ class RewardModelRefresher:
             ranks = [rank]
         else:
             ranks = list(range(meta["num_processes"])) if rank == 0 else []
-        self.pending = [r for k in ranks for r in _read_jsonl(os.path.join(directory, f"pending_rank{k}.jsonl"))]
+        self.pending = [row for k in ranks for _, row in read_jsonl(os.path.join(directory, f"pending_rank{k}.jsonl"))]
+        return meta
+
+
+class IncompleteCheckpointError(ValueError):
+    """A checkpoint of an iterative-RL run lacks (part of) its `iterative_rl/` state."""
+
+
+def read_checkpoint_state(directory: str) -> dict:
+    """`directory/state.json` (an `iterative_rl/` folder written by `RewardModelRefresher.save`), after checking
+    that it exists and that every file it lists is there; otherwise `IncompleteCheckpointError` naming the
+    checkpoint and what is missing."""
+    checkpoint = os.path.dirname(os.path.normpath(directory))
+    if not os.path.isdir(directory):
+        raise IncompleteCheckpointError(
+            f"cannot resume iterative RL from {checkpoint}: it has no {os.path.basename(directory)}/ folder (the "
+            "replay buffer, reward model, pending rollouts and reference model of the run). The run stopped while "
+            "writing this checkpoint, or it was written without iterative RL (reward_model_refresh_steps: 0). "
+            "Resume from an earlier checkpoint, or start a new run from this checkpoint's model."
+        )
+    path = os.path.join(directory, STATE_FILE)
+    if not os.path.isfile(path):
+        raise IncompleteCheckpointError(
+            f"cannot resume iterative RL from {checkpoint}: {path} is missing, so its iterative-RL state was not "
+            "completely written (the run stopped while saving this checkpoint). Resume from an earlier checkpoint."
+        )
+    with open(path, encoding="utf-8") as f:
+        meta = json.load(f)
+    if "files" not in meta:
+        raise IncompleteCheckpointError(
+            f"cannot resume iterative RL from {checkpoint}: {path} was written by an earlier grpo_ext that did not "
+            "save the reference model, so the run cannot continue against the reference it had."
+        )
+    missing = [name for name in meta["files"] if not os.path.isfile(os.path.join(directory, name))]
+    if missing:
+        raise IncompleteCheckpointError(
+            f"cannot resume iterative RL from {checkpoint}: {directory} is incomplete, missing {', '.join(missing)}. "
+            "Resume from an earlier checkpoint."
+        )
+    return meta
+
+
+def describe_refresh(metrics: dict[str, float], kind: str, global_step: int, saved_to: str | None = None) -> str:
+    """One line saying what a refresh did, from its `rm/` metrics."""
+    line = (
+        f"iterative RL: refresh {int(metrics['rm/iteration'])} at step {global_step}: labelled "
+        f"{int(metrics['rm/num_new_rows'])} new rows ({int(metrics['rm/label_num_continuations'])} continuations, "
+        f"{metrics['rm/label_seconds']:.1f}s); trained the {kind.upper()} {int(metrics['rm/train_steps'])} steps on "
+        f"{int(metrics['rm/num_new_rows'] + metrics['rm/num_replay_rows'])} rows "
+        f"({int(metrics['rm/num_replay_rows'])} replayed, buffer now {int(metrics['rm/buffer_size'])}): loss "
+        f"{metrics['rm/loss_before']:.4f} -> {metrics['rm/loss_after']:.4f}, accuracy "
+        f"{metrics['rm/accuracy_before']:.3f} -> {metrics['rm/accuracy_after']:.3f}"
+    )
+    if "rm/reference_reset" in metrics:
+        line += "; reference reset to the policy" if metrics["rm/reference_reset"] else "; no reference to reset"
+    if saved_to is not None:
+        line += f"; saved to {saved_to}"
+    return line + f" ({metrics['rm/refresh_seconds']:.1f}s)"
+
+
+def _write_json(path: str, value: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f)
+    os.replace(tmp, path)
+
+
+def _atomic_torch_save(value, path: str) -> None:
+    tmp = path + ".tmp"
+    torch.save(value, tmp)
+    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -560,30 +678,51 @@ class RewardModelRefresher:
 
 class IterativeRLCallback(TrainerCallback):
     """Fires `refresher.refresh` every `reward_model_refresh_steps` optimizer steps (on `on_step_end`, before the
-    trainer's checkpoint at that step is written), resets the reference model, and saves/restores the refresher
-    inside TRL's checkpoints (`checkpoint-<step>/iterative_rl/`).
+    trainer's checkpoint at that step is written), resets the reference model, saves the RM as a loadable model
+    under `output_dir/reward_model`, and saves/restores the refresher and the reference inside TRL's checkpoints
+    (`checkpoint-<step>/iterative_rl/`).
+
+    The refresh's metrics join the step's own log row (the step is made to log, like `MathEvalCallback`), so the
+    step's loss, grad_norm and learning_rate are kept: register the callback first (`attach_iterative_rl` does,
+    with `callback_handler.callbacks.insert(0, ...)`) so that the reporting callbacks see the `rm/` keys.
 
     Args:
         refresher: the `RewardModelRefresher`.
         ref_model: the trainer's reference model (None with PEFT or beta = 0).
-        log_fn: where refresh metrics go, e.g. `trainer.log` (default: the module logger).
     """
 
-    def __init__(self, refresher: RewardModelRefresher, ref_model=None, log_fn: Callable[[dict], None] | None = None):
+    def __init__(self, refresher: RewardModelRefresher, ref_model=None):
         self.refresher = refresher
         self.ref_model = ref_model
-        self.log_fn = log_fn
+        self.reference_step: int | None = None  # global step of the last reference reset (None: initial model)
+        self.saved_iteration: int | None = None  # iteration last written to output_dir/reward_model
+        self.pending_logs: dict[str, float] | None = None
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    # -- resume ----------------------------------------------------------------------------------------------
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
         checkpoint = args.resume_from_checkpoint if isinstance(args.resume_from_checkpoint, str) else None
         if checkpoint is None and state.global_step > 0:  # resumed with trainer.train(resume_from_checkpoint=...)
             checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        if checkpoint is not None:
-            directory = os.path.join(checkpoint, STATE_DIR_NAME)
-            if os.path.isdir(directory):
-                self.refresher.load(directory)
-            elif self.refresher.args.reward_model_refresh_steps > 0:
-                logger.warning("no iterative-RL state in %s: the replay buffer starts empty", checkpoint)
+        if checkpoint is None or self.refresher.args.reward_model_refresh_steps <= 0:
+            return
+        meta = self.refresher.load(os.path.join(checkpoint, STATE_DIR_NAME))
+        self._restore_reference(meta, checkpoint, model)
+
+    def _restore_reference(self, meta: dict, checkpoint: str, policy) -> None:
+        """Make the reference what it was when the checkpoint was written (bit-identical)."""
+        source = meta.get("reference", "initial")
+        if source in ("initial", "none") or self.ref_model is None:
+            return  # the trainer rebuilt the initial reference already; or this run has none (beta = 0, PEFT)
+        if source == "policy":  # reset at the checkpoint's own step: the reference is the policy just loaded
+            reset_reference(self.ref_model, policy)
+        else:
+            weights = torch.load(os.path.join(checkpoint, STATE_DIR_NAME, source), map_location="cpu",
+                                 weights_only=True)
+            _unwrap(self.ref_model).load_state_dict(weights)
+        self.reference_step = meta["reference_step"]
+
+    # -- refresh ---------------------------------------------------------------------------------------------
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
         if not self.refresher.should_refresh(state.global_step):
@@ -601,12 +740,55 @@ class IterativeRLCallback(TrainerCallback):
             if offload:
                 move_optimizer_state(optimizer, device)
         if cfg.reset_ref_on_refresh:
-            metrics["rm/reference_reset"] = float(reset_reference(self.ref_model, model))
-        (self.log_fn or (lambda m: logger.info("iterative RL refresh: %s", m)))(metrics)
+            reset = reset_reference(self.ref_model, model)
+            metrics["rm/reference_reset"] = float(reset)
+            if reset:
+                self.reference_step = state.global_step
+        saved_to = self._save_reward_model(args)
+        if self.refresher.is_main_process:
+            tqdm.write(describe_refresh(metrics, self.refresher.kind, state.global_step, saved_to))
+        self.pending_logs = metrics
+        control.should_log = True  # the refresh step logs its loss with the refresh's metrics, in one row
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.pending_logs is None or logs is None:
+            return
+        logs.update(self.pending_logs)
+        # the trainer appended a copy of `logs` (plus "step") to log_history before calling on_log
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].update(self.pending_logs)
+        self.pending_logs = None
+
+    def _save_reward_model(self, args) -> str:
+        directory = os.path.join(args.output_dir, REWARD_MODEL_DIR_NAME)
+        self.refresher.save_pretrained(directory)
+        self.saved_iteration = self.refresher.iteration
+        return directory
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.saved_iteration != self.refresher.iteration:  # survives save_strategy "no" and a resumed run
+            self._save_reward_model(args)
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
 
     def on_save(self, args, state, control, **kwargs):
-        checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        self.refresher.save(os.path.join(checkpoint, STATE_DIR_NAME))
+        directory = os.path.join(args.output_dir, f"checkpoint-{state.global_step}", STATE_DIR_NAME)
+        if self.ref_model is None:
+            reference = "none"
+        elif self.reference_step is None:
+            reference = "initial"  # the trainer rebuilds it from the model path on resume
+        elif self.reference_step == state.global_step:
+            reference = "policy"  # the checkpoint's own policy weights; no copy needed
+        else:
+            reference = REFERENCE_FILE
+            if self.refresher.is_main_process:
+                os.makedirs(directory, exist_ok=True)
+                weights = {k: v.detach().cpu() for k, v in _unwrap(self.ref_model).state_dict().items()}
+                _atomic_torch_save(weights, os.path.join(directory, REFERENCE_FILE))
+        self.refresher.save(
+            directory, extra_state={"reference": reference, "reference_step": self.reference_step},
+            extra_files=[REFERENCE_FILE] if reference == REFERENCE_FILE else [],
+        )
 
 
 def attach_iterative_rl(trainer, scorer: Scorer | None = None, step_splitter=None) -> RewardModelRefresher | None:
@@ -654,6 +836,6 @@ def attach_iterative_rl(trainer, scorer: Scorer | None = None, step_splitter=Non
         reward_model, tokenizer, kind, args, scorer=scorer, step_splitter=step_splitter,
         accelerator=trainer.accelerator, seed=args.seed, policy_tokenizer=trainer.processing_class,
     )
-    ref_model = getattr(trainer, "ref_model", None)
-    trainer.add_callback(IterativeRLCallback(refresher, ref_model=ref_model, log_fn=trainer.log))
+    callback = IterativeRLCallback(refresher, ref_model=getattr(trainer, "ref_model", None))
+    trainer.callback_handler.callbacks.insert(0, callback)  # first: the reporting callbacks see the rm/ metrics
     return refresher

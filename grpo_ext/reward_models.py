@@ -255,12 +255,16 @@ def train_reward_model(
     batch_size: int = 8,
     max_grad_norm: float = 1.0,
     seed: int = 0,
+    show_progress: bool = False,
 ) -> list[float]:
     """A few AdamW steps on `rows` (shuffled with `seed`); `max_steps > 0` overrides `num_epochs`.
     Deterministic given the seed, so every process training on the same rows ends with the same weights
-    (up to kernel nondeterminism; the refresher broadcasts rank 0's weights anyway). Returns per-step losses."""
+    (up to kernel nondeterminism; the refresher broadcasts rank 0's weights anyway). Returns per-step losses.
+    `show_progress` draws a tqdm bar over the steps (epoch and loss as its postfix)."""
     if not rows:
         return []
+    from tqdm.auto import tqdm
+
     rng = random.Random(seed)
     steps_per_epoch = math.ceil(len(rows) / batch_size)
     total = max_steps if max_steps > 0 else max(1, math.ceil(num_epochs * steps_per_epoch))
@@ -269,11 +273,12 @@ def train_reward_model(
     order: list[int] = []
     losses = []
     device = next(model.parameters()).device
+    bar = tqdm(total=total, desc="reward model training", disable=not show_progress, leave=False, dynamic_ncols=True)
     # dropout draws from torch's global RNG: seed a forked copy so the run is reproducible (across processes and
     # across a resume) and the caller's RNG stream (the policy's) is left untouched.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with bar, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        for _ in range(total):
+        for step in range(total):
             if len(order) < batch_size:  # epochs continue one another: reshuffle when the order runs out
                 perm = list(range(len(rows)))
                 rng.shuffle(perm)
@@ -286,6 +291,8 @@ def train_reward_model(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
             optimizer.step()
             losses.append(loss.item())
+            bar.set_postfix(epoch=f"{(step + 1) / steps_per_epoch:.2f}", loss=f"{losses[-1]:.4f}", refresh=False)
+            bar.update(1)
     optimizer.zero_grad(set_to_none=True)
     model.train(was_training)
     return losses

@@ -132,14 +132,15 @@ def _state(step, tmp_path, resume=None):
 
 def test_refresh_fires_every_n_steps_and_labels_the_iteration_rollouts(tmp_path):
     refresher = _orm_refresher(refresh_steps=3)
-    callback = IterativeRLCallback(refresher, log_fn=(logged := []).append)
-    fired = []
+    callback = IterativeRLCallback(refresher)
+    fired, logged = [], []
     for step in range(1, 8):
         refresher.record(*_rollouts(step))
         before = refresher.iteration
         callback.on_step_end(*_state(step, tmp_path), model=torch.nn.Linear(1, 1))
         if refresher.iteration > before:
             fired.append(step)
+            logged.append(callback.pending_logs)  # merged into the step's log row by on_log
     assert fired == [3, 6]
     assert [m["rm/num_new_rows"] for m in logged] == [18.0, 18.0]
     assert [m["rm/buffer_size"] for m in logged] == [18.0, 36.0]
@@ -295,13 +296,13 @@ def test_reference_reset_refuses_a_peft_policy_with_a_separate_reference():
 def test_callback_resets_the_reference_at_refresh(tmp_path):
     policy, ref = tiny_orm(seed=1), tiny_orm(seed=2)
     refresher = _orm_refresher(refresh_steps=2)
-    callback = IterativeRLCallback(refresher, ref_model=ref, log_fn=(logged := []).append)
+    callback = IterativeRLCallback(refresher, ref_model=ref)
     refresher.record(*_rollouts(1))
     callback.on_step_end(*_state(1, tmp_path), model=policy)
     assert any(not torch.equal(a, b) for a, b in zip(policy.parameters(), ref.parameters()))
     callback.on_step_end(*_state(2, tmp_path), model=policy)
     assert all(torch.equal(a, b) for a, b in zip(policy.parameters(), ref.parameters()))
-    assert logged[0]["rm/reference_reset"] == 1.0
+    assert callback.pending_logs["rm/reference_reset"] == 1.0
 
 
 def test_policy_optimizer_state_is_offloaded_during_the_refresh(tmp_path, monkeypatch):
@@ -313,8 +314,7 @@ def test_policy_optimizer_state_is_offloaded_during_the_refresh(tmp_path, monkey
     monkeypatch.setattr(iterative, "move_optimizer_state", lambda opt, device: moves.append(str(device)))
     refresher = _orm_refresher(refresh_steps=1, rm_offload_policy_optimizer=True)
     refresher.record(*_rollouts(1))
-    IterativeRLCallback(refresher, log_fn=lambda m: None).on_step_end(*_state(1, tmp_path), model=policy,
-                                                                      optimizer=optimizer)
+    IterativeRLCallback(refresher).on_step_end(*_state(1, tmp_path), model=policy, optimizer=optimizer)
     assert moves == ["cpu", "cpu"]  # to CPU, then back to the policy's device (CPU here)
     state = {k: v.clone() for k, v in optimizer.state[policy.weight].items()}
     move_optimizer_state(optimizer, "cpu")
@@ -326,7 +326,7 @@ def test_policy_optimizer_state_is_offloaded_during_the_refresh(tmp_path, monkey
 
 def test_resume_restores_buffer_counters_and_makes_the_same_next_refresh(tmp_path):
     a = _orm_refresher(refresh_steps=2)
-    cb_a = IterativeRLCallback(a, log_fn=lambda m: None)
+    cb_a = IterativeRLCallback(a)
     for step in (1, 2, 3):
         a.record(*_rollouts(step))
         cb_a.on_step_end(*_state(step, tmp_path), model=torch.nn.Linear(1, 1))
@@ -345,8 +345,7 @@ def test_resume_restores_buffer_counters_and_makes_the_same_next_refresh(tmp_pat
     # the resumed run and the uninterrupted one make the same refresh at step 4
     for refresher in (a, b):
         refresher.record(*_rollouts(4))
-        IterativeRLCallback(refresher, log_fn=lambda m: None).on_step_end(*_state(4, tmp_path),
-                                                                         model=torch.nn.Linear(1, 1))
+        IterativeRLCallback(refresher).on_step_end(*_state(4, tmp_path), model=torch.nn.Linear(1, 1))
     assert a.iteration == b.iteration == 2 and a.buffer.rows == b.buffer.rows
     assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
 
@@ -410,7 +409,7 @@ def _run_trainer(tmp_path, model_path, max_steps, resume=None):
     data = [{"input_ids": torch.tensor([5, 6, 7, 8]), "labels": torch.tensor([5, 6, 7, 8])}] * 8
     trainer = Trainer(model=policy, args=args, train_dataset=data)
     trainer.add_callback(_RecordRollouts(refresher))
-    trainer.add_callback(IterativeRLCallback(refresher, ref_model=ref, log_fn=trainer.log))
+    trainer.callback_handler.callbacks.insert(0, IterativeRLCallback(refresher, ref_model=ref))
     trainer.train(resume_from_checkpoint=resume)
     return trainer, refresher, ref
 
@@ -461,7 +460,7 @@ def test_stock_trl_grpo_trainer_with_a_refreshed_orm(tmp_path, tiny_model_path):
     args = IterativeRLConfig(reward_model_refresh_steps=2, reward_model_learning_rate=1e-3, reward_model_train_steps=2)
     # stock TRL config: build by hand what `attach_iterative_rl` builds from a config with the iterative options
     trainer.refresher = RewardModelRefresher(trainer.reward_funcs[0], tok, "orm", args, scorer=last_number_scorer)
-    trainer.add_callback(IterativeRLCallback(trainer.refresher, ref_model=trainer.ref_model, log_fn=trainer.log))
+    trainer.callback_handler.callbacks.insert(0, IterativeRLCallback(trainer.refresher, ref_model=trainer.ref_model))
     trainer.train()
 
     assert trainer.refresher.iteration == 2 and len(trainer.refresher.buffer) == 2 * 2 * 4  # 2 steps x 4 rollouts
