@@ -16,6 +16,7 @@ from grpo_ext.iterative import (
     ReplayBuffer,
     RewardModelRefresher,
     attach_iterative_rl,
+    describe_refresh,
     move_optimizer_state,
     num_replay_rows,
     refresh_memory_estimate,
@@ -521,6 +522,11 @@ def test_grpo_ext_trainer_process_supervision_two_prm_iterations(tmp_path, tiny_
     assert sum(h["rm/label_num_continuations"] for h in logged) > 0  # multi-word completions were sampled from
     assert trainer.process_reward_model.model is prm_model
     assert any(not torch.equal(initial[k], v) for k, v in prm_model.state_dict().items())
+    from transformers import AutoModelForTokenClassification
+
+    saved = AutoModelForTokenClassification.from_pretrained(tmp_path / "reward_model")  # loadable, save_strategy "no"
+    assert saved.config.step_separator == "\n\n" and saved.config.num_labels == 2
+    assert all(torch.equal(v, prm_model.state_dict()[k]) for k, v in saved.state_dict().items())
     assert all(torch.equal(a, b) for a, b in zip(trainer.model.parameters(), trainer.ref_model.parameters()))
 
 
@@ -631,3 +637,218 @@ def test_prm_iterative_rl_refuses_fsdp_at_construction():
                               accelerator=SimpleNamespace(distributed_type=DistributedType.FSDP))
     with pytest.raises(ValueError, match="FSDP sharding does not allow"):
         attach_iterative_rl(trainer)
+
+
+# ------------------------------------------------------------------------------------------- kill and resume
+
+
+def _worker(tiny_model_path, work_dir, mode):
+    """tests/iterative_resume_worker.py in a fresh process (one thread, as its runs are compared bit for bit)."""
+    import subprocess
+    import sys
+
+    root = HERE.parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": os.pathsep.join([str(root), str(HERE), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, str(HERE / "iterative_resume_worker.py"), tiny_model_path, str(work_dir),
+                           mode], cwd=root, env=env, capture_output=True, text=True, timeout=1800)
+
+
+def test_a_run_killed_after_a_refresh_resumes_with_the_reference_rm_and_buffer_of_the_uninterrupted_run(
+    tmp_path, tiny_model_path
+):
+    """GRPO with an ORM refreshed at steps 2 and 4 and a checkpoint every step. Run A goes to step 4; run B is
+    killed with SIGKILL at the start of step 4 (after checkpoint-3, one step after the refresh that reset the
+    reference) and resumed from checkpoint-3 in a new process. The reference before step 4 (the policy of step 2,
+    restored from the checkpoint), the final reference, the ORM weights and the replay buffer equal run A's bit for
+    bit, and so does the KL logged at step 4."""
+    first = _worker(tiny_model_path, tmp_path, "full-then-kill")
+    assert first.returncode == -9, first.stdout[-2000:] + first.stderr[-3000:]  # SIGKILL
+    assert not (tmp_path / "cut.pt").exists() and (tmp_path / "cut" / "checkpoint-3").is_dir()
+    second = _worker(tiny_model_path, tmp_path, "resume")
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
+    full, resumed = torch.load(tmp_path / "full.pt"), torch.load(tmp_path / "cut.pt")
+
+    def equal(a, b):
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    assert equal(full["ref_before_step_4"], resumed["ref_before_step_4"])
+    from transformers import AutoModelForCausalLM
+
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model_path).state_dict()
+    assert not equal(initial, full["ref_before_step_4"])  # the reference was reset at step 2: not the initial model
+    assert equal(full["ref"], resumed["ref"]) and equal(full["rm"], resumed["rm"])
+    assert full["buffer"] == resumed["buffer"] and len(full["buffer"]) == 16
+    kl = {run: [h["kl"] for h in logs["log_history"] if h.get("step") == 4 and "kl" in h]
+          for run, logs in (("full", full), ("resumed", resumed))}
+    assert kl["full"] == kl["resumed"] and len(kl["full"]) == 1
+
+
+# ------------------------------------------------------------------------------------------- incomplete checkpoints
+
+
+def _checkpoint_after_one_refresh(tmp_path):
+    """An ORM refresher and reference reset at step 2, saved as checkpoint-3 (the reference is written)."""
+    refresher, ref = _orm_refresher(refresh_steps=2), tiny_orm(seed=5)
+    callback = IterativeRLCallback(refresher, ref_model=ref)
+    for step in (1, 2, 3):
+        refresher.record(*_rollouts(step))
+        callback.on_step_end(*_state(step, tmp_path), model=tiny_orm(seed=6))
+    callback.on_save(*_state(3, tmp_path))
+    return tmp_path / "checkpoint-3", ref
+
+
+def _resume(tmp_path, checkpoint):
+    callback = IterativeRLCallback(_orm_refresher(refresh_steps=2), ref_model=tiny_orm(seed=7))
+    callback.on_train_begin(*_state(3, tmp_path, resume=str(checkpoint)), model=tiny_orm(seed=8))
+    return callback
+
+
+def test_a_checkpoint_is_complete_or_refused_with_what_is_missing(tmp_path, monkeypatch):
+    checkpoint, ref = _checkpoint_after_one_refresh(tmp_path)
+    saved = checkpoint / "iterative_rl"
+    assert sorted(os.listdir(saved)) == ["pending_rank0.jsonl", "reference_model.pt", "replay_buffer.jsonl",
+                                         "reward_model.pt", "state.json"]
+    restored = _resume(tmp_path, checkpoint).ref_model  # complete: the reference of step 2 comes back exactly
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), restored.state_dict().values()))
+
+    (saved / "reference_model.pt").unlink()
+    with pytest.raises(iterative.IncompleteCheckpointError,
+                       match=rf"from {checkpoint}: {saved} is incomplete, missing reference_model\.pt"):
+        _resume(tmp_path, checkpoint)
+    (saved / "state.json").unlink()
+    with pytest.raises(iterative.IncompleteCheckpointError, match=r"state\.json is missing, so its iterative-RL state"):
+        _resume(tmp_path, checkpoint)
+    import shutil
+
+    shutil.rmtree(saved)  # what a kill between the trainer's checkpoint and ours leaves
+    with pytest.raises(iterative.IncompleteCheckpointError, match=rf"from {checkpoint}: it has no iterative_rl/"):
+        _resume(tmp_path, checkpoint)
+
+    # a save killed part-way (here: while writing the pending rollouts) leaves no state.json, so it is refused
+    def killed(path, rows):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(iterative, "_write_jsonl", killed)
+    refresher = _orm_refresher()
+    with pytest.raises(KeyboardInterrupt):
+        refresher.save(str(tmp_path / "checkpoint-9" / "iterative_rl"))
+    with pytest.raises(iterative.IncompleteCheckpointError, match="state.json is missing"):
+        refresher.load(str(tmp_path / "checkpoint-9" / "iterative_rl"))
+
+
+def test_a_checkpoint_at_a_refresh_step_restores_the_reference_from_its_own_policy(tmp_path):
+    """At the refresh step the reference is the policy the checkpoint holds: no second copy is written, and the
+    resumed reference is copied from the loaded policy."""
+    refresher, ref, policy = _orm_refresher(refresh_steps=2), tiny_orm(seed=5), tiny_orm(seed=6)
+    callback = IterativeRLCallback(refresher, ref_model=ref)
+    for step in (1, 2):
+        refresher.record(*_rollouts(step))
+        callback.on_step_end(*_state(step, tmp_path), model=policy)
+    callback.on_save(*_state(2, tmp_path))
+    assert not (tmp_path / "checkpoint-2" / "iterative_rl" / "reference_model.pt").exists()
+    resumed = IterativeRLCallback(_orm_refresher(refresh_steps=2), ref_model=tiny_orm(seed=7))
+    resumed.on_train_begin(*_state(2, tmp_path, resume=str(tmp_path / "checkpoint-2")), model=policy)
+    assert all(torch.equal(a, b) for a, b in zip(policy.parameters(), resumed.ref_model.parameters()))
+    assert resumed.reference_step == 2
+
+
+# ------------------------------------------------------------------------------------------- logs, saved RM, progress
+
+
+def test_refresh_steps_log_their_loss_with_the_refresh_metrics_and_the_rm_is_saved_loadable(
+    tmp_path, tiny_model_path, capsys
+):
+    """grpo_ext.GRPOTrainer with launch/train_grpo.py's metrics.jsonl writer, an ORM refreshed at steps 2 and 4,
+    save_strategy "no": every step's row has loss, grad_norm and learning_rate, the refresh steps' rows also the
+    rewards and the rm/ metrics; output_dir/reward_model loads as the refreshed ORM; one line per refresh."""
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    import grpo_ext
+    from launch.train_grpo import MetricsLogCallback
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    config = grpo_ext.GRPOConfig(
+        output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4, num_generations=2,
+        max_completion_length=4, beta=0.1, learning_rate=1e-2, report_to="none", use_cpu=True, bf16=False,
+        logging_steps=1, save_strategy="no", seed=0, reward_model_refresh_steps=2, reward_model_train_steps=2,
+        reward_model_batch_size=4, reward_model_learning_rate=1e-3, step_splitter="sentences",
+    )
+    data = Dataset.from_list([{"prompt": f"Q{i}: 3+{i}=", "answer": str(3 + i)} for i in range(8)])
+    trainer = grpo_ext.GRPOTrainer(model=tiny_model_path, reward_funcs=[tiny_orm(seed=2)], args=config,
+                                   train_dataset=data, processing_class=tok, reward_processing_classes=[tok],
+                                   callbacks=[MetricsLogCallback(str(tmp_path / "metrics.jsonl"))])
+    assert trainer.step_splitter("It is 3.5. So 7.") == ["It is 3.5.", "So 7."]  # the named splitter
+    trainer.refresher.scorer = last_number_scorer
+    trainer.train()
+
+    import json
+
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert all("grad_norm" in r and "learning_rate" in r and "reward" in r for r in steps)
+    assert [r["step"] for r in rows if "rm/iteration" in r] == [2, 4]
+    assert all("rm/iteration" in r for r in steps if r["step"] in (2, 4))
+    history = [h for h in trainer.state.log_history if "rm/iteration" in h]
+    assert [(h["step"], "loss" in h) for h in history] == [(2, True), (4, True)]
+
+    saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "reward_model")
+    assert AutoTokenizer.from_pretrained(tmp_path / "reward_model").pad_token_id == tok.pad_token_id
+    rm = trainer.refresher.model.state_dict()
+    assert all(torch.equal(v, rm[k]) for k, v in saved.state_dict().items())
+
+    printed = capsys.readouterr().out
+    assert printed.count("iterative RL: refresh ") == 2
+    assert "iterative RL: refresh 2 at step 4: labelled 8 new rows (0 continuations" in printed
+
+
+def test_describe_refresh_says_what_the_refresh_did():
+    metrics = {"rm/iteration": 3.0, "rm/num_new_rows": 90.0, "rm/num_replay_rows": 10.0, "rm/buffer_size": 270.0,
+               "rm/train_steps": 13.0, "rm/loss_before": 0.69314, "rm/loss_after": 0.5, "rm/accuracy_before": 0.5,
+               "rm/accuracy_after": 0.75, "rm/label_num_continuations": 2048.0, "rm/label_seconds": 61.25,
+               "rm/refresh_seconds": 75.04, "rm/reference_reset": 1.0}
+    assert describe_refresh(metrics, "prm", 300, "out/reward_model") == (
+        "iterative RL: refresh 3 at step 300: labelled 90 new rows (2048 continuations, 61.2s); trained the PRM 13 "
+        "steps on 100 rows (10 replayed, buffer now 270): loss 0.6931 -> 0.5000, accuracy 0.500 -> 0.750; "
+        "reference reset to the policy; saved to out/reward_model (75.0s)"
+    )
+
+
+def test_refresh_progress_bars_on_the_main_process_only(capsys):
+    from grpo_ext.reward_models import make_collate, train_reward_model
+
+    refresher = _orm_refresher()
+    assert refresher.show_progress
+    refresher.accelerator = SimpleNamespace(is_main_process=False)
+    assert not refresher.show_progress
+    refresher.accelerator = None
+    refresher.args.disable_tqdm = True  # the trainer's option
+    assert not refresher.show_progress
+    rows = [{"text": f"it is {i}", "label": i % 2} for i in range(8)]
+    model = tiny_orm()
+    train_reward_model(model, make_collate("orm", tiny_tokenizer()), rows, torch.optim.AdamW(model.parameters()),
+                       batch_size=4, num_epochs=2, show_progress=True)
+    err = capsys.readouterr().err
+    assert "reward model training" in err and "4/4" in err and "epoch=2.00" in err
+
+
+def test_named_scorer_and_step_splitter():
+    from grpo_ext import GRPOConfig
+    from grpo_ext.labelling import get_label_scorer, strict_accuracy_scorer
+    from grpo_ext.steps import named_step_splitter
+
+    assert _orm_refresher().scorer is last_number_scorer
+    args = IterativeRLConfig(reward_model_refresh_steps=1, rm_label_scorer="strict_accuracy")
+    assert RewardModelRefresher(tiny_orm(), tiny_tokenizer(), "orm", args).scorer is strict_accuracy_scorer
+    assert get_label_scorer("accuracy")(["so it is 7"], ["7"]) == [1.0]  # last-number fallback
+    assert strict_accuracy_scorer(["so it is 7", r"\boxed{7}"], ["7", "7"]) == [0.0, 1.0]
+    with pytest.raises(ValueError, match="rm_label_scorer: unknown scorer 'eval'; expected one of accuracy, "
+                                         "strict_accuracy"):
+        IterativeRLConfig(rm_label_scorer="eval")
+    text = "She has 3.5 kg. Then 2 * 3.5 = 7!\nThe answer is 7."
+    assert named_step_splitter("sentences")(text) == ["She has 3.5 kg.", "Then 2 * 3.5 = 7!", "The answer is 7."]
+    assert named_step_splitter("delimiter", "\n")(text) == ["She has 3.5 kg. Then 2 * 3.5 = 7!", "The answer is 7."]
+    with pytest.raises(ValueError, match="unknown step_splitter='__import__'"):
+        GRPOConfig(output_dir="unused", use_cpu=True, bf16=False, step_splitter="__import__")

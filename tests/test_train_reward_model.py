@@ -140,3 +140,44 @@ def test_conversational_rows_use_the_chat_template(tmp_path):
                                                 "label": 1}])
     (row,) = to_training_rows(load_rows(_args(data_files=[data])), _args(), tok)
     assert row["text"] == "<|im_start|>user\n3+4?<|im_end|>\n<|im_start|>assistant\n7<|im_end|>\n"
+
+
+def test_an_empty_or_blank_file_and_an_empty_prm_step_are_errors_naming_them(tmp_path):
+    from grpo_ext.tiny import build_tiny_tokenizer
+
+    empty, blank = tmp_path / "empty.jsonl", tmp_path / "blank.jsonl"
+    empty.write_text("")
+    blank.write_text("\n  \n\t\n")
+    good = _write_jsonl(tmp_path / "good.jsonl", _orm_rows())
+    for path in (empty, blank):
+        with pytest.raises(ValueError, match=rf"{path.name}: no rows \(the file is empty or holds only blank lines\)"):
+            load_rows(_args(data_files=[good, str(path)]))  # the empty one is named even after a good file
+    prm = _args(reward_model_type="prm")
+    steps = _write_jsonl(tmp_path / "steps.jsonl", [_prm_rows()[0], {"prompt": "a", "steps": ["x", " "],
+                                                                     "labels": [1, 0]}])
+    with pytest.raises(ValueError, match=r"steps\.jsonl:2: step 1 of column 'steps' is empty or blank"):
+        to_training_rows(load_rows(_args(data_files=[steps])), prm, build_tiny_tokenizer())
+
+
+def test_an_evaluation_set_reports_loss_and_accuracy_every_epoch(tmp_path, tiny_model_path):
+    """Eval rows are scored with the training loss and `evaluate_reward_model`'s accuracy after every epoch; the
+    final figures equal a fresh evaluation of the saved model and land in eval_results.json."""
+    data = _write_jsonl(tmp_path / "orm.jsonl", _orm_rows())
+    held_out = [{"prompt": "Q9: 3+4? ", "completion": "the answer is 7", "label": 1},
+                {"prompt": "Q9: 3+4? ", "completion": "x y z", "label": 0}]
+    evals = _write_jsonl(tmp_path / "eval.jsonl", held_out)
+    out = tmp_path / "orm"
+    trainer = train(*parse_args(["--model_name_or_path", tiny_model_path, "--data_files", data, "--eval_data_files",
+                                 evals, "--output_dir", str(out), "--num_train_epochs", "3", *COMMON]))
+    per_epoch = [h for h in trainer.state.log_history if "eval_accuracy" in h]
+    assert [h["epoch"] for h in per_epoch[:3]] == [1.0, 2.0, 3.0] and len(per_epoch) == 4  # + the final one
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model, tok = AutoModelForSequenceClassification.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    rows = [{"text": r["prompt"] + r["completion"], "label": r["label"]} for r in held_out]
+    fresh = evaluate_reward_model(model, make_collate("orm", tok), rows)
+    saved = json.loads((out / "eval_results.json").read_text())
+    assert saved["eval_accuracy"] == fresh["accuracy"] == per_epoch[-1]["eval_accuracy"]
+    assert saved["eval_loss"] == pytest.approx(fresh["loss"], abs=1e-6)
+    with pytest.raises(ValueError, match="--eval_split names a split of --dataset_name"):
+        _args(data_files=[data], eval_split="test")
