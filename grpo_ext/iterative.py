@@ -32,6 +32,7 @@ from transformers import TrainerCallback
 
 from .data import read_jsonl
 from .labelling import (
+    LABEL_SCORERS,
     LabellingCost,
     Scorer,
     TransformersContinuationSampler,
@@ -117,7 +118,7 @@ class IterativeRLConfig:
         default="accuracy",
         metadata={"help": "Rule that labels rollouts correct for the reward model's training data, by name: "
                   "'accuracy' (rewards.accuracy_reward, math-verify) or 'strict_accuracy' (no last-number "
-                  "fallback). See grpo_ext.labelling.LABEL_SCORERS.", "choices": ["accuracy", "strict_accuracy"]},
+                  "fallback). See grpo_ext.labelling.LABEL_SCORERS.", "choices": list(LABEL_SCORERS)},
     )
     rm_offload_policy_optimizer: bool = field(
         default=False,
