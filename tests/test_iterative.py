@@ -252,7 +252,7 @@ def test_prm_refresh_labels_with_math_shepherd_and_scores_with_new_weights():
         refresher.refresh(policy_model=None)
 
 
-def test_two_prm_iterations_with_a_real_tiny_policy(tiny_model_path):
+def test_two_prm_iterations_with_a_real_tiny_policy(tiny_model_path, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     policy = AutoModelForCausalLM.from_pretrained(tiny_model_path)
@@ -268,6 +268,8 @@ def test_two_prm_iterations_with_a_real_tiny_policy(tiny_model_path):
         assert 0 < metrics["rm/label_num_generated_tokens"] <= 8 * 3
     assert refresher.iteration == 2 and len(refresher.buffer) == 4
     assert all(set(r["labels"]) <= {0.0, 0.5, 1.0} for r in refresher.buffer.rows)
+    err = capsys.readouterr().err  # progress bars: the labelling sampler's, then the RM's training steps
+    assert "labelling: 2 continuations per step" in err and "reward model training" in err
 
 
 # ---------------------------------------------------------------------------------------------------------- reference
@@ -852,3 +854,9 @@ def test_named_scorer_and_step_splitter():
     assert named_step_splitter("delimiter", "\n")(text) == ["She has 3.5 kg. Then 2 * 3.5 = 7!", "The answer is 7."]
     with pytest.raises(ValueError, match="unknown step_splitter='__import__'"):
         GRPOConfig(output_dir="unused", use_cpu=True, bf16=False, step_splitter="__import__")
+    from launch.train_grpo import make_parser, parse_training_args
+
+    _, args, _ = parse_training_args(make_parser(), ["--model_name_or_path", "m", "--output_dir", "unused",
+                                                     "--use_cpu", "true", "--bf16", "false", "--rm_label_scorer",
+                                                     "strict_accuracy", "--step_splitter", "sentences"])
+    assert (args.rm_label_scorer, args.step_splitter) == ("strict_accuracy", "sentences")  # from the command line
