@@ -1,5 +1,6 @@
 """Step splitting and step ends in token space (tokens straddling delimiters, no trailing delimiter, empty)."""
 
+import os
 import re
 
 import pytest
@@ -209,3 +210,31 @@ def test_step_location_is_linear_for_a_non_canonical_sample():
     assert char_ends == [len(tok.decode(ids[: k + 1])) for k in range(len(ids))]
     steps, ends = locate_steps(ids, tok, SPLIT)
     assert len(steps) == 120 and ends[-1] == len(ids) - 1
+
+
+class _CleanupDecoder:
+    """A decoder with a clean-up rule across tokens (" ." -> "."), as `clean_up_tokenization_spaces` has: decoding
+    a few tokens at a time no longer joins into the full text, so the exact prefix decoding takes over."""
+
+    def __init__(self, tok):
+        self.tok = tok
+
+    def decode(self, ids, **kwargs):
+        return self.tok.decode(ids, **kwargs).replace(" .", ".")
+
+    def __call__(self, text, **kwargs):
+        return self.tok(text, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+
+def test_a_decoder_that_rewrites_across_tokens_falls_back_to_prefix_decoding(tok):
+    ids = [i for ch in "x = 7 .\n\ny = 8 ." for i in tok(ch, add_special_tokens=False)["input_ids"]]
+    cleaning = _CleanupDecoder(tok)
+    decoded, char_ends = token_char_ends(ids, cleaning)
+    assert decoded == "x = 7.\n\ny = 8."
+    # each token ends where its prefix's decoding stops agreeing with the text (the dropped space has width 0)
+    assert char_ends == [len(os.path.commonprefix([cleaning.decode(ids[: k + 1]), decoded])) for k in range(len(ids))]
+    assert char_ends[4:7] == [5, 5, 6]  # "7", " ", "."
+    assert locate_steps(ids, cleaning, SPLIT)[0] == ["x = 7.", "y = 8."]
