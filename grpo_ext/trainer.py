@@ -219,7 +219,7 @@ class GRPOTrainer(_TRLGRPOTrainer):
             sequence_kl = gather(token_kl.sum(-1))  # (N,)
             self._metrics[mode]["kl"].append(self._global_masked_mean(token_kl, mask))
             if self.mask_truncated_completions:
-                unmeasured = gather(self._truncated(completion_ids_list).to(device))
+                unmeasured = gather(self._truncated(completion_ids_list).to(device, torch.float32)).bool()
 
         if self.ext["advantage_estimator"] == "online_rft":
             advantages = online_rft_advantages(rewards, self.ext["rft_correct_threshold"])
@@ -256,7 +256,8 @@ class GRPOTrainer(_TRLGRPOTrainer):
         TRL's `reward_std` and `frac_reward_zero_std`, which describe the outcome rewards only."""
         per_token = advantages if advantages.dim() == 2 else advantages.unsqueeze(1).expand_as(mask)
         carries_gradient = ((per_token != 0) & mask.bool()).any(dim=1)
-        std, frac_zero = advantage_statistics(gather(per_token[:, 0].float()).cpu(), gather(carries_gradient).cpu())
+        first_token = gather(per_token[:, 0].float()).cpu()
+        std, frac_zero = advantage_statistics(first_token, gather(carries_gradient.float()).cpu() > 0)
         self._metrics[mode]["advantage_std"].append(std)
         self._metrics[mode]["frac_advantage_zero"].append(frac_zero)
 
