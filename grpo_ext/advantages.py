@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 
 EPS = 1e-4  # TRL's epsilon in (r - mean) / (std + eps)
+SCALES = ("group", "batch", "none")  # TRL's `scale_rewards`
 
 
 def _nanstd(x: torch.Tensor, dim=None, keepdim: bool = False) -> torch.Tensor:
@@ -56,27 +57,34 @@ def online_rft_advantages(rewards: torch.Tensor, threshold: float) -> torch.Tens
     return (rewards >= threshold).float()  # NaN >= t is False
 
 
-def normalize_group_step_rewards(step_rewards: Sequence[Sequence[float]], group_size: int) -> list[list[float]]:
-    r"""r~_{i,j} = (r_{i,j} - mean(R)) / (std(R) + 1e-4), R = all step rewards of the group's G outputs.
+def normalize_group_step_rewards(
+    step_rewards: Sequence[Sequence[float]], group_size: int, scale: str = "group"
+) -> list[list[float]]:
+    r"""r~_{i,j} = (r_{i,j} - mean(R_g)) / (std + 1e-4), R_g = all step rewards of the group's G outputs.
 
-    Pooled over the group's steps (DeepSeekMath eq. for process supervision). std is Bessel-corrected as in TRL;
-    with fewer than two scored steps in the group every normalised reward is 0. NaN step rewards stay NaN.
+    Pooled over the group's steps (DeepSeekMath eq. for process supervision). `scale` is TRL's `scale_rewards`:
+    `"group"` divides by std(R_g), `"batch"` by the std of every step reward of the batch, `"none"` does not divide
+    (Dr. GRPO). std is Bessel-corrected as in TRL. A group with fewer than two scored steps has nothing to compare,
+    so its normalised rewards are 0. NaN step rewards stay NaN and are left out of every statistic.
     """
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; expected 'group', 'batch' or 'none'")
     if len(step_rewards) % group_size:
         raise ValueError(f"{len(step_rewards)} completions are not a whole number of groups of size {group_size}")
+    rows = [torch.tensor([float(r) for r in row], dtype=torch.float64) for row in step_rewards]
+    scored_in_batch = torch.cat([row[~torch.isnan(row)] for row in rows] + [torch.zeros(0, dtype=torch.float64)])
+    batch_std = scored_in_batch.std() if scored_in_batch.numel() >= 2 else None
     normalized: list[list[float]] = []
-    for start in range(0, len(step_rewards), group_size):
-        group = step_rewards[start : start + group_size]
-        pooled = torch.tensor([float(r) for rows in group for r in rows], dtype=torch.float64)
-        scored = pooled[~torch.isnan(pooled)]
-        if scored.numel() >= 2:
-            mean, std = scored.mean(), scored.std()
-        else:
-            mean, std = (scored.mean() if scored.numel() else torch.tensor(0.0, dtype=torch.float64)), None
-        for rows in group:
-            values = torch.tensor([float(r) for r in rows], dtype=torch.float64)
-            values = (values - mean) / (std + EPS) if std is not None else torch.where(
-                torch.isnan(values), values, torch.zeros_like(values))
+    for start in range(0, len(rows), group_size):
+        group = rows[start : start + group_size]
+        scored = torch.cat([row[~torch.isnan(row)] for row in group])
+        std = {"group": scored.std() if scored.numel() >= 2 else None, "batch": batch_std, "none": None}[scale]
+        for values in group:
+            if scored.numel() < 2:  # nothing to compare against: 0 (NaN stays NaN)
+                values = torch.where(torch.isnan(values), values, torch.zeros_like(values))
+            else:
+                values = values - scored.mean()
+                values = values / (std + EPS) if std is not None else values
             normalized.append(values.tolist())
     return normalized
 
@@ -99,12 +107,13 @@ def process_advantages(
     step_ends: Sequence[Sequence[int]],
     group_size: int,
     num_tokens: int,
+    scale: str = "group",
 ) -> torch.Tensor:
     r"""Process-supervision advantages (DeepSeekMath section 4.1.3), shape (B, num_tokens).
 
     `step_rewards[i][j]` is the reward of step j of completion i and `step_ends[i][j]` the index of that step's
     last completion token (non-decreasing in j, in [0, num_tokens)). With r~ the rewards normalised over all steps
-    of the group (`normalize_group_step_rewards`):
+    of the group (`normalize_group_step_rewards`, with `scale` as TRL's `scale_rewards`):
 
         A_{i,t} = sum_{j : step_ends[i][j] >= t} r~_{i,j}
 
@@ -112,7 +121,8 @@ def process_advantages(
     """
     if len(step_rewards) != len(step_ends):
         raise ValueError(f"step_rewards has {len(step_rewards)} completions but step_ends has {len(step_ends)}")
-    return steps_to_token_advantages(normalize_group_step_rewards(step_rewards, group_size), step_ends, num_tokens)
+    normalized = normalize_group_step_rewards(step_rewards, group_size, scale)
+    return steps_to_token_advantages(normalized, step_ends, num_tokens)
 
 
 def steps_to_token_advantages(
@@ -148,3 +158,17 @@ def step_sums(per_token: torch.Tensor, step_ends: Sequence[int]) -> list[float]:
     ends = torch.as_tensor(list(step_ends), dtype=torch.long, device=per_token.device)
     totals = cumulative[ends]
     return (totals - torch.cat([totals.new_zeros(1), totals[:-1]])).tolist()
+
+
+def advantage_statistics(sequence_advantages: torch.Tensor, carries_gradient: torch.Tensor) -> tuple[float, float]:
+    r"""Statistics of the advantages actually used, the counterparts of TRL's `reward_std` and `frac_reward_zero_std`.
+
+    `sequence_advantages` (N,) is each completion's advantage at its first token (its whole-sequence advantage; under
+    process supervision the sum of its normalised step rewards), `carries_gradient` (N,) whether any of its unmasked
+    tokens has a non-zero advantage. Returns (Bessel std of `sequence_advantages` over the batch, as TRL's
+    `reward_std` is of the rewards, 0 for a single completion; fraction of completions that give no policy gradient).
+    """
+    values = torch.as_tensor(sequence_advantages, dtype=torch.float64)
+    std = values.std().item() if values.numel() > 1 else 0.0
+    frac_zero = 1.0 - torch.as_tensor(carries_gradient, dtype=torch.float64).mean().item()
+    return std, frac_zero

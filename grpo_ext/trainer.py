@@ -25,6 +25,7 @@ from trl.models.utils import disable_gradient_checkpointing
 
 from .advantages import (
     add_outcome_to_last_step,
+    advantage_statistics,
     normalize_group_step_rewards,
     online_rft_advantages,
     outcome_advantages,
@@ -77,7 +78,7 @@ class GRPOTrainer(_TRLGRPOTrainer):
             name = model if isinstance(model, str) else model.config._name_or_path
             args = GRPOConfig(f"{str(name).split('/')[-1]}-GRPO")
         options = {key: getattr(args, key, default) for key, default in _DEFAULTS.items()}
-        _validate(options, args, process_reward_model, step_splitter)
+        _validate(options, args, reward_funcs, process_reward_model, step_splitter)
         self.ext = options
         if options["supervision"] == "process" and not reward_funcs:
             reward_funcs = [no_outcome_reward]  # TRL needs a reward source; the PRM supplies the signal
@@ -208,31 +209,57 @@ class GRPOTrainer(_TRLGRPOTrainer):
         rewards = (rewards_per_func * self.reward_weights.to(device).unsqueeze(0)).nansum(dim=1)
         rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
 
-        token_kl = None
+        token_kl = sequence_kl = None
+        # Rows without a KL estimate, all processes: TRL masks truncated completions (`mask_truncated_completions`),
+        # so their KL penalty would be 0 while their reward still set the group's mean and std. They leave the group
+        # statistics instead (their tokens are out of the loss anyway).
+        unmeasured = torch.zeros_like(rewards, dtype=torch.bool)
         if self.ext["kl_in"] == "reward":
             token_kl = self._sampling_kl(output) * mask  # (B, T), detached
             sequence_kl = gather(token_kl.sum(-1))  # (N,)
             self._metrics[mode]["kl"].append(self._global_masked_mean(token_kl, mask))
+            if self.mask_truncated_completions:
+                unmeasured = gather(self._truncated(completion_ids_list).to(device, torch.float32)).bool()
 
         if self.ext["advantage_estimator"] == "online_rft":
             advantages = online_rft_advantages(rewards, self.ext["rft_correct_threshold"])
             self._metrics[mode]["online_rft/frac_correct"].append(advantages.mean().item())
-            if token_kl is not None:
+            if sequence_kl is not None:
                 advantages = advantages - self.beta * sequence_kl
-            advantages[torch.isnan(rewards)] = 0.0
+            advantages[torch.isnan(rewards) | unmeasured] = 0.0
             self._log_completion_advantages(advantages)
             advantages = advantages[process_slice]
         elif self.ext["supervision"] == "process":
             advantages = self._process_advantages(
-                prompts, completion_ids_list, rewards, token_kl, group_size, mask.size(1), process_slice, mode
+                prompts, completion_ids_list, rewards, token_kl, unmeasured, group_size, mask.size(1), process_slice,
+                mode,
             ).to(device)
             self._metrics[mode]["process/advantage_mean"].append(self._global_masked_mean(advantages, mask))
         else:  # outcome GRPO with the KL penalty in the reward
-            advantages = outcome_advantages(rewards - self.beta * sequence_kl, group_size, self.scale_rewards)
+            penalized = rewards - self.beta * sequence_kl
+            penalized[unmeasured] = torch.nan  # out of the group statistics, advantage 0
+            advantages = outcome_advantages(penalized, group_size, self.scale_rewards)
             self._log_completion_advantages(advantages)
             advantages = advantages[process_slice]
-        output["advantages"] = advantages.to(device)
+        advantages = advantages.to(device)
+        self._log_advantage_statistics(advantages, mask, mode)
+        output["advantages"] = advantages
         return output
+
+    def _truncated(self, completion_ids_list) -> torch.Tensor:
+        """TRL's rule for a truncated completion: its last token is neither EOS nor padding (local rows)."""
+        eos_and_pad = {*self.eos_token_ids, self._tokenizer.pad_token_id}
+        return torch.tensor([len(ids) > 0 and ids[-1] not in eos_and_pad for ids in completion_ids_list])
+
+    def _log_advantage_statistics(self, advantages: torch.Tensor, mask: torch.Tensor, mode: str) -> None:
+        """`advantage_std` and `frac_advantage_zero` of the advantages in use (see `advantage_statistics`), beside
+        TRL's `reward_std` and `frac_reward_zero_std`, which describe the outcome rewards only."""
+        per_token = advantages if advantages.dim() == 2 else advantages.unsqueeze(1).expand_as(mask)
+        carries_gradient = ((per_token != 0) & mask.bool()).any(dim=1)
+        first_token = gather(per_token[:, 0].float()).cpu()
+        std, frac_zero = advantage_statistics(first_token, gather(carries_gradient.float()).cpu() > 0)
+        self._metrics[mode]["advantage_std"].append(std)
+        self._metrics[mode]["frac_advantage_zero"].append(frac_zero)
 
     def _log_completion_advantages(self, advantages: torch.Tensor) -> None:
         """Overwrite the advantages TRL just logged for the completions table (one per completion, all processes)."""
@@ -262,7 +289,7 @@ class GRPOTrainer(_TRLGRPOTrainer):
         return per_token_kl(old_logps, output["ref_per_token_logps"], self.ext["kl_estimator"]).detach()
 
     def _process_advantages(
-        self, prompts, completion_ids_list, rewards, token_kl, group_size, num_tokens, process_slice, mode
+        self, prompts, completion_ids_list, rewards, token_kl, unmeasured, group_size, num_tokens, process_slice, mode
     ) -> torch.Tensor:
         """Split, score and normalise steps over the whole group (all processes); return local (B, T) advantages."""
         steps, step_ends = [], []
@@ -272,27 +299,35 @@ class GRPOTrainer(_TRLGRPOTrainer):
             step_ends.append(ends)
         step_rewards = self.process_reward_model(prompts, steps)
         step_rewards = _check_step_rewards(step_rewards, steps)
+        num_steps = torch.tensor([len(s) for s in steps], dtype=torch.float32, device=rewards.device)
+        for i, ids in enumerate(completion_ids_list):
+            if not step_ends[i] and len(ids):
+                # No step (EOS only, whitespace, or the splitter found none): one unscored step ending at the last
+                # token, so that the completion keeps its outcome reward (a degenerate output is still judged).
+                step_rewards[i], step_ends[i] = [float("nan")], [len(ids) - 1]
+        if self.ext["process_outcome_reward"] == "last_step":
+            step_rewards = add_outcome_to_last_step(step_rewards, rewards[process_slice].tolist())
         if token_kl is not None:  # PPO-style: each step's reward pays for the KL of its own tokens
             for i, ends in enumerate(step_ends):
                 step_kl = step_sums(token_kl[i], ends)
                 step_rewards[i] = [r - self.beta * k for r, k in zip(step_rewards[i], step_kl)]
+        for i in torch.nonzero(unmeasured[process_slice]).flatten().tolist():  # no KL estimate: out of the statistics
+            step_rewards[i] = [float("nan")] * len(step_rewards[i])
 
         # Group statistics need every completion of the group, which may live on other processes.
         all_step_rewards = gather_object(step_rewards)
-        all_step_ends = gather_object(step_ends)
-        if self.ext["process_outcome_reward"] == "last_step":
-            all_step_rewards = add_outcome_to_last_step(all_step_rewards, rewards.tolist())
-        normalized = normalize_group_step_rewards(all_step_rewards, group_size)
+        normalized = normalize_group_step_rewards(all_step_rewards, group_size, self.scale_rewards)
         # the completions table shows each completion's advantage at its first token
         self._log_completion_advantages(torch.tensor([sum(r for r in rows if r == r) for rows in normalized]))
 
-        num_steps = torch.tensor([len(s) for s in all_step_ends], dtype=torch.float32)
+        num_steps = gather(num_steps)
         self._metrics[mode]["process/steps_per_completion"].append(num_steps.mean().item())
         self._metrics[mode]["process/frac_no_steps"].append((num_steps == 0).float().mean().item())
         if bool((num_steps == 0).all()):
             logger.warning(
-                "Process supervision: the step splitter returned no steps for every completion of this batch, so "
-                "every advantage is 0. Check step_delimiter / step_splitter against the model's outputs."
+                "Process supervision: the step splitter returned no steps for any completion of this batch, so only "
+                "the outcome rewards are left (each completion is one unscored step). Check step_delimiter / "
+                "step_splitter against the model's outputs."
             )
         return steps_to_token_advantages(normalized[process_slice], step_ends, num_tokens)
 
@@ -335,8 +370,8 @@ def _check_step_rewards(step_rewards, steps) -> list[list[float]]:
     return checked
 
 
-def _validate(options: dict, args, process_reward_model, step_splitter) -> None:
-    """Construction-time errors for option combinations that cannot work."""
+def _validate(options: dict, args, reward_funcs, process_reward_model, step_splitter) -> None:
+    """Construction-time errors for option combinations that cannot work, warnings for ones that change meaning."""
     if options["kl_estimator"] not in KL_ESTIMATORS:
         raise ValueError(
             f"GRPOTrainer: unknown kl_estimator={options['kl_estimator']!r}; expected one of {', '.join(KL_ESTIMATORS)}"
@@ -349,6 +384,19 @@ def _validate(options: dict, args, process_reward_model, step_splitter) -> None:
             "GRPOTrainer: supervision='process', advantage_estimator='online_rft' and kl_in='reward' combine the "
             "reward functions by their weighted sum; multi_objective_aggregation must be 'sum_then_normalize'."
         )
+    if options["advantage_estimator"] == "online_rft":
+        if not reward_funcs:
+            raise ValueError(
+                "GRPOTrainer: advantage_estimator='online_rft' judges each completion correct or not by its outcome "
+                "reward, but no reward_funcs were given (every advantage would be 0). Pass an outcome reward "
+                "function, e.g. rewards.accuracy_reward."
+            )
+        if args.beta > 0.0:
+            logger.warning(
+                "GRPOTrainer: advantage_estimator='online_rft' with beta=%s keeps the KL term (in the %s), so the "
+                "gradient is Online RFT's plus a KL penalty; DeepSeekMath's Online RFT gradient needs beta=0 and "
+                "loss_type='grpo' (docs/grpo_ext.md).", args.beta, options["kl_in"]
+            )
     if options["supervision"] == "process":
         if options["advantage_estimator"] == "online_rft":
             logger.warning(

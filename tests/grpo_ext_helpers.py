@@ -100,6 +100,41 @@ def trl_and_ours(model_path, tmp_path, **overrides):
     return theirs, ours
 
 
+def scripted_rollout(completions):
+    """A TRL `rollout_func` that "generates" the given completions (token id lists, or texts to which EOS is appended)
+    in order, one generation batch's worth: completions whose ending the test must control (truncated, EOS only,
+    whitespace only, steps with leading spaces)."""
+
+    def rollout(prompts, trainer):
+        tok = trainer.processing_class
+        ids = [c if isinstance(c, list) else tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+               for c in completions]
+        assert len(prompts) == len(ids), f"{len(prompts)} prompts for {len(ids)} scripted completions"
+        return {
+            "prompt_ids": [tok(p, add_special_tokens=False)["input_ids"] for p in prompts],
+            "completion_ids": ids,
+            "logprobs": [[0.0] * len(c) for c in ids],
+        }
+
+    return rollout
+
+
+def expected_process_advantages(tok, id_lists, prm, outcomes, delimiter, group_size, num_tokens):
+    """Process advantages recomputed from the pure functions: steps located in the completions, scored by `prm`, the
+    outcome (None: ignored) joining the last step, and a completion with no step one unscored step at its last token.
+    Returns (advantages, steps)."""
+    from grpo_ext.advantages import process_advantages
+    from grpo_ext.steps import delimiter_splitter, locate_steps
+
+    located = [locate_steps(ids, tok, delimiter_splitter(delimiter)) for ids in id_lists]
+    steps = [s for s, _ in located]
+    rewards = [list(r) or [float("nan")] for r in prm(None, steps)]
+    ends = [e or [len(ids) - 1] for (_, e), ids in zip(located, id_lists)]
+    for row, outcome in zip(rewards, outcomes if outcomes is not None else []):
+        row[-1] = outcome if row[-1] != row[-1] else row[-1] + outcome
+    return process_advantages(rewards, ends, group_size, num_tokens), steps
+
+
 def generation_batch(trainer, seed: int = 0):
     """One scored generation batch, as `_prepare_inputs` would buffer it."""
     torch.manual_seed(seed)
@@ -128,9 +163,6 @@ def two_process_worker(model_path: str, output_dir: str) -> None:
 
     from accelerate.utils import gather_object
 
-    from grpo_ext.advantages import process_advantages
-    from grpo_ext.steps import delimiter_splitter, locate_steps
-
     torch.set_num_threads(1)
     report = {}
     for name, options in {
@@ -152,13 +184,10 @@ def two_process_worker(model_path: str, output_dir: str) -> None:
             entry = {"num_processes": trainer.accelerator.num_processes, "advantages": advantages}
             if name == "process":
                 tok = trainer.processing_class
-                located = [locate_steps(i, tok, delimiter_splitter(" ")) for i in ids]
-                step_rewards = step_length_prm(None, [s for s, _ in located])
-                for k, text in enumerate(tok.batch_decode(ids, skip_special_tokens=True)):
-                    if step_rewards[k]:
-                        step_rewards[k][-1] += digit_reward([text])[0]
+                outcomes = digit_reward(tok.batch_decode(ids, skip_special_tokens=True))
                 width = max(len(row) for row in advantages)
-                entry["expected"] = process_advantages(step_rewards, [e for _, e in located], 4, width).tolist()
+                expected, _ = expected_process_advantages(tok, ids, step_length_prm, outcomes, " ", 4, width)
+                entry["expected"] = expected.tolist()
             report[name] = entry
     if report:
         with open(f"{output_dir}/report.json", "w") as handle:

@@ -111,3 +111,27 @@ def test_outcome_joins_the_last_step_even_when_it_is_unscored():
     assert combined[1][0] == 1.0 and combined[1][1] == 1.0  # the unscored last step carries the outcome, not NaN
     assert combined[2] == []  # no step to carry it
     assert combined[3] == [0.25]  # a NaN outcome changes nothing
+
+
+def test_step_reward_scaling_follows_scale_rewards():
+    # group 1: steps {1 | 0, 2}, mean 1, deviations 0 | -1, 1, Bessel std 1
+    # group 2: steps {4 | 6},    mean 5, deviations -1 | 1,     Bessel std sqrt(2)
+    # batch: {1, 0, 2, 4, 6}, mean 2.6, squared deviations 2.56 + 6.76 + 0.36 + 1.96 + 11.56 = 23.2, std sqrt(5.8)
+    rewards = [[1.0], [0.0, 2.0], [4.0], [6.0]]
+    assert normalize_group_step_rewards(rewards, 2, "none") == [[0.0], [-1.0, 1.0], [-1.0], [1.0]]
+    flat = lambda rows: [r for row in rows for r in row]  # noqa: E731
+    group = flat(normalize_group_step_rewards(rewards, 2, "group"))
+    assert group == pytest.approx([0.0, -1 / (1 + 1e-4), 1 / (1 + 1e-4), -1 / (2**0.5 + 1e-4), 1 / (2**0.5 + 1e-4)])
+    batch = flat(normalize_group_step_rewards(rewards, 2, "batch"))
+    s = 5.8**0.5 + 1e-4
+    assert batch == pytest.approx([0.0, -1 / s, 1 / s, -1 / s, 1 / s])
+    with pytest.raises(ValueError, match="unknown scale 'std'"):
+        normalize_group_step_rewards(rewards, 2, "std")
+
+
+def test_advantage_statistics():
+    from grpo_ext.advantages import advantage_statistics
+
+    std, frac_zero = advantage_statistics(torch.tensor([1.0, 0.0, 1.0, 0.0]), torch.tensor([True, False, True, False]))
+    assert std == pytest.approx((1 / 3) ** 0.5) and frac_zero == 0.5
+    assert advantage_statistics(torch.tensor([2.0]), torch.tensor([True])) == (0.0, 0.0)

@@ -53,6 +53,8 @@ def test_deepseekmath_settings():
     assert values["beta"] == 0.04 and values["kl_estimator"] == "k3" and values["kl_in"] == "loss"
     assert values["learning_rate"] == 1e-6 and 8 <= values["num_generations"] <= 64
     assert values["max_completion_length"] == 1024 and values["num_iterations"] == 1
+    # the paper's objective: per-sequence token mean and the plain k3 (TRL defaults to dapo and V3.2's rho * k3)
+    assert values["loss_type"] == "grpo" and values["use_bias_correction_kl"] is False
 
 
 def test_default_recipe_trains_by_name_with_tiny_overrides(tiny_model_path, shared_data, tmp_path):

@@ -8,6 +8,7 @@ from grpo_ext_helpers import (  # noqa: F401 (single_torch_thread is an autouse 
     single_torch_thread,
     completion_id_lists,
     digit_reward,
+    expected_process_advantages,
     generation_batch,
     length_parity_reward,
     loss_and_grads,
@@ -17,9 +18,8 @@ from grpo_ext_helpers import (  # noqa: F401 (single_torch_thread is an autouse 
     trl_and_ours,
 )
 
-from grpo_ext.advantages import online_rft_advantages, outcome_advantages, process_advantages
+from grpo_ext.advantages import online_rft_advantages, outcome_advantages
 from grpo_ext.kl import per_token_kl
-from grpo_ext.steps import delimiter_splitter, locate_steps
 
 
 def assert_same_loss_and_grads(theirs, ours, inputs, atol=1e-6):
@@ -162,16 +162,11 @@ def test_process_supervision_advantages(tiny_model_path, tmp_path, outcome_mode)
     inputs = generation_batch(trainer)
     assert calls == [4]  # one PRM call per generation batch (of 4 completions)
     tok = trainer.processing_class
-    located = [locate_steps(ids, tok, delimiter_splitter(" ")) for ids in completion_id_lists(inputs)]
-    steps = [s for s, _ in located]
-    ends = [e for _, e in located]
-    step_rewards = step_length_prm(None, steps)
+    outcomes = None
     if outcome_mode == "last_step":
-        texts = tok.batch_decode(inputs["completion_ids"], skip_special_tokens=True)
-        for i, outcome in enumerate(digit_reward(texts)):
-            if step_rewards[i]:
-                step_rewards[i][-1] += outcome
-    expected = process_advantages(step_rewards, ends, group_size=4, num_tokens=inputs["completion_ids"].size(1))
+        outcomes = digit_reward(tok.batch_decode(inputs["completion_ids"], skip_special_tokens=True))
+    expected, steps = expected_process_advantages(tok, completion_id_lists(inputs), step_length_prm, outcomes, " ",
+                                                  group_size=4, num_tokens=inputs["completion_ids"].size(1))
     assert inputs["advantages"].shape == inputs["completion_ids"].shape
     torch.testing.assert_close(inputs["advantages"], expected)
     assert list(trainer._logs["advantages"]) == pytest.approx(expected[:, 0].tolist(), abs=1e-5)
@@ -271,27 +266,15 @@ def _trainer_with_args(model_path, args):
     return GRPOTrainer(model=model_path, reward_funcs=[digit_reward], args=args, train_dataset=tiny_dataset())
 
 
-def test_splitter_with_no_steps_warns_at_run_time(tiny_model_path, tmp_path, caplog):
-    trainer = make_trainer(tiny_model_path, tmp_path, supervision="process",
-                           trainer_kwargs={"process_reward_model": step_length_prm, "step_splitter": lambda t: []})
-    trainer.model.train()
-    with caplog.at_level(logging.WARNING, logger="grpo_ext.trainer"):
-        inputs = generation_batch(trainer)
-    assert "returned no steps for every completion" in caplog.text
-    assert torch.count_nonzero(inputs["advantages"]) == 0
-    assert trainer._metrics["train"]["process/frac_no_steps"][-1] == 1.0
-
-
 def test_process_supervision_without_outcome_rewards(tiny_model_path, tmp_path):
     trainer = make_trainer(tiny_model_path, tmp_path, reward_funcs=[], supervision="process", step_delimiter=" ",
                            trainer_kwargs={"process_reward_model": step_length_prm})
     assert trainer.reward_func_names == ["no_outcome_reward"]
     trainer.model.train()
     inputs = generation_batch(trainer)
-    located = [locate_steps(ids, trainer.processing_class, delimiter_splitter(" "))
-               for ids in completion_id_lists(inputs)]
-    expected = process_advantages(step_length_prm(None, [s for s, _ in located]), [e for _, e in located],
-                                  group_size=4, num_tokens=inputs["completion_ids"].size(1))
+    # no_outcome_reward's 0 is the outcome: it joins the last step (and is a completion's only step if it has none)
+    expected, _ = expected_process_advantages(trainer.processing_class, completion_id_lists(inputs), step_length_prm,
+                                              [0.0] * 4, " ", group_size=4, num_tokens=inputs["completion_ids"].size(1))
     torch.testing.assert_close(inputs["advantages"], expected)
 
 
