@@ -4,17 +4,17 @@ import math
 
 import pytest
 
-from launch.evaluate import (
+from grpo_ext.evaluation import (
     MathEvalCallback,
-    equal_shard,
     SamplingParams,
     TransformersGenerator,
-    evaluate,
+    equal_shard,
     majority_vote,
     markdown_table,
     pass_at_k,
     summarize,
 )
+from launch.evaluate import evaluate
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Pure metrics
@@ -65,7 +65,7 @@ def test_majority_vote_groups_equivalent_latex_with_rewards():
 
 
 def test_scoring_extracts_like_the_training_reward():
-    from launch.evaluate import score_problems
+    from grpo_ext.evaluation import score_problems
     from rewards import accuracy_reward
 
     completions = ["\\boxed{18}", "so it is 2", "She pays 7 dollars.", "\\boxed{x^2}"]
@@ -390,7 +390,7 @@ def test_vllm_generator_maps_sampling_params_and_keeps_order(monkeypatch):
     import sys
     import types
 
-    from launch.evaluate import VLLMGenerator
+    from grpo_ext.evaluation import VLLMGenerator
 
     calls = {}
 
