@@ -10,6 +10,7 @@ The generation backend is anything with `generate(prompts, n, params) -> list[li
 double. `MathEvalCallback` runs the same evaluation on a small subset every N training steps.
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -120,8 +121,9 @@ def markdown_table(summary: dict) -> str:
     """Summary as a Markdown table: one row overall, then one per level and per subject."""
     overall = summary["overall"]
     columns = [c for c in overall if c != "count"]
+    protocol = f" — protocol {summary['protocol']}" if summary.get("protocol") else ""
     lines = [
-        f"# {summary['dataset']} — {summary.get('model') or 'model'}",
+        f"# {summary['dataset']} — {summary.get('model') or 'model'}{protocol}",
         "",
         "| group | problems | " + " | ".join(columns) + " |",
         "| --- | ---: | " + " | ".join("---:" for _ in columns) + " |",
@@ -132,6 +134,8 @@ def markdown_table(summary: dict) -> str:
         return f"| {name} | {metrics['count']} | " + " | ".join(cells) + " |"
 
     lines.append(row("all", overall))
+    for name, metrics in list(summary.get("scores", {}).items())[1:]:  # the first score is `overall`
+        lines.append(row(f"all ({name})", metrics))
     for level, metrics in summary.get("by_level", {}).items():
         lines.append(row(f"level {level}", metrics))
     for subject, metrics in summary.get("by_subject", {}).items():
@@ -142,11 +146,15 @@ def markdown_table(summary: dict) -> str:
 
 
 def _generation_note(generation: dict) -> str:
+    stop = f" Stops at {generation['stop']}." if generation.get("stop") else ""
+    penalty = generation.get("repetition_penalty", 1.0)
+    penalty = f", repetition penalty {penalty}" if penalty != 1.0 else ""
     if generation["temperature"] == 0:
-        return f"Greedy decoding, max {generation['max_new_tokens']} new tokens."
+        return f"Greedy decoding{penalty}, max {generation['max_new_tokens']} new tokens.{stop}"
     return (
         f"{generation['num_samples']} samples per problem at temperature {generation['temperature']}, "
-        f"top_p {generation['top_p']}, max {generation['max_new_tokens']} new tokens."
+        f"top_p {generation['top_p']}, top_k {generation.get('top_k', 0)}, min_p {generation.get('min_p', 0.0)}"
+        f"{penalty}, max {generation['max_new_tokens']} new tokens.{stop}"
     )
 
 
@@ -157,18 +165,60 @@ def _generation_note(generation: dict) -> str:
 
 @dataclass
 class SamplingParams:
-    """Decoding settings shared by every backend; temperature 0 means greedy."""
+    """Every decoding setting, decided here and never by the model's `generation_config.json`; temperature 0 means
+    greedy. `top_k` 0, `min_p` 0 and `repetition_penalty` 1 switch those filters off. Generation stops at any of
+    `stop` (the protocol's stop strings, the chat template's end of turn, the EOS token; cut from the text, as
+    vLLM and lm-eval do) or after `max_new_tokens`. `seed` is the run's seed; each problem samples with
+    `problem_seed(seed, idx)`."""
 
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 1024
     seed: int = 0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+
+
+def problem_seed(seed: int, idx: int) -> int:
+    """The sampling seed of problem `idx` in a run seeded with `seed`: the first 4 bytes of sha256("seed:idx"), so
+    a problem's samples do not depend on which other problems share its batch, on `--save_every` or on `--resume`."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{idx}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` up to the first occurrence of any stop string (the stop string itself excluded)."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def end_of_turn(tokenizer) -> str | None:
+    """The text a chat template puts after an assistant message (e.g. `<|im_end|>` for ChatML), found by rendering
+    a one-turn conversation; None without a chat template or when the template adds nothing."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        return None
+    marker = "\u2063ANSWER\u2063"
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Q"}, {"role": "assistant", "content": marker}], tokenize=False
+    )
+    after = text[text.rindex(marker) + len(marker) :].strip() if marker in text else ""
+    return after or None
+
+
+def stop_strings(tokenizer, protocol_stop: Sequence[str] = ()) -> tuple[str, ...]:
+    """The protocol's stop strings, then the chat template's end of turn and the EOS token, without repeats."""
+    candidates = [*protocol_stop, end_of_turn(tokenizer), tokenizer.eos_token]
+    return tuple(dict.fromkeys(s for s in candidates if s))
 
 
 class Generator(Protocol):
-    """A generation backend: `n` completions (text only, prompt excluded) for each prompt, in prompt order."""
+    """A generation backend: `n` completions (text only, prompt excluded, cut at `params.stop`) for each prompt, in
+    prompt order; sampling for prompt i is seeded with `seeds[i]` (`params.seed` for every prompt when None)."""
 
-    def generate(self, prompts: list[str], n: int, params: SamplingParams) -> list[list[str]]: ...
+    def generate(
+        self, prompts: list[str], n: int, params: SamplingParams, seeds: Sequence[int] | None = None
+    ) -> list[list[str]]: ...
 
 
 class TransformersGenerator:
@@ -194,21 +244,67 @@ class TransformersGenerator:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
         return cls(model, AutoTokenizer.from_pretrained(path), batch_size=batch_size)
 
-    def generate(self, prompts: list[str], n: int, params: SamplingParams) -> list[list[str]]:
+    def generation_config(self, n: int, params: SamplingParams):
+        """A complete `GenerationConfig` from `params` alone: every sampling filter set explicitly (so none is
+        inherited from the model's generation_config.json), EOS = the tokenizer's EOS plus every stop string that is
+        one token, the other stop strings through transformers' `stop_strings`."""
+        from transformers import GenerationConfig
+
+        do_sample = params.temperature > 0
+        stop_ids = [self.tokenizer.eos_token_id]
+        for text in params.stop:
+            ids = self.tokenizer.encode(text, add_special_tokens=False)
+            if len(ids) == 1 and ids[0] not in stop_ids:
+                stop_ids.append(ids[0])
+        return GenerationConfig(
+            do_sample=do_sample,
+            num_beams=1,
+            temperature=params.temperature if do_sample else 1.0,
+            top_p=params.top_p if do_sample else 1.0,
+            top_k=params.top_k if do_sample else 0,
+            min_p=params.min_p if do_sample else 0.0,
+            typical_p=1.0,
+            epsilon_cutoff=0.0,
+            eta_cutoff=0.0,
+            repetition_penalty=params.repetition_penalty,
+            no_repeat_ngram_size=0,
+            max_new_tokens=params.max_new_tokens,
+            num_return_sequences=n,
+            eos_token_id=stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+            stop_strings=list(params.stop) or None,
+        )
+
+    def decode(self, ids, stop: Sequence[str]) -> str:
+        """A completion's text: cut at the first stop string, then special tokens (padding) removed."""
+        text = cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=False), stop)
+        for special in self.tokenizer.all_special_tokens:
+            text = text.replace(special, "")
+        return text
+
+    def generate(
+        self, prompts: list[str], n: int, params: SamplingParams, seeds: Sequence[int] | None = None
+    ) -> list[list[str]]:
+        """Greedy: batches of `batch_size` prompts. Sampling: one prompt at a time (its n samples together), with
+        `torch.manual_seed(seeds[i])` before it, so a problem's samples are the same whatever the batching."""
         import torch
 
         do_sample = params.temperature > 0
         if not do_sample and n != 1:
             raise ValueError("greedy decoding (temperature 0) gives one completion per prompt; use n=1")
-        torch.manual_seed(params.seed)
+        seeds = list(seeds) if seeds is not None else [params.seed] * len(prompts)
+        config = self.generation_config(n, params)
         lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
         order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+        batch_size = self.batch_size if not do_sample else 1
         results: list[list[str]] = [[] for _ in prompts]
         was_training = self.model.training
+        model_config, self.model.generation_config = self.model.generation_config, config  # nothing inherited
         self.model.eval()
         try:
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
                 inputs = self.tokenizer(
                     [prompts[i] for i in batch],
                     return_tensors="pt",
@@ -216,44 +312,55 @@ class TransformersGenerator:
                     padding_side="left",
                     add_special_tokens=False,
                 ).to(self.model.device)
-                sampling = {"temperature": params.temperature, "top_p": params.top_p} if do_sample else {}
+                if do_sample:
+                    torch.manual_seed(seeds[batch[0]])
                 with torch.no_grad():
-                    output = self.model.generate(
-                        **inputs,
-                        max_new_tokens=params.max_new_tokens,
-                        do_sample=do_sample,
-                        num_return_sequences=n,
-                        pad_token_id=self.tokenizer.pad_token_id,
-                        **sampling,
-                    )
-                texts = self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+                    output = self.model.generate(**inputs, generation_config=config, tokenizer=self.tokenizer)
+                completions = output[:, inputs["input_ids"].shape[1] :]
+                texts = [self.decode(ids, params.stop) for ids in completions]
                 for j, i in enumerate(batch):
                     results[i] = texts[j * n : (j + 1) * n]
         finally:
+            self.model.generation_config = model_config
             self.model.train(was_training)
         return results
 
 
 class VLLMGenerator:
-    """vLLM offline generation (continuous batching: all prompts are submitted at once)."""
+    """vLLM offline generation (continuous batching: all prompts are submitted at once). The engine is built with
+    `generation_config="vllm"`, so the model's generation_config.json sets no default; each prompt carries its own
+    sampling parameters (its seed) from `SamplingParams`."""
 
     def __init__(self, model_path: str, **llm_kwargs):
         try:
             from vllm import LLM
         except ImportError as err:
             raise ImportError("--backend vllm needs vLLM: pip install 'grpo-ext[vllm]'") from err
-        self.llm = LLM(model=model_path, **llm_kwargs)
+        self.llm = LLM(model=model_path, **{"generation_config": "vllm", **llm_kwargs})
 
-    def generate(self, prompts: list[str], n: int, params: SamplingParams) -> list[list[str]]:
+    @staticmethod
+    def sampling_kwargs(n: int, params: SamplingParams, seed: int) -> dict:
+        """vLLM's SamplingParams arguments for one prompt (greedy: temperature 0 and the filters off)."""
+        greedy = params.temperature == 0
+        return {
+            "n": n,
+            "temperature": params.temperature,
+            "top_p": 1.0 if greedy else params.top_p,
+            "top_k": -1 if greedy or params.top_k == 0 else params.top_k,
+            "min_p": 0.0 if greedy else params.min_p,
+            "repetition_penalty": params.repetition_penalty,
+            "max_tokens": params.max_new_tokens,
+            "stop": list(params.stop),
+            "seed": seed,
+        }
+
+    def generate(
+        self, prompts: list[str], n: int, params: SamplingParams, seeds: Sequence[int] | None = None
+    ) -> list[list[str]]:
         from vllm import SamplingParams as VLLMSamplingParams
 
-        sampling = VLLMSamplingParams(
-            n=n,
-            temperature=params.temperature,
-            top_p=params.top_p if params.temperature > 0 else 1.0,
-            max_tokens=params.max_new_tokens,
-            seed=params.seed,
-        )
+        seeds = list(seeds) if seeds is not None else [params.seed] * len(prompts)
+        sampling = [VLLMSamplingParams(**self.sampling_kwargs(n, params, seed)) for seed in seeds]
         outputs = self.llm.generate(prompts, sampling, use_tqdm=False)
         return [[candidate.text for candidate in output.outputs] for output in outputs]
 
@@ -272,17 +379,39 @@ def score_problems(
     Extraction is `rewards.accuracy_reward`'s: the gold goes through `extract_gold` (a `#### x` rationale or a
     `\\boxed{}` solution is accepted), and the last-number fallback is used only when the gold is a plain number.
     A problem whose gold cannot be read scores 0 (training would ignore it)."""
-    from rewards import answers_match, extract_gold, extract_prediction, match_many
+    from rewards import extract_gold, extract_prediction
 
     golds = [extract_gold(gold) for gold in golds]
     extracted = [[extract_prediction(text, gold) for text in texts] for texts, gold in zip(completions, golds)]
-    pairs = [
-        (pred, gold) for preds, gold in zip(extracted, golds) if gold is not None for pred in preds if pred is not None
-    ]
-    verdicts = iter(match_many(pairs, timeout=timeout))
+    return _judge(completions, extracted, golds, ks, exact=False, timeout=timeout)
 
-    def same(a: str, b: str) -> bool:
-        return bool(answers_match(a, b, timeout=timeout))
+
+def score_with(
+    score, completions: Sequence[list[str]], rows: Sequence[dict], ks: Sequence[int], timeout: float = 5.0
+) -> list[dict[str, Any]]:
+    """`score_problems` for a protocol's `Score` (`grpo_ext.protocols`): its extraction and gold; with
+    `score.exact` an answer is correct when it equals the gold string, else by `rewards.answers_match`."""
+    golds = [score.gold(row) for row in rows]
+    extracted = [[score.extract(text) for text in texts] for texts in completions]
+    return _judge(completions, extracted, golds, ks, exact=score.exact, timeout=timeout)
+
+
+def _judge(completions, extracted, golds, ks, exact: bool, timeout: float) -> list[dict[str, Any]]:
+    """Per-problem records from extracted answers: `correct(s)`, and with n > 1 the majority vote for each k
+    (answers grouped by equality when `exact`, else by `rewards.answers_match`)."""
+    from rewards import answers_match, match_many
+
+    if exact:
+        verdicts = iter(pred == gold for preds, gold in zip(extracted, golds) if gold is not None for pred in preds if pred is not None)
+        same = None
+    else:
+        pairs = [
+            (pred, gold) for preds, gold in zip(extracted, golds) if gold is not None for pred in preds if pred is not None
+        ]
+        verdicts = iter(match_many(pairs, timeout=timeout))
+
+        def same(a: str, b: str) -> bool:
+            return bool(answers_match(a, b, timeout=timeout))
 
     records = []
     for texts, preds, gold in zip(completions, extracted, golds):
@@ -317,7 +446,7 @@ def render_chat(tokenizer) -> Callable[[list[dict]], str]:
 def run_evaluation(
     dataset,
     generator: Generator,
-    render: Callable[[list[dict]], str],
+    render: Callable[[Any], str],
     params: SamplingParams,
     num_samples: int = 1,
     ks: Sequence[int] = (1,),
@@ -327,18 +456,22 @@ def run_evaluation(
     answer_timeout: float = 5.0,
     run_info: dict | None = None,
     progress: bool = True,
+    scores: Sequence = (),
 ) -> dict:
     """Generate, score and summarise; with `output_dir`, stream records to `samples.jsonl` and write the summary.
 
-    `dataset` rows need `idx`, `prompt` (chat messages) and `answer`; `level`/`subject` are carried into the records
-    and give per-level / per-subject tables. Returns the summary dict (also written to `summary.json`).
+    `dataset` rows need `idx`, `prompt` (what `render` turns into the prompt text: chat messages, or the text itself)
+    and `answer`; `level`/`subject` are carried into the records and give per-level / per-subject tables. Problem
+    `idx` samples with seed `problem_seed(params.seed, idx)`. `scores` (a protocol's `Score`s) replace the default
+    scoring (`score_problems`): the first fills `correct`/`corrects`/`maj` and `overall`, each one its entry of
+    `record["scores"]` and `summary["scores"]`. Returns the summary dict (also written to `summary.json`).
     """
     from tqdm.auto import tqdm
 
     if params.temperature == 0 and num_samples != 1:
         raise ValueError("--num_samples > 1 needs sampling: set --temperature > 0")
     run_info = dict(run_info or {})
-    generation = {**asdict(params), "num_samples": num_samples}
+    generation = {**asdict(params), "num_samples": num_samples, "seeding": "per problem: problem_seed(seed, idx)"}
     records: list[dict] = []
     samples_path = None
     if output_dir is not None:
@@ -346,7 +479,14 @@ def run_evaluation(
         samples_path = os.path.join(output_dir, SAMPLES_FILE)
         records = _prepare_output(output_dir, resume, {**run_info, "generation": generation})
 
+    wanted = {row["idx"] for row in dataset}
     done = {r["idx"] for r in records}
+    if done - wanted:
+        raise ValueError(
+            f"--resume: {samples_path} holds {len(done - wanted)} problem(s) outside this run's {len(wanted)} "
+            f"(e.g. idx {min(done - wanted)}): a smaller --limit than the earlier run's cannot be honoured without "
+            "dropping them; use that run's --limit or a larger one, or a new --output_dir"
+        )
     pending = [row for row in dataset if row["idx"] not in done]
     bar = tqdm(total=len(done) + len(pending), initial=len(done), disable=not progress, desc="evaluate")
     running = [sum(r["corrects"]) / len(r["corrects"]) for r in records]
@@ -355,17 +495,28 @@ def run_evaluation(
     for start in range(0, len(pending), chunk_size):
         rows = pending[start : start + chunk_size]
         prompts = [render(row["prompt"]) for row in rows]
-        outputs = generator.generate(prompts, num_samples, params)
+        seeds = [problem_seed(params.seed, row["idx"]) for row in rows]
+        outputs = generator.generate(prompts, num_samples, params, seeds=seeds)
         if len(outputs) != len(rows) or any(len(o) != num_samples for o in outputs):
             raise RuntimeError(f"generator returned {[len(o) for o in outputs]} completions for {len(rows)} prompts")
         new = []
-        scores = score_problems(outputs, [row["answer"] for row in rows], ks, timeout=answer_timeout)
-        for row, prompt, score in zip(rows, prompts, scores):
+        if scores:
+            by_score = [score_with(score, outputs, rows, ks, timeout=answer_timeout) for score in scores]
+            primary = by_score[0]
+        else:
+            primary = score_problems(outputs, [row["answer"] for row in rows], ks, timeout=answer_timeout)
+        for i, (row, prompt, score) in enumerate(zip(rows, prompts, primary)):
             record = {"idx": row["idx"], "prompt": prompt, "gold": row["answer"]}
             for key in ("level", "subject"):
                 if key in row and row[key] is not None:
                     record[key] = row[key]
             record.update(score)
+            if scores:
+                record["scores"] = {
+                    s.name: {k: r[i][k] for k in ("extracted_answers", "corrects", "maj") if k in r[i]}
+                    | {"extracted_answer": r[i]["extracted_answer"]}
+                    for s, r in zip(scores, by_score)
+                }
             new.append(record)
             running.append(sum(record["corrects"]) / num_samples)
         if samples_path is not None:
@@ -379,6 +530,10 @@ def run_evaluation(
 
     records.sort(key=lambda r: r["idx"])
     summary = {**run_info, "generation": generation, "overall": summarize(records, ks)}
+    if scores:
+        summary["scores"] = {
+            s.name: summarize([{**r, **r["scores"][s.name]} for r in records], ks) for s in scores
+        }
     if any("level" in r for r in records):
         summary["by_level"] = summarize_by(records, "level", ks)
     if any("subject" in r for r in records):
@@ -389,6 +544,10 @@ def run_evaluation(
         with open(os.path.join(output_dir, TABLE_FILE), "w", encoding="utf-8") as handle:
             handle.write(markdown_table(summary))
     return summary
+
+
+def _without_limit(config: dict) -> dict:
+    return {key: value for key, value in config.items() if key != "limit"}
 
 
 def _prepare_output(output_dir: str, resume: bool, run_config: dict) -> list[dict]:
@@ -403,7 +562,8 @@ def _prepare_output(output_dir: str, resume: bool, run_config: dict) -> list[dic
         if os.path.exists(config_path):
             with open(config_path, encoding="utf-8") as handle:
                 previous = json.load(handle)
-            if previous != json.loads(json.dumps(run_config)):
+            # the limit is stored but may grow: a larger --limit extends the run (a smaller one is refused later)
+            if _without_limit(previous) != _without_limit(json.loads(json.dumps(run_config))):
                 raise ValueError(
                     f"--resume: {config_path} was written with different settings:\n  before: {previous}\n"
                     f"  now:    {run_config}"

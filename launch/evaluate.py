@@ -5,7 +5,8 @@
     python launch/evaluate.py --model_name_or_path Qwen/Qwen2.5-Math-1.5B --dataset_name math500 \
         --temperature 0.6 --num_samples 16 --k 1 4 16 --backend vllm --output_dir eval/math500-maj16
 
-Prompts are the zero-shot chat prompt of `grpo_ext.data.make_prompt` (few-shot with `--num_few_shot`). Writes
+Prompts are the zero-shot chat prompt of `grpo_ext.data.make_prompt` (few-shot with `--num_few_shot`), or with
+`--protocol` those of lm-evaluation-harness or Qwen2.5-Math's evaluation (`grpo_ext.protocols`). Writes
 `samples.jsonl` (one line per problem), `summary.json` and `summary.md` to `--output_dir`; `--resume` skips
 problems already in `samples.jsonl`. The metrics, backends and scoring live in `grpo_ext.evaluation`.
 """
@@ -24,6 +25,7 @@ from grpo_ext.evaluation import (
     markdown_table,
     render_chat,
     run_evaluation,
+    stop_strings,
 )
 
 
@@ -41,11 +43,20 @@ class EvalArguments:
         default=None, metadata={"help": "Local JSONL file(s) in the hub rows' shape, instead of the hub."}
     )
     limit: int | None = field(default=None, metadata={"help": "Evaluate only the first N problems."})
-    num_few_shot: int = field(
-        default=0,
+    protocol: str = field(
+        default="chat",
         metadata={
-            "help": "Worked examples prepended as chat turns: the first rows of few_shot_data_files, or of "
-            "the hub train split (GSM8K train; MATH train for MATH and MATH-500)."
+            "help": "Prompt, exemplars, stop strings and extraction: `chat` (the tokenizer's chat template), "
+            "`lm_eval_gsm8k`, `gsm8k_cot_8shot`, `minerva_math_4shot` (lm-evaluation-harness), `qwen25_math_cot`, "
+            "`qwen_boxed` (Qwen2.5-Math's evaluation). See grpo_ext/protocols."
+        },
+    )
+    num_few_shot: int | None = field(
+        default=None,
+        metadata={
+            "help": "Worked examples. `chat` (default 0): chat turns from the first rows of few_shot_data_files or of "
+            "the hub train split. Other protocols: default the tool's (lm_eval_gsm8k 5, sampled from the train split "
+            "as lm-eval does; gsm8k_cot_8shot 8 and minerva_math_4shot 4, the first N fixed exemplars; Qwen 0)."
         },
     )
     few_shot_data_files: list[str] | None = field(
@@ -56,12 +67,20 @@ class EvalArguments:
     backend: str = field(default="transformers", metadata={"help": "`transformers` or `vllm`."})
     batch_size: int = field(default=16, metadata={"help": "Prompts per generate() call (transformers backend)."})
     dtype: str = field(default="auto", metadata={"help": "Model dtype: auto, bfloat16, float16, float32."})
-    max_new_tokens: int = field(default=1024, metadata={"help": "Maximum completion length in tokens."})
+    max_new_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Maximum completion length in tokens (default: the protocol's; chat 1024, lm-eval 256, Qwen 2048)."},
+    )
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy; > 0 samples (needed for num_samples > 1)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold (1 = off)."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling (0 = off); never taken from the model's config."})
+    min_p: float = field(default=0.0, metadata={"help": "Min-p sampling (0 = off)."})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "Repetition penalty (1 = off), greedy too."})
     num_samples: int = field(default=1, metadata={"help": "Completions per problem (n of pass@k, maj@k)."})
     k: list[int] = field(default_factory=lambda: [1], metadata={"help": "k values for pass@k and maj@k (k <= n)."})
-    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    seed: int = field(
+        default=0, metadata={"help": "Run seed; problem idx samples with grpo_ext.evaluation.problem_seed(seed, idx)."}
+    )
     output_dir: str = field(default="eval_outputs", metadata={"help": "Where samples.jsonl and summaries go."})
     resume: bool = field(default=False, metadata={"help": "Continue a partial run in output_dir."})
     save_every: int = field(default=64, metadata={"help": "Problems generated between appends to samples.jsonl."})
@@ -85,8 +104,18 @@ class EvalArguments:
             raise ValueError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"--top_p must lie in (0, 1], got {self.top_p}")
+        if self.top_k < 0 or not 0 <= self.min_p < 1 or not self.repetition_penalty > 0:
+            raise ValueError(
+                f"--top_k must be >= 0, --min_p in [0, 1), --repetition_penalty > 0; got {self.top_k}, {self.min_p}, "
+                f"{self.repetition_penalty}"
+            )
+        from grpo_ext.protocols import get_protocol
+
+        get_protocol(self.protocol)
+        if self.num_few_shot is not None and self.num_few_shot < 0:
+            raise ValueError(f"--num_few_shot must be >= 0, got {self.num_few_shot}")
         for name in ("max_new_tokens", "batch_size", "save_every"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if not self.answer_timeout > 0:
             raise ValueError(f"--answer_timeout must be positive, got {self.answer_timeout}")
@@ -99,18 +128,16 @@ def make_parser():
     return TrlParser(EvalArguments, prog="grpo-ext-evaluate", description=__doc__, allow_abbrev=False)
 
 
-def evaluate(argv: list[str] | None = None, generator: Generator | None = None, render=None) -> dict:
-    """Parse arguments, load data and model, evaluate; return the summary. `generator`/`render` replace the model
-    (tests, callers)."""
-    from grpo_ext.data import load_math_dataset
+def load_problems(args: EvalArguments, protocol):
+    """The problems to evaluate, with `prompt` as the protocol renders it (chat messages for `chat`, text
+    otherwise), and the number of few-shot examples used."""
+    from grpo_ext.data import load_math_dataset, resolve_dataset_name
+    from grpo_ext.protocols import render_prompts
 
-    (args,) = make_parser().parse_args_and_config(argv)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # every process would generate everything and append to the same samples.jsonl
-        raise RuntimeError(
-            "evaluate.py runs as a single process (python launch/evaluate.py ...); for several GPUs use "
-            "--backend vllm --tensor_parallel_size N"
-        )
+    chat = protocol.uses_chat_template
+    num_few_shot = args.num_few_shot if args.num_few_shot is not None else protocol.num_few_shot
+    if not chat and resolve_dataset_name(args.dataset_name) not in protocol.datasets:
+        raise ValueError(f"--protocol {protocol.name} is for {list(protocol.datasets)}, not {args.dataset_name!r}")
     dataset = load_math_dataset(
         args.dataset_name,
         split=args.dataset_split,
@@ -119,16 +146,40 @@ def evaluate(argv: list[str] | None = None, generator: Generator | None = None, 
         hub_id=args.dataset_hub_id,
         instruction=args.instruction,
         system_prompt=args.system_prompt,
-        num_few_shot=args.num_few_shot,
+        num_few_shot=num_few_shot if chat else 0,
         few_shot_data_files=args.few_shot_data_files,
     )
+    if chat:
+        return dataset, num_few_shot
+    pool = []
+    if num_few_shot and protocol.fixed_exemplars is None:  # shots sampled from the train split
+        pool = list(load_math_dataset(args.dataset_name, split="train", data_files=args.few_shot_data_files))
+    prompts = render_prompts(protocol, list(dataset), pool, num_few_shot)
+    return dataset.remove_columns("prompt").add_column("prompt", prompts), num_few_shot
+
+
+def evaluate(argv: list[str] | None = None, generator: Generator | None = None, render=None, tokenizer=None) -> dict:
+    """Parse arguments, load data and model, evaluate; return the summary. `generator`/`render` replace the model
+    (tests, callers); `tokenizer` (optional with them) supplies the EOS and end-of-turn stop strings."""
+    from grpo_ext.protocols import get_protocol
+
+    (args,) = make_parser().parse_args_and_config(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # every process would generate everything and append to the same samples.jsonl
+        raise RuntimeError(
+            "evaluate.py runs as a single process (python launch/evaluate.py ...); for several GPUs use "
+            "--backend vllm --tensor_parallel_size N"
+        )
+    protocol = get_protocol(args.protocol)
+    dataset, num_few_shot = load_problems(args, protocol)
     if generator is None:
         if args.model_name_or_path is None:
             raise ValueError("--model_name_or_path is required")
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
-        render = render or render_chat(tokenizer)
+        if protocol.uses_chat_template:
+            render = render or render_chat(tokenizer)
         if args.backend == "vllm":
             generator = VLLMGenerator(
                 args.model_name_or_path,
@@ -141,21 +192,33 @@ def evaluate(argv: list[str] | None = None, generator: Generator | None = None, 
             generator = TransformersGenerator.from_pretrained(
                 args.model_name_or_path, batch_size=args.batch_size, dtype=args.dtype
             )
-    elif render is None:
+    elif render is None and protocol.uses_chat_template:
         raise ValueError("pass `render` together with `generator`")
+    if not protocol.uses_chat_template:
+        render = str  # the protocol already rendered the prompt text
     params = SamplingParams(
-        temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        max_new_tokens=args.max_new_tokens or protocol.max_new_tokens,
+        seed=args.seed,
+        stop=stop_strings(tokenizer, protocol.stop) if tokenizer is not None else protocol.stop,
     )
     run_info = {
         "model": args.model_name_or_path,
+        "protocol": protocol.name,
+        "protocol_source": protocol.source,
         "dataset": args.dataset_name,
         "split": args.dataset_split if args.data_files is None else None,
         "data_files": args.data_files,
-        "num_few_shot": args.num_few_shot,
+        "limit": args.limit,
+        "num_few_shot": num_few_shot,
         "few_shot_data_files": args.few_shot_data_files,
-        "instruction": args.instruction,
-        "system_prompt": args.system_prompt,
     }
+    if protocol.uses_chat_template:
+        run_info.update(instruction=args.instruction, system_prompt=args.system_prompt)
     summary = run_evaluation(
         dataset,
         generator,
@@ -168,6 +231,7 @@ def evaluate(argv: list[str] | None = None, generator: Generator | None = None, 
         chunk_size=args.save_every,
         answer_timeout=args.answer_timeout,
         run_info=run_info,
+        scores=protocol.scores,
     )
     print(markdown_table(summary))
     return summary

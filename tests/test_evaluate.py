@@ -118,7 +118,7 @@ class ScriptedGenerator:
         self.asked = []
         self.fail_after_calls = fail_after_calls
 
-    def generate(self, prompts, n, params):
+    def generate(self, prompts, n, params, seeds=None):
         if self.fail_after_calls is not None and len(self.asked) >= self.fail_after_calls:
             raise KeyboardInterrupt("simulated crash")
         self.asked.append(list(prompts))
@@ -386,7 +386,8 @@ def test_console_script_runs_and_exits_zero(shared_data, tiny_model_path, tmp_pa
 
 
 def test_vllm_generator_maps_sampling_params_and_keeps_order(monkeypatch):
-    """The vLLM glue, against a stand-in `vllm` module (vLLM itself needs a GPU and is not installed in CI)."""
+    """The vLLM glue, against a stand-in `vllm` module (vLLM itself needs a GPU and is not installed in CI): every
+    decoding setting explicit, the model's generation_config.json off, one seed per prompt, the stop strings."""
     import sys
     import types
 
@@ -396,27 +397,31 @@ def test_vllm_generator_maps_sampling_params_and_keeps_order(monkeypatch):
 
     class FakeSamplingParams:
         def __init__(self, **kwargs):
-            calls["sampling"] = kwargs
+            self.kwargs = kwargs
 
     class FakeLLM:
         def __init__(self, model, **kwargs):
             calls["llm"] = {"model": model, **kwargs}
 
         def generate(self, prompts, sampling, use_tqdm):
-            n = calls["sampling"]["n"]
+            calls["sampling"] = [s.kwargs for s in sampling]
             return [
-                types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"{p}-{j}") for j in range(n)])
-                for p in prompts
+                types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"{p}-{j}") for j in range(s.kwargs["n"])])
+                for p, s in zip(prompts, sampling)
             ]
 
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=FakeLLM, SamplingParams=FakeSamplingParams))
     generator = VLLMGenerator("some/model", tensor_parallel_size=2)
-    assert calls["llm"] == {"model": "some/model", "tensor_parallel_size": 2}
-    out = generator.generate(["a", "b"], 3, SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=64, seed=7))
+    assert calls["llm"] == {"model": "some/model", "tensor_parallel_size": 2, "generation_config": "vllm"}
+    params = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=64, seed=7, top_k=20, stop=("<|im_end|>",))
+    out = generator.generate(["a", "b"], 3, params, seeds=[11, 12])
     assert out == [["a-0", "a-1", "a-2"], ["b-0", "b-1", "b-2"]]
-    assert calls["sampling"] == {"n": 3, "temperature": 0.6, "top_p": 0.95, "max_tokens": 64, "seed": 7}
-    generator.generate(["a"], 1, SamplingParams(temperature=0.0, top_p=0.5, max_new_tokens=8))
-    assert calls["sampling"]["temperature"] == 0.0 and calls["sampling"]["top_p"] == 1.0  # greedy
+    common = {"n": 3, "temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0, "repetition_penalty": 1.0,
+              "max_tokens": 64, "stop": ["<|im_end|>"]}  # fmt: skip
+    assert calls["sampling"] == [{**common, "seed": 11}, {**common, "seed": 12}]
+    generator.generate(["a"], 1, SamplingParams(temperature=0.0, top_p=0.5, top_k=5, max_new_tokens=8))
+    greedy = calls["sampling"][0]
+    assert (greedy["temperature"], greedy["top_p"], greedy["top_k"], greedy["seed"]) == (0.0, 1.0, -1, 0)
 
 
 def test_real_model_solutions_scored_like_the_dataset_authors(shared_data, tmp_path):
@@ -433,7 +438,7 @@ def test_real_model_solutions_scored_like_the_dataset_authors(shared_data, tmp_p
             )
 
     class Replay:
-        def generate(self, prompts, n, params):
+        def generate(self, prompts, n, params, seeds=None):
             return [by_question[p.rsplit("\n", 1)[0]][0] for p in prompts]
 
     summary = evaluate(
@@ -460,7 +465,7 @@ def test_math500_reference_solutions_score_100_percent_per_level_and_subject(sha
     solutions = {row["problem"]: row["solution"] for row in read_rows(path, n=500)}
 
     class Replay:
-        def generate(self, prompts, n, params):
+        def generate(self, prompts, n, params, seeds=None):
             return [[solutions[p.rsplit("\n", 1)[0]]] for p in prompts]
 
     args = ["--dataset_name", "math500", "--data_files", path, "--output_dir", str(tmp_path / "ref")]
