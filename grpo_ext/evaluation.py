@@ -261,8 +261,8 @@ class TransformersGenerator:
             num_beams=1,
             temperature=params.temperature if do_sample else 1.0,
             top_p=params.top_p if do_sample else 1.0,
-            top_k=params.top_k if do_sample else 0,
-            min_p=params.min_p if do_sample else 0.0,
+            top_k=params.top_k if do_sample else None,  # greedy: no warper runs; None avoids transformers' warning
+            min_p=params.min_p if do_sample else None,
             typical_p=1.0,
             epsilon_cutoff=0.0,
             eta_cutoff=0.0,

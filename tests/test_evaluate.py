@@ -1,6 +1,7 @@
 import itertools
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -487,3 +488,131 @@ def test_equal_shard_gives_every_rank_the_same_rows_and_counts_each_problem_once
             shards = [equal_shard(list(range(n)), r, p) for r in range(p)]
             assert len({len(shard) for shard, _ in shards}) == 1  # same number of generate calls on every rank
             assert [x for shard, real in shards for x in shard[:real]] == list(range(n))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Decoding is what the summary says: explicit settings, stop strings, per-problem seeds, --resume and --limit
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def copy_with_generation_config(tiny_model_path, tmp_path, **settings):
+    """The tiny model with a generation_config.json that would change decoding if it were read."""
+    import shutil
+
+    path = tmp_path / "ckpt"
+    shutil.copytree(tiny_model_path, path)
+    config = json.loads((path / "generation_config.json").read_text())
+    (path / "generation_config.json").write_text(json.dumps({**config, **settings}))
+    return str(path)
+
+
+def test_model_generation_config_does_not_change_decoding(tiny_model_path, tmp_path):
+    """A checkpoint with top_k 1 and a repetition penalty: sampling still differs between samples, and greedy
+    output equals that of the same weights without the config (transformers merges generation_config.json into
+    any setting left unset)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "2+3?"}], tokenize=False,
+                                           add_generation_prompt=True)  # fmt: skip
+    plain = TransformersGenerator.from_pretrained(tiny_model_path, dtype="float32")
+    odd = TransformersGenerator.from_pretrained(
+        copy_with_generation_config(tiny_model_path, tmp_path, top_k=1, repetition_penalty=5.0, do_sample=True),
+        dtype="float32",
+    )
+    sampled = odd.generate([prompt], 8, SamplingParams(temperature=1.0, max_new_tokens=6), seeds=[3])[0]
+    assert len(set(sampled)) > 1  # top_k 1 from the config would make all 8 identical
+    greedy = SamplingParams(max_new_tokens=8)
+    assert odd.generate([prompt], 1, greedy) == plain.generate([prompt], 1, greedy)
+    assert odd.model.generation_config.top_k == 1  # the model's own config is left as it was
+
+
+def test_transformers_backend_stops_at_stop_strings(tiny_model_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "7*6?"}], tokenize=False,
+                                           add_generation_prompt=True)  # fmt: skip
+    generator = TransformersGenerator.from_pretrained(tiny_model_path, dtype="float32")
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=12)  # the tiny model's greedy output is all newlines
+    (full,) = generator.generate([prompt], 1, sampling, seeds=[5])[0]
+    stop = full[4:6]
+    assert len(stop) == 2
+    (cut,) = generator.generate([prompt], 1, replace(sampling, stop=(stop,)), seeds=[5])[0]
+    assert cut == full[: full.index(stop)] and stop not in cut
+
+
+def test_stop_strings_include_the_chat_templates_end_of_turn():
+    """A ChatML model whose EOS is <|endoftext|> (Qwen2.5 base, SmolLM2) ends assistant turns with <|im_end|>."""
+    from grpo_ext.evaluation import end_of_turn, stop_strings
+    from grpo_ext.tiny import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.eos_token = "<|endoftext|>"
+    assert end_of_turn(tokenizer) == "<|im_end|>"
+    assert stop_strings(tokenizer, ("Question:",)) == ("Question:", "<|im_end|>", "<|endoftext|>")
+    tokenizer.chat_template = None
+    assert stop_strings(tokenizer) == ("<|endoftext|>",)
+
+
+def test_sampling_is_seeded_per_problem_whatever_the_chunking_and_resume(shared_data, tiny_model_path, tmp_path):
+    common = ["--model_name_or_path", tiny_model_path, "--data_files", str(shared_data / "gsm8k" / "test.jsonl"),
+              "--max_new_tokens", "5", "--temperature", "1", "--num_samples", "3", "--k", "1", "3", "--seed", "4"]  # fmt: skip
+    evaluate(common + ["--limit", "4", "--save_every", "4", "--output_dir", str(tmp_path / "one")])
+    evaluate(common + ["--limit", "2", "--save_every", "1", "--output_dir", str(tmp_path / "chunked")])
+    resumed = evaluate(common + ["--limit", "4", "--save_every", "1", "--output_dir", str(tmp_path / "chunked"),
+                                 "--resume"])  # fmt: skip
+
+    def completions(name):
+        return [json.loads(line)["completions"] for line in (tmp_path / name / "samples.jsonl").read_text().splitlines()]
+
+    assert completions("one") == completions("chunked")
+    assert len({tuple(c) for c in completions("chunked")}) == 4  # no two problems share a sample list
+    assert resumed["generation"]["seed"] == 4 and resumed["generation"]["top_k"] == 0
+    assert set(resumed["generation"]) >= {"temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+                                          "max_new_tokens", "stop", "seed", "num_samples"}  # fmt: skip
+    assert "<|im_end|>" in resumed["generation"]["stop"]  # the tiny tokenizer's end of turn
+
+
+def test_resume_with_a_smaller_limit_is_refused(shared_data, tmp_path):
+    golds = gsm8k_golds(shared_data)
+    by_question = {q: [f"\\boxed{{{g}}}"] for q, g in golds}
+    out = tmp_path / "limit"
+    args = ["--data_files", str(shared_data / "gsm8k" / "test.jsonl"), "--output_dir", str(out)]
+    evaluate(args + ["--limit", "6"], generator=ScriptedGenerator(by_question), render=render_last_user_turn)
+    with pytest.raises(ValueError, match="smaller --limit"):
+        evaluate(args + ["--limit", "3", "--resume"], generator=ScriptedGenerator(by_question),
+                 render=render_last_user_turn)  # fmt: skip
+    summary = evaluate(args + ["--limit", "8", "--resume"], generator=ScriptedGenerator(by_question),
+                       render=render_last_user_turn)  # fmt: skip
+    assert summary["overall"] == {"count": 8, "pass@1": 1.0} and summary["limit"] == 8
+
+
+def test_lm_eval_gsm8k_protocol_reports_strict_and_flexible(shared_data, tmp_path):
+    """Plain-text protocol end to end with a scripted model: both lm-eval scores, the protocol in summary.json."""
+    golds = gsm8k_golds(shared_data)[:4]
+    answers = {0: "so #### {g}", 1: "The total is {g}.", 2: "#### {w}", 3: "nothing"}
+    by_prompt = {}
+
+    class ByQuestion:
+        def generate(self, prompts, n, params, seeds=None):
+            assert params.stop[:3] == ("Question:", "</s>", "<|im_end|>") and params.max_new_tokens == 256
+            return [[by_prompt[p.rsplit("Question: ", 1)[1].split("\n")[0]]] for p in prompts]
+
+    for i, (question, gold) in enumerate(golds):
+        by_prompt[question] = answers[i].format(g=gold, w=int(gold) + 1)
+    out = tmp_path / "lm_eval"
+    summary = evaluate(
+        ["--protocol", "lm_eval_gsm8k", "--data_files", str(shared_data / "gsm8k" / "test.jsonl"), "--limit", "4",
+         "--few_shot_data_files", str(shared_data / "gsm8k" / "train.jsonl"), "--output_dir", str(out)],
+        generator=ByQuestion(),
+    )  # fmt: skip
+    assert summary["protocol"] == "lm_eval_gsm8k" and "gsm8k.yaml" in summary["protocol_source"]
+    assert summary["scores"]["strict-match"] == {"count": 4, "pass@1": 0.25} == summary["overall"]
+    assert summary["scores"]["flexible-extract"] == {"count": 4, "pass@1": 0.5}
+    first = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
+    assert first["prompt"].startswith("Question: ") and first["prompt"].endswith("\nAnswer:")
+    assert first["scores"]["flexible-extract"]["corrects"] == [True]
+    assert "| all (flexible-extract) | 4 | 50.0 |" in (out / "summary.md").read_text()
+    with pytest.raises(ValueError, match="is for"):
+        evaluate(["--protocol", "lm_eval_gsm8k", "--dataset_name", "math500"], generator=ByQuestion())
