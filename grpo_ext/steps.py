@@ -3,8 +3,10 @@ r"""Reasoning steps of a completion, and where each step ends in token space.
 A completion's text is split into steps (by a delimiter, `"\n\n"` by default, or by a user callable
 `str -> list[str]`). Each step owns its own text and the delimiter that follows it; the last step also owns any
 trailing text and the trailing special tokens (EOS), so that every token up to the end of the completion belongs to
-a step. The end of step j in token space is the first token whose character span reaches the start of step j + 1,
-so a token that straddles a delimiter belongs to the step it closes. An empty completion has no step.
+a step. A token belongs to the step in which it starts, where a token starts at its first non-whitespace character
+(`token_anchors`): `" Then"` (byte-level BPE's leading space) opens the step of `Then`, a whitespace-only token
+such as `"\n\n"` closes the step it follows, and a token that straddles a delimiter belongs to the step it closes.
+Step j's last token is the last token starting before step j + 1. A completion with no text has no step.
 """
 
 from __future__ import annotations
@@ -48,19 +50,19 @@ def token_char_ends(token_ids: Sequence[int], tokenizer) -> tuple[str, list[int]
     """Decoded text (special tokens skipped, as TRL decodes completions) and each token's character end in it.
 
     Uses the fast tokenizer's offsets when re-encoding the text reproduces the generated ids (the usual case);
-    otherwise (a non-canonical tokenization was sampled) falls back to decoding prefixes. Special tokens are
-    zero-width: they end where the previous token ends.
+    otherwise (a non-canonical tokenization was sampled, or a tokenizer without offsets) decodes token by token
+    (`_incremental_char_ends`), linear in the number of tokens. Special tokens are zero-width: they end where the
+    previous token ends.
     """
     token_ids = list(token_ids)
     text = tokenizer.decode(token_ids, skip_special_tokens=True)
     special = set(tokenizer.all_special_ids)
     kept = [k for k, t in enumerate(token_ids) if t not in special]
-    ends = [0] * len(token_ids)
     encoding = None
     if kept:
         try:
             encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        except NotImplementedError:  # a Python (non-Rust) tokenizer has no offsets: decode prefixes instead
+        except NotImplementedError:  # a Python (non-Rust) tokenizer has no offsets
             encoding = None
     if (
         encoding is not None
@@ -68,21 +70,80 @@ def token_char_ends(token_ids: Sequence[int], tokenizer) -> tuple[str, list[int]
         and list(encoding["input_ids"]) == [token_ids[k] for k in kept]
     ):
         char_end = {k: offset[1] for k, offset in zip(kept, encoding["offset_mapping"])}
-    else:
-        char_end, n = {}, 0
-        for k in kept:
-            prefix = tokenizer.decode(token_ids[: k + 1], skip_special_tokens=True)
-            # length of the common prefix with the full text (a trailing partial UTF-8 character decodes to U+FFFD);
-            # it never shrinks as tokens are added, so the comparison resumes where the previous token's ended
-            limit = min(len(prefix), len(text))
-            while n < limit and prefix[n] == text[n]:
-                n += 1
-            char_end[k] = n
-    last = 0
-    for k in range(len(token_ids)):
-        last = max(last, char_end.get(k, last))
-        ends[k] = last
+        ends, last = [], 0
+        for k in range(len(token_ids)):
+            last = max(last, char_end.get(k, last))
+            ends.append(last)
+        return text, ends
+    ends = _incremental_char_ends(token_ids, tokenizer, text)
+    if ends is None:  # a decoder whose output is not local to a few tokens: the exact but quadratic way
+        ends = _prefix_char_ends(token_ids, tokenizer, text)
     return text, ends
+
+
+# A window whose decoding still ends in an incomplete character is closed anyway after this many tokens, so that
+# invalid byte runs cannot make the windows (and the cost) grow with the completion.
+_MAX_PENDING_TOKENS = 8
+
+
+def _incremental_char_ends(token_ids: list[int], tokenizer, text: str) -> list[int] | None:
+    """Character ends by incremental detokenisation (as streaming decoders do): token k's text is
+    decode(ids[p:k+1]) minus decode(ids[p:r]), where [p, r) are the last emitted tokens, kept as context so that
+    leading-space and merge rules decode as in the full text. A token that leaves an incomplete UTF-8 character
+    (U+FFFD at the end) gets width 0 until a later one completes it. Each decode call covers a few tokens, so the cost
+    is linear in the completion's length. Returns None when the pieces do not join into `text`, the full decoding."""
+    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    ends, pieces = [], []
+    prefix, read = 0, 0  # emitted context window [prefix, read)
+    prefix_text, emitted = "", 0
+    for k in range(len(token_ids)):
+        window_text = decode(token_ids[prefix : k + 1])
+        pending = window_text.endswith("\ufffd") and k + 1 - read < _MAX_PENDING_TOKENS
+        if len(window_text) > len(prefix_text) and not pending:
+            if not window_text.startswith(prefix_text):
+                return None
+            pieces.append(window_text[len(prefix_text) :])
+            emitted += len(pieces[-1])
+            prefix, read = read, k + 1
+            prefix_text = decode(token_ids[prefix:read])
+        ends.append(emitted)
+    if read < len(token_ids):  # trailing tokens that never completed a character
+        tail = decode(token_ids[prefix:])
+        if not tail.startswith(prefix_text):
+            return None
+        pieces.append(tail[len(prefix_text) :])
+        ends[-1] = emitted + len(pieces[-1])
+    if "".join(pieces) != text:
+        return None
+    return ends
+
+
+def _prefix_char_ends(token_ids: list[int], tokenizer, text: str) -> list[int]:
+    """Character ends by decoding every prefix (exact for any decoder, quadratic): the last resort."""
+    ends, n = [], 0
+    for k in range(len(token_ids)):
+        prefix = tokenizer.decode(token_ids[: k + 1], skip_special_tokens=True)
+        # length of the common prefix with the full text (a trailing partial UTF-8 character decodes to U+FFFD);
+        # it never shrinks as tokens are added, so the comparison resumes where the previous token's ended
+        limit = min(len(prefix), len(text))
+        while n < limit and prefix[n] == text[n]:
+            n += 1
+        ends.append(n)
+    return ends
+
+
+def token_anchors(text: str, ends: Sequence[int]) -> list[int]:
+    """Where each token starts, for step membership: the offset of its first non-whitespace character, or of its
+    first character when it is all whitespace (or zero-width). Token k spans text[ends[k-1]:ends[k]], so
+    `" Then"` is anchored at its `T`: a leading space does not drag a token into the step before."""
+    anchors, start = [], 0
+    for end in ends:
+        anchor = start
+        while anchor < end and text[anchor].isspace():
+            anchor += 1
+        anchors.append(anchor if anchor < end else start)
+        start = end
+    return anchors
 
 
 def locate_steps(token_ids: Sequence[int], tokenizer, splitter: StepSplitter) -> tuple[list[str], list[int]]:
@@ -93,11 +154,7 @@ def locate_steps(token_ids: Sequence[int], tokenizer, splitter: StepSplitter) ->
     if not steps:
         return [], []
     starts = step_char_starts(text, steps)
-    step_ends = []
-    for j in range(len(steps)):
-        if j == len(steps) - 1:
-            step_ends.append(len(token_ids) - 1)
-            break
-        boundary = starts[j + 1]  # step j owns the characters [starts[j], boundary)
-        step_ends.append(bisect_left(ends, boundary))  # first token reaching the boundary (ends is non-decreasing)
-    return steps, step_ends
+    anchors = token_anchors(text, ends)  # non-decreasing
+    # step j ends at the last token anchored before step j + 1's text; the last step takes every remaining token
+    step_ends = [max(bisect_left(anchors, boundary) - 1, 0) for boundary in starts[1:]]
+    return steps, step_ends + [len(token_ids) - 1]

