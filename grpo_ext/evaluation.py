@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from transformers import TrainerCallback
@@ -471,7 +471,8 @@ def run_evaluation(
     if params.temperature == 0 and num_samples != 1:
         raise ValueError("--num_samples > 1 needs sampling: set --temperature > 0")
     run_info = dict(run_info or {})
-    generation = {**asdict(params), "num_samples": num_samples, "seeding": "per problem: problem_seed(seed, idx)"}
+    generation = {**asdict(params), "stop": list(params.stop), "num_samples": num_samples,
+                  "seeding": "per problem: problem_seed(seed, idx)"}  # fmt: skip
     records: list[dict] = []
     samples_path = None
     if output_dir is not None:
@@ -654,9 +655,10 @@ class MathEvalCallback(TrainerCallback):
         render = render_chat(tokenizer)
         correct = 0.0
         if shard:  # every rank holds the same number of rows, so all make the same generate calls
+            params = replace(self.params, stop=stop_strings(tokenizer))  # the chat template's end of turn, EOS
             with unwrap_model_for_generation(self.trainer.model_wrapped, accelerator) as model:
                 generator = TransformersGenerator(model, tokenizer, batch_size=self.batch_size)
-                outputs = generator.generate([render(row["prompt"]) for row in shard], 1, self.params)
+                outputs = generator.generate([render(row["prompt"]) for row in shard], 1, params)
             scores = score_problems(outputs, [row["answer"] for row in shard], ks=(1,), timeout=self.answer_timeout)
             correct = float(sum(score["corrects"][0] for score in scores[:num_real]))  # padding rows not counted
         counts = gather_object([(correct, num_real)])

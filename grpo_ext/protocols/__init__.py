@@ -22,7 +22,7 @@ import json
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -241,7 +241,6 @@ class Protocol:
     num_few_shot: int = 0
     fixed_exemplars: str | None = None  # data file name; None: shots sampled from the train split (or none)
     notes: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def uses_chat_template(self) -> bool:
