@@ -48,7 +48,7 @@ class EvalArguments:
         metadata={
             "help": "Prompt, exemplars, stop strings and extraction: `chat` (the tokenizer's chat template), "
             "`lm_eval_gsm8k`, `gsm8k_cot_8shot`, `minerva_math_4shot` (lm-evaluation-harness), `qwen25_math_cot`, "
-            "`qwen_boxed` (Qwen2.5-Math's evaluation). See grpo_ext/protocols."
+            "`qwen_boxed`, `qwen25_math_fewshot_cot` (Qwen2.5-Math's evaluation). See grpo_ext/protocols."
         },
     )
     num_few_shot: int | None = field(
@@ -56,7 +56,8 @@ class EvalArguments:
         metadata={
             "help": "Worked examples. `chat` (default 0): chat turns from the first rows of few_shot_data_files or of "
             "the hub train split. Other protocols: default the tool's (lm_eval_gsm8k 5, sampled from the train split "
-            "as lm-eval does; gsm8k_cot_8shot 8 and minerva_math_4shot 4, the first N fixed exemplars; Qwen 0)."
+            "as lm-eval does; gsm8k_cot_8shot 8 and minerva_math_4shot 4, the first N fixed exemplars; "
+            "qwen25_math_fewshot_cot 4 of Qwen's exemplars; the other Qwen protocols 0)."
         },
     )
     few_shot_data_files: list[str] | None = field(
@@ -152,9 +153,9 @@ def load_problems(args: EvalArguments, protocol):
     if chat:
         return dataset, num_few_shot
     pool = []
-    if num_few_shot and protocol.fixed_exemplars is None:  # shots sampled from the train split
+    if num_few_shot and protocol.samples_train_shots:
         pool = list(load_math_dataset(args.dataset_name, split="train", data_files=args.few_shot_data_files))
-    prompts = render_prompts(protocol, list(dataset), pool, num_few_shot)
+    prompts = render_prompts(protocol, list(dataset), pool, num_few_shot, resolve_dataset_name(args.dataset_name))
     return dataset.remove_columns("prompt").add_column("prompt", prompts), num_few_shot
 
 

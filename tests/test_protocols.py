@@ -268,6 +268,28 @@ def test_qwen_prompts_and_stop_words_are_qwen_s():
     assert expected.endswith("\\boxed{}.<|im_end|>\n<|im_start|>assistant\n")
 
 
+@pytest.mark.parametrize("dataset, data_name", [("gsm8k", "gsm8k"), ("math500", "math")])
+def test_qwen_fewshot_cot_prompt_and_stop_words_are_qwen_s(dataset, data_name):
+    examples = lift("qwen25_math_examples.py", ["get_examples"])["get_examples"]()
+    ns = lift("qwen25_math_utils.py", ["PROMPT_TEMPLATES", "construct_prompt"],
+              {"load_prompt": lambda name, prompt_type, num_shots: examples[name][:num_shots]})  # fmt: skip
+    protocol = get_protocol("qwen25_math_fewshot_cot")
+    source = (REFERENCE / "qwen25_math_math_eval.py").read_text()
+    assert re.search(r'if args.prompt_type in \["cot"\]:\n\s+stop_words.append\("\\n\\nQuestion:"\)', source)
+    assert protocol.stop == (*QWEN_STOP, "\n\nQuestion:")
+    assert [(e["question"], e["answer"]) for e in load_exemplars(f"qwen25_math_fewshot_cot_{data_name}")] == examples[
+        data_name
+    ]
+    row = {"idx": 0, "question": " What is $2+2$? "}
+    for shots in (0, 1, 4):
+        args = types.SimpleNamespace(prompt_type="cot", num_shots=shots, adapt_few_shot=False)
+        expected = ns["construct_prompt"]({"question": row["question"].strip(), "gt_ans": "4"}, data_name, args)
+        assert render_prompts(protocol, [row], [], shots, dataset) == [expected]
+    assert expected.endswith("\n\n\nQuestion: What is $2+2$?\nAnswer:") and expected.count("Question: ") == 5
+    with pytest.raises(ValueError, match="zero-shot"):
+        render_prompts(get_protocol("qwen25_math_cot"), [row], [], 2)
+
+
 def test_qwen_extraction_is_qwen_s_before_strip_string():
     ns = lift("qwen25_math_parser.py", ["extract_answer"],
               {"strip_string": lambda s, skip_unit=False: s, "choice_answer_clean": None})  # fmt: skip

@@ -12,6 +12,7 @@ Each protocol was read from the tool's own code (copies in `tests/protocol_refer
 | `minerva_math_4shot` | lm-evaluation-harness `minerva_math_*` | "Problem:\\n...\\n\\nSolution:", the 4 Minerva exemplars | `exact_match` |
 | `qwen25_math_cot` | Qwen2.5-Math `evaluation/` prompt type `qwen25-math-cot` | fixed ChatML string, boxed instruction as system | `accuracy` |
 | `qwen_boxed` | Qwen2.5-Math `evaluation/` prompt type `qwen-boxed` | fixed ChatML string, "You are a helpful assistant." | `accuracy` |
+| `qwen25_math_fewshot_cot` | Qwen2.5-Math `evaluation/` prompt type `cot` (base models) | "Question: ...\nAnswer:", Qwen's GSM8K or MATH exemplars | `accuracy` |
 
 The first score of a protocol is its primary one (`overall` in `summary.json`); all are under `scores`.
 """
@@ -239,7 +240,8 @@ class Protocol:
     max_new_tokens: int
     scores: tuple[Score, ...]
     num_few_shot: int = 0
-    fixed_exemplars: str | None = None  # data file name; None: shots sampled from the train split (or none)
+    fixed_exemplars: str | None = None  # data file name ("{kind}": gsm8k or math)
+    samples_train_shots: bool = False  # shots drawn from the train split as lm-eval's default sampler does
     notes: str = ""
 
     @property
@@ -291,6 +293,14 @@ def _qwen_render(name: str) -> Callable[[dict, Sequence[dict]], str]:
     return render
 
 
+def render_qwen_fewshot_cot(row: dict, shots: Sequence[dict]) -> str:
+    """Qwen's `construct_prompt` for prompt type `cot`: demos `"Question: q\nAnswer: a"` joined by "\n\n\n", then
+    "\n\n\n" and `"Question: {question}\nAnswer: "`, stripped of spaces at both ends."""
+    demos = "\n\n\n".join(f"Question: {s['question']}\nAnswer: {s['answer']}" for s in shots)
+    context = f"Question: {row['question'].strip()}\nAnswer: "
+    return (demos + "\n\n\n" + context if demos else context).strip(" ")
+
+
 def _qwen_score() -> Score:
     from rewards import extract_gold
 
@@ -327,6 +337,7 @@ PROTOCOLS: dict[str, Protocol] = {
         max_new_tokens=LM_EVAL_MAX_GEN_TOKS,
         scores=_gsm8k_scores(r"#### (\-?[0-9\.\,]+)"),
         num_few_shot=5,
+        samples_train_shots=True,
         notes="shots drawn from the train split with random.Random(1234), one draw per test problem in order",
     ),
     "gsm8k_cot_8shot": Protocol(
@@ -378,6 +389,21 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
+PROTOCOLS["qwen25_math_fewshot_cot"] = Protocol(
+    name="qwen25_math_fewshot_cot",
+    source=f"{QWEN} utils.py PROMPT_TEMPLATES['cot'] and construct_prompt, examples.py, math_eval.py, parser.py",
+    datasets=("gsm8k", "math", "math500"),
+    render=render_qwen_fewshot_cot,
+    stop=(*QWEN_STOP, "\n\nQuestion:"),
+    max_new_tokens=QWEN_MAX_TOKENS,
+    scores=(_qwen_score(),),
+    num_few_shot=4,
+    fixed_exemplars="qwen25_math_fewshot_cot_{kind}",  # Qwen's load_prompt: GSM8K's 8 or MATH's 5, first N
+    notes="the shot count is Qwen's --num_shots (its default is 0; 4 here, the base-model few-shot setting as "
+    "we read the Qwen2.5-Math report, not re-checked offline); extraction and equivalence as qwen25_math_cot",
+)
+
+
 def get_protocol(name: str) -> Protocol:
     """The protocol called `name`; a ValueError naming the known ones otherwise."""
     if name not in PROTOCOLS:
@@ -394,13 +420,17 @@ def lm_eval_fewshot_indices(num_docs: int, pool_size: int, k: int, seed: int = L
     return [rnd.sample(population, k) for _ in range(num_docs)]
 
 
-def render_prompts(protocol: Protocol, rows: Sequence[dict], pool: Sequence[dict], num_few_shot: int) -> list[str]:
+def render_prompts(
+    protocol: Protocol, rows: Sequence[dict], pool: Sequence[dict], num_few_shot: int, dataset: str = "gsm8k"
+) -> list[str]:
     """The protocol's prompt for each row. `pool` is the few-shot source (the train split) for protocols that
-    sample their shots; rows are identified by `idx`, their position in the test split (lm-eval's doc order)."""
+    sample their shots; rows are identified by `idx`, their position in the test split (lm-eval's doc order).
+    `dataset` (`gsm8k`, `math`, `math500`) picks the exemplar file of protocols that have one per dataset."""
     if protocol.render is None:
         raise ValueError(f"protocol {protocol.name!r} renders with the tokenizer's chat template")
     if protocol.fixed_exemplars is not None:
-        exemplars = load_exemplars(protocol.fixed_exemplars)
+        kind = "gsm8k" if dataset == "gsm8k" else "math"
+        exemplars = load_exemplars(protocol.fixed_exemplars.format(kind=kind))
         if num_few_shot > len(exemplars):
             raise ValueError(
                 f"--num_few_shot {num_few_shot}: protocol {protocol.name} has {len(exemplars)} fixed exemplars"
@@ -409,6 +439,8 @@ def render_prompts(protocol: Protocol, rows: Sequence[dict], pool: Sequence[dict
         return [protocol.render(row, shots) for row in rows]
     if num_few_shot == 0:
         return [protocol.render(row, []) for row in rows]
+    if not protocol.samples_train_shots:
+        raise ValueError(f"protocol {protocol.name} is zero-shot: --num_few_shot must be 0, got {num_few_shot}")
     if not pool:
         raise ValueError(
             f"protocol {protocol.name} samples {num_few_shot} shots from the train split: pass "
