@@ -206,6 +206,13 @@ def end_of_turn(tokenizer) -> str | None:
     return after or None
 
 
+def single_token_ids(tokenizer, stop: Sequence[str]) -> list[int]:
+    """Token ids of the stop strings that are one token (`<|im_end|>`): a backend must stop on these ids, since
+    special tokens are not in the detokenised text that stop strings are matched against."""
+    ids = [tokenizer.encode(text, add_special_tokens=False) for text in stop]
+    return list(dict.fromkeys(i[0] for i in ids if len(i) == 1))
+
+
 def stop_strings(tokenizer, protocol_stop: Sequence[str] = ()) -> tuple[str, ...]:
     """The protocol's stop strings, then the chat template's end of turn and the EOS token, without repeats."""
     candidates = [*protocol_stop, end_of_turn(tokenizer), tokenizer.eos_token]
@@ -251,11 +258,7 @@ class TransformersGenerator:
         from transformers import GenerationConfig
 
         do_sample = params.temperature > 0
-        stop_ids = [self.tokenizer.eos_token_id]
-        for text in params.stop:
-            ids = self.tokenizer.encode(text, add_special_tokens=False)
-            if len(ids) == 1 and ids[0] not in stop_ids:
-                stop_ids.append(ids[0])
+        stop_ids = list(dict.fromkeys([self.tokenizer.eos_token_id, *single_token_ids(self.tokenizer, params.stop)]))
         return GenerationConfig(
             do_sample=do_sample,
             num_beams=1,
@@ -329,7 +332,7 @@ class TransformersGenerator:
 class VLLMGenerator:
     """vLLM offline generation (continuous batching: all prompts are submitted at once). The engine is built with
     `generation_config="vllm"`, so the model's generation_config.json sets no default; each prompt carries its own
-    sampling parameters (its seed) from `SamplingParams`."""
+    sampling parameters (its seed) from `SamplingParams`; one-token stop strings also go in as `stop_token_ids`."""
 
     def __init__(self, model_path: str, **llm_kwargs):
         try:
@@ -338,8 +341,7 @@ class VLLMGenerator:
             raise ImportError("--backend vllm needs vLLM: pip install 'grpo-ext[vllm]'") from err
         self.llm = LLM(model=model_path, **{"generation_config": "vllm", **llm_kwargs})
 
-    @staticmethod
-    def sampling_kwargs(n: int, params: SamplingParams, seed: int) -> dict:
+    def sampling_kwargs(self, n: int, params: SamplingParams, seed: int) -> dict:
         """vLLM's SamplingParams arguments for one prompt (greedy: temperature 0 and the filters off)."""
         greedy = params.temperature == 0
         return {
@@ -351,6 +353,7 @@ class VLLMGenerator:
             "repetition_penalty": params.repetition_penalty,
             "max_tokens": params.max_new_tokens,
             "stop": list(params.stop),
+            "stop_token_ids": single_token_ids(self.llm.get_tokenizer(), params.stop),
             "seed": seed,
         }
 
@@ -401,17 +404,15 @@ def _judge(completions, extracted, golds, ks, exact: bool, timeout: float) -> li
     (answers grouped by equality when `exact`, else by `rewards.answers_match`)."""
     from rewards import answers_match, match_many
 
-    if exact:
-        verdicts = iter(pred == gold for preds, gold in zip(extracted, golds) if gold is not None for pred in preds if pred is not None)
-        same = None
-    else:
-        pairs = [
-            (pred, gold) for preds, gold in zip(extracted, golds) if gold is not None for pred in preds if pred is not None
-        ]
-        verdicts = iter(match_many(pairs, timeout=timeout))
+    # one verdict per (answered sample, readable gold), in order; exact scores compare strings, the others go to
+    # math-verify in one batch
+    pairs = [
+        (pred, gold) for preds, gold in zip(extracted, golds) if gold is not None for pred in preds if pred is not None
+    ]
+    verdicts = iter([pred == gold for pred, gold in pairs] if exact else match_many(pairs, timeout=timeout))
 
-        def same(a: str, b: str) -> bool:
-            return bool(answers_match(a, b, timeout=timeout))
+    def same(a: str, b: str) -> bool:
+        return bool(answers_match(a, b, timeout=timeout))
 
     records = []
     for texts, preds, gold in zip(completions, extracted, golds):
@@ -428,7 +429,7 @@ def _judge(completions, extracted, golds, ks, exact: bool, timeout: float) -> li
             record["maj"] = {}
             for k in ks:
                 if k <= len(texts):
-                    winner = majority_vote(preds[:k], same=same)
+                    winner = majority_vote(preds[:k], same=None if exact else same)
                     record["maj"][str(k)] = winner is not None and corrects[winner]
         records.append(record)
     return records

@@ -70,7 +70,7 @@ class EvalArguments:
     dtype: str = field(default="auto", metadata={"help": "Model dtype: auto, bfloat16, float16, float32."})
     max_new_tokens: int | None = field(
         default=None,
-        metadata={"help": "Maximum completion length in tokens (default: the protocol's; chat 1024, lm-eval 256, Qwen 2048)."},
+        metadata={"help": "Maximum new tokens (default the protocol's: chat 1024, lm-eval 256, Qwen 2048)."},
     )
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy; > 0 samples (needed for num_samples > 1)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold (1 = off)."})

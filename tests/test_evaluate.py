@@ -404,6 +404,9 @@ def test_vllm_generator_maps_sampling_params_and_keeps_order(monkeypatch):
         def __init__(self, model, **kwargs):
             calls["llm"] = {"model": model, **kwargs}
 
+        def get_tokenizer(self):  # <|im_end|> is one token, "Question:" two
+            return types.SimpleNamespace(encode=lambda text, add_special_tokens: [7] if "im_end" in text else [1, 2])
+
         def generate(self, prompts, sampling, use_tqdm):
             calls["sampling"] = [s.kwargs for s in sampling]
             return [
@@ -414,11 +417,12 @@ def test_vllm_generator_maps_sampling_params_and_keeps_order(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=FakeLLM, SamplingParams=FakeSamplingParams))
     generator = VLLMGenerator("some/model", tensor_parallel_size=2)
     assert calls["llm"] == {"model": "some/model", "tensor_parallel_size": 2, "generation_config": "vllm"}
-    params = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=64, seed=7, top_k=20, stop=("<|im_end|>",))
+    params = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=64, seed=7, top_k=20,
+                            stop=("Question:", "<|im_end|>"))  # fmt: skip
     out = generator.generate(["a", "b"], 3, params, seeds=[11, 12])
     assert out == [["a-0", "a-1", "a-2"], ["b-0", "b-1", "b-2"]]
     common = {"n": 3, "temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0, "repetition_penalty": 1.0,
-              "max_tokens": 64, "stop": ["<|im_end|>"]}  # fmt: skip
+              "max_tokens": 64, "stop": ["Question:", "<|im_end|>"], "stop_token_ids": [7]}  # fmt: skip
     assert calls["sampling"] == [{**common, "seed": 11}, {**common, "seed": 12}]
     generator.generate(["a"], 1, SamplingParams(temperature=0.0, top_p=0.5, top_k=5, max_new_tokens=8))
     greedy = calls["sampling"][0]
@@ -557,14 +561,16 @@ def test_stop_strings_include_the_chat_templates_end_of_turn():
 
 def test_sampling_is_seeded_per_problem_whatever_the_chunking_and_resume(shared_data, tiny_model_path, tmp_path):
     common = ["--model_name_or_path", tiny_model_path, "--data_files", str(shared_data / "gsm8k" / "test.jsonl"),
-              "--max_new_tokens", "5", "--temperature", "1", "--num_samples", "3", "--k", "1", "3", "--seed", "4"]  # fmt: skip
+              "--max_new_tokens", "5", "--temperature", "1", "--num_samples", "3", "--k", "1", "3",
+              "--seed", "4"]  # fmt: skip
     evaluate(common + ["--limit", "4", "--save_every", "4", "--output_dir", str(tmp_path / "one")])
     evaluate(common + ["--limit", "2", "--save_every", "1", "--output_dir", str(tmp_path / "chunked")])
     resumed = evaluate(common + ["--limit", "4", "--save_every", "1", "--output_dir", str(tmp_path / "chunked"),
                                  "--resume"])  # fmt: skip
 
     def completions(name):
-        return [json.loads(line)["completions"] for line in (tmp_path / name / "samples.jsonl").read_text().splitlines()]
+        lines = (tmp_path / name / "samples.jsonl").read_text().splitlines()
+        return [json.loads(line)["completions"] for line in lines]
 
     assert completions("one") == completions("chunked")
     assert len({tuple(c) for c in completions("chunked")}) == 4  # no two problems share a sample list

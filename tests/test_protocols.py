@@ -42,7 +42,8 @@ def lift(filename: str, names: list[str], namespace: dict | None = None) -> dict
             wanted.append(node)
     assert {getattr(n, "name", None) or n.targets[0].id for n in wanted} == set(names)
     namespace = {"re": re, "random": random, **(namespace or {})}
-    code = compile(ast.Module(body=wanted, type_ignores=[]), filename, "exec", flags=__future__.annotations.compiler_flag)
+    module = ast.Module(body=wanted, type_ignores=[])
+    code = compile(module, filename, "exec", flags=__future__.annotations.compiler_flag)
     exec(code, namespace)  # annotations stay unevaluated, as under the file's own imports
     return namespace
 
