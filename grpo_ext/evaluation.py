@@ -289,18 +289,21 @@ class TransformersGenerator:
     def generate(
         self, prompts: list[str], n: int, params: SamplingParams, seeds: Sequence[int] | None = None
     ) -> list[list[str]]:
-        """Greedy: batches of `batch_size` prompts. Sampling: one prompt at a time (its n samples together), with
-        `torch.manual_seed(seeds[i])` before it, so a problem's samples are the same whatever the batching."""
+        """Batches of `batch_size` prompts, longest first. Sampling with `seeds`: one prompt at a time (its n samples
+        together) after `torch.manual_seed(seeds[i])`, so a problem's samples do not depend on the batching; without
+        `seeds`: batched after one `torch.manual_seed(params.seed)`."""
         import torch
 
         do_sample = params.temperature > 0
         if not do_sample and n != 1:
             raise ValueError("greedy decoding (temperature 0) gives one completion per prompt; use n=1")
-        seeds = list(seeds) if seeds is not None else [params.seed] * len(prompts)
+        per_prompt = do_sample and seeds is not None
         config = self.generation_config(n, params)
         lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
         order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
-        batch_size = self.batch_size if not do_sample else 1
+        batch_size = 1 if per_prompt else self.batch_size
+        if do_sample and not per_prompt:
+            torch.manual_seed(params.seed)
         results: list[list[str]] = [[] for _ in prompts]
         was_training = self.model.training
         model_config, self.model.generation_config = self.model.generation_config, config  # nothing inherited
@@ -315,7 +318,7 @@ class TransformersGenerator:
                     padding_side="left",
                     add_special_tokens=False,
                 ).to(self.model.device)
-                if do_sample:
+                if per_prompt:
                     torch.manual_seed(seeds[batch[0]])
                 with torch.no_grad():
                     output = self.model.generate(**inputs, generation_config=config, tokenizer=self.tokenizer)
