@@ -627,19 +627,27 @@ def test_lm_eval_gsm8k_protocol_reports_strict_and_flexible(shared_data, tmp_pat
 @pytest.mark.slow
 def test_smollm2_evaluates_gsm8k_with_the_chat_and_lm_eval_protocols(shared_data, smollm2_dir, tmp_path):
     """A real pretrained instruct model (SmolLM2-135M-Instruct, byte-level BPE, ChatML) on 2 GSM8K problems, greedy
-    and short (16 tokens: about a second a token on a loaded 2-core machine): its chat template's end of turn is a
+    and short (8 tokens: about a second a token on a loaded 2-core machine): its chat template's end of turn is a
     stop string; with lm-eval's plain 5-shot prompt the stops are lm-eval's and both lm-eval scores are reported.
     Figures are recomputed from samples.jsonl."""
+    from transformers import AutoTokenizer
+
+    from grpo_ext.evaluation import render_chat
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    model = TransformersGenerator.from_pretrained(smollm2_dir, dtype="float32")  # loaded once for both runs
     common = ["--model_name_or_path", smollm2_dir, "--data_files", str(shared_data / "gsm8k" / "test.jsonl"),
-              "--limit", "2", "--max_new_tokens", "16", "--dtype", "float32"]  # fmt: skip
-    chat = evaluate(common + ["--output_dir", str(tmp_path / "chat")])
+              "--limit", "2", "--max_new_tokens", "8"]  # fmt: skip
+    chat = evaluate(common + ["--output_dir", str(tmp_path / "chat")], generator=model, render=render_chat(tokenizer),
+                    tokenizer=tokenizer)  # fmt: skip
     assert chat["protocol"] == "chat" and chat["generation"]["stop"] == ["<|im_end|>"]
     records = [json.loads(line) for line in (tmp_path / "chat" / "samples.jsonl").read_text().splitlines()]
     assert all(r["prompt"].endswith("<|im_start|>assistant\n") and "<|im_" not in r["completion"] for r in records)
     assert chat["overall"] == {"count": 2, "pass@1": sum(r["correct"] for r in records) / 2}
     lm_eval = evaluate(common + ["--protocol", "lm_eval_gsm8k", "--output_dir", str(tmp_path / "lm_eval"),
                                  "--num_few_shot", "1",  # lm-eval's 5 shots work alike; 1 keeps the prompts short
-                                 "--few_shot_data_files", str(shared_data / "gsm8k" / "train.jsonl")])  # fmt: skip
+                                 "--few_shot_data_files", str(shared_data / "gsm8k" / "train.jsonl")],
+                       generator=model, tokenizer=tokenizer)  # fmt: skip
     assert lm_eval["generation"]["stop"] == ["Question:", "</s>", "<|im_end|>"]
     records = [json.loads(line) for line in (tmp_path / "lm_eval" / "samples.jsonl").read_text().splitlines()]
     assert all(r["prompt"].count("Question: ") == 2 and "Question:" not in r["completion"] for r in records)

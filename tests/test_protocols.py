@@ -134,6 +134,31 @@ def test_gsm8k_protocols_stop_and_extract_like_lm_eval(name, yaml_file):
     assert [flexible.extract(t) for t in COMPLETIONS[:4]] == ["72", "1234.50", "7", None]
 
 
+def test_gsm8k_extraction_equals_lm_eval_on_the_real_model_solutions(shared_data):
+    """Both lm-eval filters and its exact match, ours against theirs, on GSM8K's 5,276 real GPT-3 solutions."""
+    task = task_yaml("lm_eval_gsm8k.yaml")
+    filters = {f["name"]: f["filter"][0] for f in task["filter_list"]}
+    regexes = task["metric_list"][0]["regexes_to_ignore"]
+    reference_filter = lm_eval_regex_filter()
+    strict, flexible = get_protocol("lm_eval_gsm8k").scores
+    golds = {json.loads(line)["question"]: json.loads(line)["answer"]
+             for line in (shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()}  # fmt: skip
+    checked = agree = 0
+    for line in (shared_data / "gsm8k" / "example_model_solutions.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        gold_row = {"solution": golds[row["question"]]}
+        for system in ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification"):
+            text = row[system]["solution"]
+            for score in (strict, flexible):
+                spec = filters[score.name]
+                theirs = reference_filter(text, spec["regex_pattern"], spec.get("group_select", 0))
+                ours = score.extract(text)
+                expected = theirs is not None and lm_eval_exact_match(theirs, gold_row["solution"], regexes)
+                checked += 1
+                agree += (ours is not None and ours == score.gold(gold_row)) == expected
+    assert checked == 2 * 5276 and agree == checked
+
+
 def lm_eval_context(doc_to_text: str, shots, question: str) -> str:
     """lm-eval's `fewshot_context` as plain text: each shot's `build_qa_turn` (user text + target_delimiter " ",
     assistant target + fewshot_delimiter "\\n\\n"), then the problem's user text with no delimiter."""
