@@ -1,13 +1,11 @@
-"""Each evaluation protocol against the reference tool's own code (verbatim copies in tests/protocol_reference/:
-single functions and constants are lifted out with `ast`, so the tools' heavy imports never run)."""
+"""Each evaluation protocol against the reference tool's own code: the installed `lm_eval` package (its task yaml,
+filters, metric, sampler and Minerva utils) and, for Qwen2.5-Math (not on PyPI), fixtures its code produced
+(tests/fixtures/qwen25_math.json; tests/fixtures/README.md says how)."""
 
 import __future__
 import ast
 import json
-import random
 import re
-import types
-import warnings
 from pathlib import Path
 
 import pytest
@@ -28,35 +26,36 @@ from grpo_ext.protocols import (
     render_prompts,
 )
 
-REFERENCE = Path(__file__).resolve().parent / "protocol_reference"
+lm_eval = pytest.importorskip("lm_eval")  # a guard only: the [test] extra installs it
+LM_EVAL_DIR = Path(lm_eval.__file__).resolve().parent
+QWEN_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "qwen25_math.json"
 
 
-def lift(filename: str, names: list[str], namespace: dict | None = None) -> dict:
-    """Execute only the named top-level functions/classes/assignments of a reference file, in `namespace`."""
-    with warnings.catch_warnings():  # the verbatim copies have invalid escapes ("\d" in a plain string): theirs
-        warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
-        tree = ast.parse((REFERENCE / filename).read_text())
+def lift(path: Path, names: list[str]) -> dict:
+    """Execute only the named top-level functions and assignments of an installed lm_eval file. Minerva's utils.py
+    cannot be imported here: it asserts antlr4-python3-runtime 4.11, math-verify's extra pins 4.13."""
     wanted = []
-    for node in tree.body:
+    for node in ast.parse(path.read_text()).body:
         name = getattr(node, "name", None)
         if name is None and isinstance(node, ast.Assign):
             name = getattr(node.targets[0], "id", None)
         if name in names:
             wanted.append(node)
     assert {getattr(n, "name", None) or n.targets[0].id for n in wanted} == set(names)
-    namespace = {"re": re, "random": random, **(namespace or {})}
-    module = ast.Module(body=wanted, type_ignores=[])
-    code = compile(module, filename, "exec", flags=__future__.annotations.compiler_flag)
-    exec(code, namespace)  # annotations stay unevaluated, as under the file's own imports
+    namespace = {"re": re}
+    code = compile(ast.Module(body=wanted, type_ignores=[]), str(path), "exec", flags=__future__.annotations.compiler_flag)
+    exec(code, namespace)  # annotations stay unevaluated, as under the file's own `from __future__ import`
     return namespace
 
 
 def task_yaml(name: str) -> dict:
+    """An installed lm-eval task file (`!function` tags kept as text)."""
+
     class Loader(yaml.SafeLoader):
         pass
 
     Loader.add_constructor("!function", lambda loader, node: f"!function {node.value}")
-    return yaml.load((REFERENCE / name).read_text(), Loader=Loader)
+    return yaml.load((LM_EVAL_DIR / "tasks" / name).read_text(), Loader=Loader)
 
 
 def jinja(template: str, **values) -> str:
@@ -66,24 +65,21 @@ def jinja(template: str, **values) -> str:
 
 
 def lm_eval_regex_filter():
-    ns = lift("lm_eval_filters_extraction.py", ["RegexFilter"],
-              {"Filter": object, "register_filter": lambda name: (lambda cls: cls)})  # fmt: skip
+    from lm_eval.filters.extraction import RegexFilter
 
     def apply(text, pattern, group_select=0):
-        out = ns["RegexFilter"](regex_pattern=pattern, group_select=group_select).apply([[text]], None)[0][0]
+        out = RegexFilter(regex_pattern=pattern, group_select=group_select).apply([[text]], None)[0][0]
         return None if out == "[invalid]" else out
 
     return apply
 
 
 def lm_eval_exact_match(prediction: str, reference: str, regexes, ignore_case=True) -> bool:
-    """lm-eval's `exact_match_hf_evaluate` (api/metrics.py) for one pair: the regexes removed from both, then
-    lower-cased, then equality."""
-    for pattern in regexes:
-        prediction, reference = re.sub(pattern, "", prediction), re.sub(pattern, "", reference)
-    if ignore_case:
-        prediction, reference = prediction.lower(), reference.lower()
-    return prediction == reference
+    """lm-eval's own `exact_match_hf_evaluate` (api/metrics.py) for one pair."""
+    from lm_eval.api.metrics import exact_match_hf_evaluate
+
+    result = exact_match_hf_evaluate([prediction], [reference], regexes_to_ignore=regexes, ignore_case=ignore_case)
+    return result["exact_match"] == 1.0
 
 
 COMPLETIONS = [
@@ -102,8 +98,8 @@ COMPLETIONS = [
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, yaml_file", [("lm_eval_gsm8k", "lm_eval_gsm8k.yaml"),
-                                             ("gsm8k_cot_8shot", "lm_eval_gsm8k-cot.yaml")])  # fmt: skip
+@pytest.mark.parametrize("name, yaml_file", [("lm_eval_gsm8k", "gsm8k/gsm8k.yaml"),
+                                             ("gsm8k_cot_8shot", "gsm8k/gsm8k-cot.yaml")])  # fmt: skip
 def test_gsm8k_protocols_stop_and_extract_like_lm_eval(name, yaml_file):
     task = task_yaml(yaml_file)
     protocol = get_protocol(name)
@@ -139,7 +135,7 @@ def test_gsm8k_protocols_stop_and_extract_like_lm_eval(name, yaml_file):
 
 def test_gsm8k_extraction_equals_lm_eval_on_the_real_model_solutions(shared_data):
     """Both lm-eval filters and its exact match, ours against theirs, on GSM8K's 5,276 real GPT-3 solutions."""
-    task = task_yaml("lm_eval_gsm8k.yaml")
+    task = task_yaml("gsm8k/gsm8k.yaml")
     filters = {f["name"]: f["filter"][0] for f in task["filter_list"]}
     regexes = task["metric_list"][0]["regexes_to_ignore"]
     reference_filter = lm_eval_regex_filter()
@@ -172,15 +168,18 @@ def lm_eval_context(doc_to_text: str, shots, question: str) -> str:
 def test_lm_eval_gsm8k_prompt_samples_shots_like_lm_eval(shared_data):
     from grpo_ext.data import load_math_dataset
 
-    task = task_yaml("lm_eval_gsm8k.yaml")
+    task = task_yaml("gsm8k/gsm8k.yaml")
     assert task["fewshot_split"] == "train" and task["test_split"] == "test"
     test = list(load_math_dataset("gsm8k", data_files=str(shared_data / "gsm8k" / "test.jsonl"), limit=3))
     train_path = shared_data / "gsm8k" / "train.jsonl"
     train = list(load_math_dataset("gsm8k", data_files=str(train_path)))
     raw_train = [json.loads(line) for line in train_path.read_text().splitlines() if line.strip()]
     # lm-eval's default ContextSampler over the raw train docs, seeded as simple_evaluate does, drawn doc by doc
-    sampler_ns = lift("lm_eval_samplers.py", ["ContextSampler"], {"Random": random.Random, "eval_logger": None})
-    sampler = sampler_ns["ContextSampler"](raw_train, rnd=None).set_rnd(LM_EVAL_FEWSHOT_SEED)
+    from lm_eval.api.samplers import ContextSampler
+    from lm_eval.defaults import DEFAULT_OTHER_SEED
+
+    assert LM_EVAL_FEWSHOT_SEED == DEFAULT_OTHER_SEED  # simple_evaluate's fewshot_random_seed
+    sampler = ContextSampler(raw_train, rnd=None).set_rnd(LM_EVAL_FEWSHOT_SEED)
     expected = []
     for row in test:
         shots = sampler.sample(n=task["num_fewshot"], eval_doc=None)
@@ -197,7 +196,7 @@ def test_lm_eval_gsm8k_prompt_samples_shots_like_lm_eval(shared_data):
 
 
 def test_gsm8k_cot_exemplars_and_prompt_are_lm_eval_s():
-    task = task_yaml("lm_eval_gsm8k-cot.yaml")
+    task = task_yaml("gsm8k/gsm8k-cot.yaml")
     assert task["fewshot_config"]["sampler"] == "first_n"
     assert list(load_exemplars("gsm8k_cot_8shot")) == task["fewshot_config"]["samples"]
     row = {"idx": 0, "question": "Janet has 3 apples. She eats one. How many are left?"}
@@ -219,10 +218,9 @@ def test_gsm8k_cot_exemplars_and_prompt_are_lm_eval_s():
 
 def minerva_reference():
     return lift(
-        "lm_eval_minerva_math_utils.py",
+        LM_EVAL_DIR / "tasks" / "minerva_math" / "utils.py",
         ["doc_to_text", "list_fewshot_samples", "last_boxed_only_string", "remove_boxed", "get_unnormalized_answer",
          "SUBSTITUTIONS", "REMOVED_EXPRESSIONS", "normalize_final_answer"],
-        {},
     )  # fmt: skip
 
 
@@ -230,7 +228,7 @@ def test_minerva_prompt_stop_and_exemplars_are_lm_eval_s(shared_data):
     from grpo_ext.data import load_math_dataset
 
     ref = minerva_reference()
-    task = task_yaml("lm_eval_minerva_math_algebra.yaml")
+    task = task_yaml("minerva_math/minerva_math_algebra.yaml")
     protocol = get_protocol("minerva_math_4shot")
     assert protocol.stop == tuple(task["generation_kwargs"]["until"]) and protocol.num_few_shot == task["num_fewshot"]
     samples = ref["list_fewshot_samples"]()
@@ -270,9 +268,12 @@ def test_minerva_extraction_and_gold_are_lm_eval_s(shared_data):
         boxed = ref["last_boxed_only_string"](row["solution"])
         expected = None if boxed is None else ref["normalize_final_answer"](ref["remove_boxed"](boxed))
         assert minerva_gold(row["solution"]) == expected
-    assert minerva_normalize_final_answer("\\frac12 \\text{ inches}") == ref["normalize_final_answer"](
-        "\\frac12 \\text{ inches}"
-    )
+    # hand-worked, lm-eval 0.4.13's rules: unit words as words, TeX commands kept whole, indexed roots, tuples
+    for raw, normalized in (("\\frac12 \\text{ inches}", "\\frac{1}{2}"), ("2\\pi cm", "2\\pi"),
+                            ("\\left(3,\\frac{\\pi}{2}\\right)", "\\left(3,\\frac{\\pi}{2}\\right)"),
+                            ("\\sqrt[3]8", "\\sqrt[3]{8}"), ("\\sqrt3", "\\sqrt{3}"), ("0,1", "0,1"),
+                            ("100,000", "100000"), ("x = 12 \\text{ dollars}", "12")):  # fmt: skip
+        assert minerva_normalize_final_answer(raw) == ref["normalize_final_answer"](raw) == normalized, raw
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -280,61 +281,53 @@ def test_minerva_extraction_and_gold_are_lm_eval_s(shared_data):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def qwen_fixtures() -> dict:
+    return json.loads(QWEN_FIXTURES.read_text())
+
+
 def test_qwen_prompts_and_stop_words_are_qwen_s():
-    ns = lift("qwen25_math_utils.py", ["PROMPT_TEMPLATES", "construct_prompt"],
-              {"load_prompt": lambda data_name, prompt_type, num_shots: []})  # fmt: skip
-    tree = ast.parse((REFERENCE / "qwen25_math_math_eval.py").read_text())
-    (stop_words,) = [ast.literal_eval(n.value) for n in ast.walk(tree)
-                     if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "stop_words"]  # fmt: skip
-    assert QWEN_STOP == tuple(stop_words)
-    question = "  What is $1+1$?\n"
+    fixtures = qwen_fixtures()
+    assert QWEN_STOP == tuple(fixtures["stop_words"]["qwen25-math-cot"]) == tuple(fixtures["stop_words"]["qwen-boxed"])
+    checked = 0
     for ours, theirs in (("qwen25_math_cot", "qwen25-math-cot"), ("qwen_boxed", "qwen-boxed")):
-        args = types.SimpleNamespace(prompt_type=theirs, num_shots=0, adapt_few_shot=False)
-        # parse_question strips the question before construct_prompt
-        expected = ns["construct_prompt"]({"question": question.strip(), "gt_ans": "2"}, "math", args)
-        assert render_prompts(get_protocol(ours), [{"idx": 0, "question": question}], [], 0) == [expected]
         assert get_protocol(ours).stop == QWEN_STOP and get_protocol(ours).max_new_tokens == 2048
-    assert expected.endswith("\\boxed{}.<|im_end|>\n<|im_start|>assistant\n")
+        for case in fixtures["prompts"]:
+            if case["prompt_type"] == theirs:
+                dataset = "gsm8k" if case["data_name"] == "gsm8k" else "math500"
+                row = {"idx": 0, "question": case["question"]}
+                assert render_prompts(get_protocol(ours), [row], [], 0, dataset) == [case["prompt"]]
+                checked += 1
+    assert checked == 8  # 2 prompt types x 2 datasets x 2 questions (one with spaces and a newline to strip)
+    boxed = next(c["prompt"] for c in fixtures["prompts"] if c["prompt_type"] == "qwen-boxed")
+    assert boxed.endswith("user\nWhat is $1+1$?\nPlease reason step by step, and put your final answer within "
+                          "\\boxed{}.<|im_end|>\n<|im_start|>assistant\n")
 
 
 @pytest.mark.parametrize("dataset, data_name", [("gsm8k", "gsm8k"), ("math500", "math")])
 def test_qwen_fewshot_cot_prompt_and_stop_words_are_qwen_s(dataset, data_name):
-    examples = lift("qwen25_math_examples.py", ["get_examples"])["get_examples"]()
-    ns = lift("qwen25_math_utils.py", ["PROMPT_TEMPLATES", "construct_prompt"],
-              {"load_prompt": lambda name, prompt_type, num_shots: examples[name][:num_shots]})  # fmt: skip
+    fixtures = qwen_fixtures()
     protocol = get_protocol("qwen25_math_fewshot_cot")
-    source = (REFERENCE / "qwen25_math_math_eval.py").read_text()
-    assert re.search(r'if args.prompt_type in \["cot"\]:\n\s+stop_words.append\("\\n\\nQuestion:"\)', source)
-    assert protocol.stop == (*QWEN_STOP, "\n\nQuestion:")
-    assert [(e["question"], e["answer"]) for e in load_exemplars(f"qwen25_math_fewshot_cot_{data_name}")] == examples[
-        data_name
-    ]
-    row = {"idx": 0, "question": " What is $2+2$? "}
-    for shots in (0, 1, 4):
-        args = types.SimpleNamespace(prompt_type="cot", num_shots=shots, adapt_few_shot=False)
-        expected = ns["construct_prompt"]({"question": row["question"].strip(), "gt_ans": "4"}, data_name, args)
-        assert render_prompts(protocol, [row], [], shots, dataset) == [expected]
-    assert expected.endswith("\n\n\nQuestion: What is $2+2$?\nAnswer:") and expected.count("Question: ") == 5
+    assert protocol.stop == tuple(fixtures["stop_words"]["cot"]) == (*QWEN_STOP, "\n\nQuestion:")
+    exemplars = load_exemplars(f"qwen25_math_fewshot_cot_{data_name}")
+    assert [[e["question"], e["answer"]] for e in exemplars] == fixtures["examples"][data_name]
+    cases = [c for c in fixtures["prompts"] if c["prompt_type"] == "cot" and c["data_name"] == data_name]
+    assert sorted({c["num_shots"] for c in cases}) == [0, 1, 4, len(exemplars)]  # all exemplars once
+    for case in cases:
+        row = {"idx": 0, "question": case["question"]}
+        assert render_prompts(protocol, [row], [], case["num_shots"], dataset) == [case["prompt"]], case["num_shots"]
+    four_shot = next(c["prompt"] for c in cases if c["num_shots"] == 4 and "1+1" in c["question"])
+    assert four_shot.endswith("\n\n\nQuestion: What is $1+1$?\nAnswer:") and four_shot.count("Question: ") == 5
     with pytest.raises(ValueError, match="zero-shot"):
         render_prompts(get_protocol("qwen25_math_cot"), [row], [], 2)
 
 
 def test_qwen_extraction_is_qwen_s_before_strip_string():
-    ns = lift("qwen25_math_parser.py", ["extract_answer"],
-              {"strip_string": lambda s, skip_unit=False: s, "choice_answer_clean": None})  # fmt: skip
-    texts = [
-        "so \\boxed{\\frac{1}{2}} and then \\boxed{3}.",
-        "The answer is: 42.",
-        "We get 1,234 and 5.5",
-        "Final Answer: The final answer is $7$. I hope it is correct.",
-        "no answer",
-        "\\boxed{a\n  + b}",
-        "\\boxed 9$ end",
-    ]
-    for text in texts:
-        theirs = ns["extract_answer"](text, "math")
-        assert qwen_extract_answer(text) == (theirs or None), text
-    assert [qwen_extract_answer(t) for t in texts] == ["3", " 42", "5.5", "7", None, "a+ b", "9"]
+    cases = qwen_fixtures()["extract_answer_before_strip_string"]
+    assert len(cases) == 40 and {c["data_name"] for c in cases} == {"gsm8k", "math"}
+    for case in cases:
+        assert qwen_extract_answer(case["text"]) == (case["answer"] or None), case
+    # hand-worked: Minerva's sentence, then the last boxed, then "he answer is", then the last number
+    assert [qwen_extract_answer(c["text"]) for c in cases[:14:2]] == ["3", " 42", "5.5", "7", None, "a+ b", "9"]
 
 
 def test_every_protocol_is_documented_and_unknown_names_are_refused():

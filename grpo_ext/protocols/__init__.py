@@ -1,8 +1,9 @@
 """Evaluation protocols: the prompt, exemplars, stop sequences, decoding defaults and answer extraction of the
 tools that published GSM8K / MATH figures, so that `launch/evaluate.py --protocol NAME` can be held against them.
 
-Each protocol was read from the tool's own code (copies in `tests/protocol_reference/`, compared in
-`tests/test_protocols.py`); fixed exemplars are data files beside this module, each naming its source.
+Each protocol was read from the tool's own code: `tests/test_protocols.py` compares it with the installed `lm_eval`
+package and with fixtures that Qwen2.5-Math's code produced (`tests/fixtures/qwen25_math.json`). Fixed exemplars are
+data files beside this module, each naming its source.
 
 | name | tool | prompt | scores |
 | --- | --- | --- | --- |
@@ -81,22 +82,33 @@ MINERVA_REMOVED_EXPRESSIONS = [
 
 
 def minerva_normalize_final_answer(final_answer: str) -> str:
-    """lm-eval's `normalize_final_answer` (Minerva appendix D): last `=` side, unit words and TeX spacing removed,
-    `\\text{}`/`\\boxed{}` unwrapped, `\\fracab` -> `\\frac{a}{b}`, `$` dropped, `100,000` -> `100000`."""
+    """lm-eval's `normalize_final_answer` (Minerva appendix D, as lm-eval 0.4.13 has it): last `=` side, unit
+    words (whole words first, then outside TeX command names) and TeX spacing removed, `\\text{}`/`\\boxed{}`
+    unwrapped, `\\fracab` -> `\\frac{a}{b}`, `\\sqrt[3]a` -> `\\sqrt[3]{a}`, `$` dropped, `100,000` -> `100000`
+    (thousands groups only, so the tuple `0,1` stays)."""
     final_answer = final_answer.split("=")[-1]
+    for expr in MINERVA_REMOVED_EXPRESSIONS:  # while whitespace still delimits words: "\\left" keeps its "ft"
+        if expr.isalpha():
+            final_answer = re.sub(rf"(?<!\\)\b{expr}\b", "", final_answer)
     for before, after in MINERVA_SUBSTITUTIONS:
         final_answer = final_answer.replace(before, after)
     for expr in MINERVA_REMOVED_EXPRESSIONS:
-        final_answer = final_answer.replace(expr, "")
+        if expr.isalpha():  # glued units, outside TeX command names
+            segments = re.split(r"(\\[a-zA-Z]+)", final_answer)
+            segments[::2] = [segment.replace(expr, "") for segment in segments[::2]]
+            final_answer = "".join(segments)
+        else:
+            final_answer = final_answer.replace(expr, "")
     final_answer = re.sub(r"(.*?)(\$)(.*?)(\$)(.*)", "$\\3$", final_answer)
     final_answer = re.sub(r"(\\text\{)(.*?)(\})", "\\2", final_answer)
     final_answer = re.sub(r"(\\textbf\{)(.*?)(\})", "\\2", final_answer)
     final_answer = re.sub(r"(\\overline\{)(.*?)(\})", "\\2", final_answer)
     final_answer = re.sub(r"(\\boxed\{)(.*)(\})", "\\2", final_answer)
     final_answer = re.sub(r"(frac)([^{])(.)", "frac{\\2}{\\3}", final_answer)
-    final_answer = re.sub(r"(sqrt)([^{])", "sqrt{\\2}", final_answer)
+    final_answer = re.sub(r"(sqrt)(\[[^\]]*\])(\w)", "\\1\\2{\\3}", final_answer)
+    final_answer = re.sub(r"(sqrt)(?!\[)([^{])", "sqrt{\\2}", final_answer)
     final_answer = final_answer.replace("$", "")
-    if final_answer.replace(",", "").isdigit():
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+", final_answer):
         final_answer = final_answer.replace(",", "")
     return final_answer
 
@@ -315,7 +327,7 @@ def _minerva_score() -> Score:
     return Score("exact_match", extract, lambda row: minerva_gold(row["solution"]), exact=False)
 
 
-LM_EVAL = "EleutherAI/lm-evaluation-harness @ 4e7e0d47f33bc71070c1d38394bafbb52b117163"
+LM_EVAL = "lm-eval 0.4.13 (EleutherAI/lm-evaluation-harness)"
 QWEN = "QwenLM/Qwen2.5-Math evaluation/ @ a45202bd16f1ec06f433442dc1152d0074773465"
 
 PROTOCOLS: dict[str, Protocol] = {
