@@ -43,7 +43,8 @@ def lift(path: Path, names: list[str]) -> dict:
             wanted.append(node)
     assert {getattr(n, "name", None) or n.targets[0].id for n in wanted} == set(names)
     namespace = {"re": re}
-    code = compile(ast.Module(body=wanted, type_ignores=[]), str(path), "exec", flags=__future__.annotations.compiler_flag)
+    module = ast.Module(body=wanted, type_ignores=[])
+    code = compile(module, str(path), "exec", flags=__future__.annotations.compiler_flag)
     exec(code, namespace)  # annotations stay unevaluated, as under the file's own `from __future__ import`
     return namespace
 
