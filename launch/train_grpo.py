@@ -312,7 +312,7 @@ def train(argv: list[str] | None = None):
         **trainer_kwargs,
     )
     if script_args.math_eval_steps:
-        from launch.evaluate import MathEvalCallback
+        from grpo_ext.evaluation import MathEvalCallback
 
         eval_problems = load_math_dataset(
             script_args.math_eval_dataset_name,

@@ -1,20 +1,21 @@
 import itertools
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
-from launch.evaluate import (
+from grpo_ext.evaluation import (
     MathEvalCallback,
-    equal_shard,
     SamplingParams,
     TransformersGenerator,
-    evaluate,
+    equal_shard,
     majority_vote,
     markdown_table,
     pass_at_k,
     summarize,
 )
+from launch.evaluate import evaluate
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Pure metrics
@@ -65,7 +66,7 @@ def test_majority_vote_groups_equivalent_latex_with_rewards():
 
 
 def test_scoring_extracts_like_the_training_reward():
-    from launch.evaluate import score_problems
+    from grpo_ext.evaluation import score_problems
     from rewards import accuracy_reward
 
     completions = ["\\boxed{18}", "so it is 2", "She pays 7 dollars.", "\\boxed{x^2}"]
@@ -118,7 +119,7 @@ class ScriptedGenerator:
         self.asked = []
         self.fail_after_calls = fail_after_calls
 
-    def generate(self, prompts, n, params):
+    def generate(self, prompts, n, params, seeds=None):
         if self.fail_after_calls is not None and len(self.asked) >= self.fail_after_calls:
             raise KeyboardInterrupt("simulated crash")
         self.asked.append(list(prompts))
@@ -386,37 +387,46 @@ def test_console_script_runs_and_exits_zero(shared_data, tiny_model_path, tmp_pa
 
 
 def test_vllm_generator_maps_sampling_params_and_keeps_order(monkeypatch):
-    """The vLLM glue, against a stand-in `vllm` module (vLLM itself needs a GPU and is not installed in CI)."""
+    """The vLLM glue, against a stand-in `vllm` module (vLLM itself needs a GPU and is not installed in CI): every
+    decoding setting explicit, the model's generation_config.json off, one seed per prompt, the stop strings."""
     import sys
     import types
 
-    from launch.evaluate import VLLMGenerator
+    from grpo_ext.evaluation import VLLMGenerator
 
     calls = {}
 
     class FakeSamplingParams:
         def __init__(self, **kwargs):
-            calls["sampling"] = kwargs
+            self.kwargs = kwargs
 
     class FakeLLM:
         def __init__(self, model, **kwargs):
             calls["llm"] = {"model": model, **kwargs}
 
+        def get_tokenizer(self):  # <|im_end|> is one token, "Question:" two
+            return types.SimpleNamespace(encode=lambda text, add_special_tokens: [7] if "im_end" in text else [1, 2])
+
         def generate(self, prompts, sampling, use_tqdm):
-            n = calls["sampling"]["n"]
+            calls["sampling"] = [s.kwargs for s in sampling]
             return [
-                types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"{p}-{j}") for j in range(n)])
-                for p in prompts
+                types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"{p}-{j}") for j in range(s.kwargs["n"])])
+                for p, s in zip(prompts, sampling)
             ]
 
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=FakeLLM, SamplingParams=FakeSamplingParams))
     generator = VLLMGenerator("some/model", tensor_parallel_size=2)
-    assert calls["llm"] == {"model": "some/model", "tensor_parallel_size": 2}
-    out = generator.generate(["a", "b"], 3, SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=64, seed=7))
+    assert calls["llm"] == {"model": "some/model", "tensor_parallel_size": 2, "generation_config": "vllm"}
+    params = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=64, seed=7, top_k=20,
+                            stop=("Question:", "<|im_end|>"))  # fmt: skip
+    out = generator.generate(["a", "b"], 3, params, seeds=[11, 12])
     assert out == [["a-0", "a-1", "a-2"], ["b-0", "b-1", "b-2"]]
-    assert calls["sampling"] == {"n": 3, "temperature": 0.6, "top_p": 0.95, "max_tokens": 64, "seed": 7}
-    generator.generate(["a"], 1, SamplingParams(temperature=0.0, top_p=0.5, max_new_tokens=8))
-    assert calls["sampling"]["temperature"] == 0.0 and calls["sampling"]["top_p"] == 1.0  # greedy
+    common = {"n": 3, "temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0, "repetition_penalty": 1.0,
+              "max_tokens": 64, "stop": ["Question:", "<|im_end|>"], "stop_token_ids": [7]}  # fmt: skip
+    assert calls["sampling"] == [{**common, "seed": 11}, {**common, "seed": 12}]
+    generator.generate(["a"], 1, SamplingParams(temperature=0.0, top_p=0.5, top_k=5, max_new_tokens=8))
+    greedy = calls["sampling"][0]
+    assert (greedy["temperature"], greedy["top_p"], greedy["top_k"], greedy["seed"]) == (0.0, 1.0, -1, 0)
 
 
 def test_real_model_solutions_scored_like_the_dataset_authors(shared_data, tmp_path):
@@ -433,7 +443,7 @@ def test_real_model_solutions_scored_like_the_dataset_authors(shared_data, tmp_p
             )
 
     class Replay:
-        def generate(self, prompts, n, params):
+        def generate(self, prompts, n, params, seeds=None):
             return [by_question[p.rsplit("\n", 1)[0]][0] for p in prompts]
 
     summary = evaluate(
@@ -460,7 +470,7 @@ def test_math500_reference_solutions_score_100_percent_per_level_and_subject(sha
     solutions = {row["problem"]: row["solution"] for row in read_rows(path, n=500)}
 
     class Replay:
-        def generate(self, prompts, n, params):
+        def generate(self, prompts, n, params, seeds=None):
             return [[solutions[p.rsplit("\n", 1)[0]]] for p in prompts]
 
     args = ["--dataset_name", "math500", "--data_files", path, "--output_dir", str(tmp_path / "ref")]
@@ -482,3 +492,165 @@ def test_equal_shard_gives_every_rank_the_same_rows_and_counts_each_problem_once
             shards = [equal_shard(list(range(n)), r, p) for r in range(p)]
             assert len({len(shard) for shard, _ in shards}) == 1  # same number of generate calls on every rank
             assert [x for shard, real in shards for x in shard[:real]] == list(range(n))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Decoding is what the summary says: explicit settings, stop strings, per-problem seeds, --resume and --limit
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def copy_with_generation_config(tiny_model_path, tmp_path, **settings):
+    """The tiny model with a generation_config.json that would change decoding if it were read."""
+    import shutil
+
+    path = tmp_path / "ckpt"
+    shutil.copytree(tiny_model_path, path)
+    config = json.loads((path / "generation_config.json").read_text())
+    (path / "generation_config.json").write_text(json.dumps({**config, **settings}))
+    return str(path)
+
+
+def test_model_generation_config_does_not_change_decoding(tiny_model_path, tmp_path):
+    """A checkpoint with top_k 1 and a repetition penalty: sampling still differs between samples, and greedy
+    output equals that of the same weights without the config (transformers merges generation_config.json into
+    any setting left unset)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "2+3?"}], tokenize=False,
+                                           add_generation_prompt=True)  # fmt: skip
+    plain = TransformersGenerator.from_pretrained(tiny_model_path, dtype="float32")
+    odd = TransformersGenerator.from_pretrained(
+        copy_with_generation_config(tiny_model_path, tmp_path, top_k=1, repetition_penalty=5.0, do_sample=True),
+        dtype="float32",
+    )
+    sampled = odd.generate([prompt], 8, SamplingParams(temperature=1.0, max_new_tokens=6), seeds=[3])[0]
+    assert len(set(sampled)) > 1  # top_k 1 from the config would make all 8 identical
+    greedy = SamplingParams(max_new_tokens=8)
+    assert odd.generate([prompt], 1, greedy) == plain.generate([prompt], 1, greedy)
+    assert odd.model.generation_config.top_k == 1  # the model's own config is left as it was
+
+
+def test_transformers_backend_stops_at_stop_strings(tiny_model_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "7*6?"}], tokenize=False,
+                                           add_generation_prompt=True)  # fmt: skip
+    generator = TransformersGenerator.from_pretrained(tiny_model_path, dtype="float32")
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=12)  # the tiny model's greedy output is all newlines
+    (full,) = generator.generate([prompt], 1, sampling, seeds=[5])[0]
+    stop = full[4:6]
+    assert len(stop) == 2
+    (cut,) = generator.generate([prompt], 1, replace(sampling, stop=(stop,)), seeds=[5])[0]
+    assert cut == full[: full.index(stop)] and stop not in cut
+
+
+def test_stop_strings_include_the_chat_templates_end_of_turn():
+    """A ChatML model whose EOS is <|endoftext|> (Qwen2.5 base, SmolLM2) ends assistant turns with <|im_end|>."""
+    from grpo_ext.evaluation import end_of_turn, stop_strings
+    from grpo_ext.tiny import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.eos_token = "<|endoftext|>"
+    assert end_of_turn(tokenizer) == "<|im_end|>"
+    assert stop_strings(tokenizer, ("Question:",)) == ("Question:", "<|im_end|>", "<|endoftext|>")
+    tokenizer.chat_template = None
+    assert stop_strings(tokenizer) == ("<|endoftext|>",)
+
+
+def test_sampling_is_seeded_per_problem_whatever_the_chunking_and_resume(shared_data, tiny_model_path, tmp_path):
+    common = ["--model_name_or_path", tiny_model_path, "--data_files", str(shared_data / "gsm8k" / "test.jsonl"),
+              "--max_new_tokens", "5", "--temperature", "1", "--num_samples", "3", "--k", "1", "3",
+              "--seed", "4"]  # fmt: skip
+    evaluate(common + ["--limit", "4", "--save_every", "4", "--output_dir", str(tmp_path / "one")])
+    evaluate(common + ["--limit", "2", "--save_every", "1", "--output_dir", str(tmp_path / "chunked")])
+    resumed = evaluate(common + ["--limit", "4", "--save_every", "1", "--output_dir", str(tmp_path / "chunked"),
+                                 "--resume"])  # fmt: skip
+
+    def completions(name):
+        lines = (tmp_path / name / "samples.jsonl").read_text().splitlines()
+        return [json.loads(line)["completions"] for line in lines]
+
+    assert completions("one") == completions("chunked")
+    assert len({tuple(c) for c in completions("chunked")}) == 4  # no two problems share a sample list
+    assert resumed["generation"]["seed"] == 4 and resumed["generation"]["top_k"] == 0
+    assert set(resumed["generation"]) >= {"temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+                                          "max_new_tokens", "stop", "seed", "num_samples"}  # fmt: skip
+    assert "<|im_end|>" in resumed["generation"]["stop"]  # the tiny tokenizer's end of turn
+
+
+def test_resume_with_a_smaller_limit_is_refused(shared_data, tmp_path):
+    golds = gsm8k_golds(shared_data)
+    by_question = {q: [f"\\boxed{{{g}}}"] for q, g in golds}
+    out = tmp_path / "limit"
+    args = ["--data_files", str(shared_data / "gsm8k" / "test.jsonl"), "--output_dir", str(out)]
+    evaluate(args + ["--limit", "6"], generator=ScriptedGenerator(by_question), render=render_last_user_turn)
+    with pytest.raises(ValueError, match="smaller --limit"):
+        evaluate(args + ["--limit", "3", "--resume"], generator=ScriptedGenerator(by_question),
+                 render=render_last_user_turn)  # fmt: skip
+    summary = evaluate(args + ["--limit", "8", "--resume"], generator=ScriptedGenerator(by_question),
+                       render=render_last_user_turn)  # fmt: skip
+    assert summary["overall"] == {"count": 8, "pass@1": 1.0} and summary["limit"] == 8
+
+
+def test_lm_eval_gsm8k_protocol_reports_strict_and_flexible(shared_data, tmp_path):
+    """Plain-text protocol end to end with a scripted model: both lm-eval scores, the protocol in summary.json."""
+    golds = gsm8k_golds(shared_data)[:4]
+    answers = {0: "so #### {g}", 1: "The total is {g}.", 2: "#### {w}", 3: "nothing"}
+    by_prompt = {}
+
+    class ByQuestion:
+        def generate(self, prompts, n, params, seeds=None):
+            assert params.stop[:3] == ("Question:", "</s>", "<|im_end|>") and params.max_new_tokens == 256
+            return [[by_prompt[p.rsplit("Question: ", 1)[1].split("\n")[0]]] for p in prompts]
+
+    for i, (question, gold) in enumerate(golds):
+        by_prompt[question] = answers[i].format(g=gold, w=int(gold) + 1)
+    out = tmp_path / "lm_eval"
+    summary = evaluate(
+        ["--protocol", "lm_eval_gsm8k", "--data_files", str(shared_data / "gsm8k" / "test.jsonl"), "--limit", "4",
+         "--few_shot_data_files", str(shared_data / "gsm8k" / "train.jsonl"), "--output_dir", str(out)],
+        generator=ByQuestion(),
+    )  # fmt: skip
+    assert summary["protocol"] == "lm_eval_gsm8k" and "gsm8k.yaml" in summary["protocol_source"]
+    assert summary["scores"]["strict-match"] == {"count": 4, "pass@1": 0.25} == summary["overall"]
+    assert summary["scores"]["flexible-extract"] == {"count": 4, "pass@1": 0.5}
+    first = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
+    assert first["prompt"].startswith("Question: ") and first["prompt"].endswith("\nAnswer:")
+    assert first["scores"]["flexible-extract"]["corrects"] == [True]
+    assert "| all (flexible-extract) | 4 | 50.0 |" in (out / "summary.md").read_text()
+    with pytest.raises(ValueError, match="is for"):
+        evaluate(["--protocol", "lm_eval_gsm8k", "--dataset_name", "math500"], generator=ByQuestion())
+
+
+@pytest.mark.slow
+def test_smollm2_evaluates_gsm8k_with_the_chat_and_lm_eval_protocols(shared_data, smollm2_dir, tmp_path):
+    """A real pretrained instruct model (SmolLM2-135M-Instruct, byte-level BPE, ChatML) on 2 GSM8K problems, greedy
+    and short (8 tokens: about a second a token on a loaded 2-core machine): its chat template's end of turn is a
+    stop string; with lm-eval's plain 5-shot prompt the stops are lm-eval's and both lm-eval scores are reported.
+    Figures are recomputed from samples.jsonl."""
+    from transformers import AutoTokenizer
+
+    from grpo_ext.evaluation import render_chat
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    model = TransformersGenerator.from_pretrained(smollm2_dir, dtype="float32")  # loaded once for both runs
+    common = ["--model_name_or_path", smollm2_dir, "--data_files", str(shared_data / "gsm8k" / "test.jsonl"),
+              "--limit", "2", "--max_new_tokens", "8"]  # fmt: skip
+    chat = evaluate(common + ["--output_dir", str(tmp_path / "chat")], generator=model, render=render_chat(tokenizer),
+                    tokenizer=tokenizer)  # fmt: skip
+    assert chat["protocol"] == "chat" and chat["generation"]["stop"] == ["<|im_end|>"]
+    records = [json.loads(line) for line in (tmp_path / "chat" / "samples.jsonl").read_text().splitlines()]
+    assert all(r["prompt"].endswith("<|im_start|>assistant\n") and "<|im_" not in r["completion"] for r in records)
+    assert chat["overall"] == {"count": 2, "pass@1": sum(r["correct"] for r in records) / 2}
+    lm_eval = evaluate(common + ["--protocol", "lm_eval_gsm8k", "--output_dir", str(tmp_path / "lm_eval"),
+                                 "--num_few_shot", "1",  # lm-eval's 5 shots work alike; 1 keeps the prompts short
+                                 "--few_shot_data_files", str(shared_data / "gsm8k" / "train.jsonl")],
+                       generator=model, tokenizer=tokenizer)  # fmt: skip
+    assert lm_eval["generation"]["stop"] == ["Question:", "</s>", "<|im_end|>"]
+    records = [json.loads(line) for line in (tmp_path / "lm_eval" / "samples.jsonl").read_text().splitlines()]
+    assert all(r["prompt"].count("Question: ") == 2 and "Question:" not in r["completion"] for r in records)
+    assert set(lm_eval["scores"]) == {"strict-match", "flexible-extract"}
+    flexible = [r["scores"]["flexible-extract"]["corrects"][0] for r in records]
+    assert lm_eval["scores"]["flexible-extract"]["pass@1"] == sum(flexible) / 2

@@ -1,0 +1,340 @@
+"""Each evaluation protocol against the reference tool's own code: the installed `lm_eval` package (its task yaml,
+filters, metric, sampler and Minerva utils) and, for Qwen2.5-Math (not on PyPI), fixtures its code produced
+(tests/fixtures/qwen25_math.json; tests/fixtures/README.md says how)."""
+
+import __future__
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grpo_ext.protocols import (
+    LM_EVAL_FEWSHOT_SEED,
+    LM_EVAL_FLEXIBLE,
+    LM_EVAL_IGNORE,
+    QWEN_STOP,
+    get_protocol,
+    load_exemplars,
+    minerva_gold,
+    minerva_normalize_final_answer,
+    minerva_unnormalized_answer,
+    qwen_extract_answer,
+    regex_filter,
+    render_prompts,
+)
+
+lm_eval = pytest.importorskip("lm_eval")  # a guard only: the [test] extra installs it
+LM_EVAL_DIR = Path(lm_eval.__file__).resolve().parent
+QWEN_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "qwen25_math.json"
+
+
+def lift(path: Path, names: list[str]) -> dict:
+    """Execute only the named top-level functions and assignments of an installed lm_eval file. Minerva's utils.py
+    cannot be imported here: it asserts antlr4-python3-runtime 4.11, math-verify's extra pins 4.13."""
+    wanted = []
+    for node in ast.parse(path.read_text()).body:
+        name = getattr(node, "name", None)
+        if name is None and isinstance(node, ast.Assign):
+            name = getattr(node.targets[0], "id", None)
+        if name in names:
+            wanted.append(node)
+    assert {getattr(n, "name", None) or n.targets[0].id for n in wanted} == set(names)
+    namespace = {"re": re}
+    module = ast.Module(body=wanted, type_ignores=[])
+    code = compile(module, str(path), "exec", flags=__future__.annotations.compiler_flag)
+    exec(code, namespace)  # annotations stay unevaluated, as under the file's own `from __future__ import`
+    return namespace
+
+
+def task_yaml(name: str) -> dict:
+    """An installed lm-eval task file (`!function` tags kept as text)."""
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!function", lambda loader, node: f"!function {node.value}")
+    return yaml.load((LM_EVAL_DIR / "tasks" / name).read_text(), Loader=Loader)
+
+
+def jinja(template: str, **values) -> str:
+    import jinja2
+
+    return jinja2.Template(template, keep_trailing_newline=True).render(**values)
+
+
+def lm_eval_regex_filter():
+    from lm_eval.filters.extraction import RegexFilter
+
+    def apply(text, pattern, group_select=0):
+        out = RegexFilter(regex_pattern=pattern, group_select=group_select).apply([[text]], None)[0][0]
+        return None if out == "[invalid]" else out
+
+    return apply
+
+
+def lm_eval_exact_match(prediction: str, reference: str, regexes, ignore_case=True) -> bool:
+    """lm-eval's own `exact_match_hf_evaluate` (api/metrics.py) for one pair."""
+    from lm_eval.api.metrics import exact_match_hf_evaluate
+
+    result = exact_match_hf_evaluate([prediction], [reference], regexes_to_ignore=regexes, ignore_case=ignore_case)
+    return result["exact_match"] == 1.0
+
+
+COMPLETIONS = [
+    "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72",
+    "She has $1,234.50 left. The answer is 1,234.50.",
+    "The answer is -3. Then #### 5 and 7",
+    "no numbers here",
+    "costs $18.\n#### 18\n\nQuestion: next",
+    "So 2 + 2 = 4 and 10 - 4 = 6.",
+    "x = 0.5, so 3",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# lm-evaluation-harness gsm8k and gsm8k_cot
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, yaml_file", [("lm_eval_gsm8k", "gsm8k/gsm8k.yaml"),
+                                             ("gsm8k_cot_8shot", "gsm8k/gsm8k-cot.yaml")])  # fmt: skip
+def test_gsm8k_protocols_stop_and_extract_like_lm_eval(name, yaml_file):
+    task = task_yaml(yaml_file)
+    protocol = get_protocol(name)
+    assert protocol.stop == tuple(task["generation_kwargs"]["until"])
+    assert protocol.num_few_shot == task["num_fewshot"]
+    assert task["generation_kwargs"]["do_sample"] is False
+    filters = {f["name"]: f["filter"] for f in task["filter_list"]}
+    (metric,) = task["metric_list"]
+    assert tuple(metric["regexes_to_ignore"]) == LM_EVAL_IGNORE and metric["ignore_case"] is True
+    assert filters["flexible-extract"][0]["regex_pattern"] == LM_EVAL_FLEXIBLE
+    reference_filter = lm_eval_regex_filter()
+    reference_target = task["doc_to_target"]
+    strict, flexible = protocol.scores
+    assert (strict.name, flexible.name) == ("strict-match", "flexible-extract")
+    gold_row = {"solution": "Natalia sold 48/2 = <<48/2=24>>24 clips.\n#### 1,234", "answer": "1234"}
+    for text in COMPLETIONS + ["The answer is 1,234.", "#### 1234.", "#### 1,234"]:
+        for score, spec in ((strict, filters["strict-match"][0]), (flexible, filters["flexible-extract"][0])):
+            theirs = reference_filter(text, spec["regex_pattern"], spec.get("group_select", 0))
+            ours = score.extract(text)
+            assert (ours is None) == (theirs is None), (text, score.name)
+            if theirs is None:
+                continue
+            target = jinja(reference_target, answer=gold_row["solution"])
+            expected = lm_eval_exact_match(theirs, target, metric["regexes_to_ignore"])
+            assert (ours == score.gold(gold_row)) == expected, (text, score.name, theirs, ours)
+    # hand-worked: strict reads "#### x" (or "The answer is x."), flexible the last number-looking run
+    if name == "lm_eval_gsm8k":
+        assert [strict.extract(t) for t in COMPLETIONS[:4]] == ["72", None, "5", None]
+    else:
+        assert [strict.extract(t) for t in COMPLETIONS[:4]] == [None, "1234.50", "-3", None]
+    assert [flexible.extract(t) for t in COMPLETIONS[:4]] == ["72", "1234.50", "7", None]
+
+
+def test_gsm8k_extraction_equals_lm_eval_on_the_real_model_solutions(shared_data):
+    """Both lm-eval filters and its exact match, ours against theirs, on GSM8K's 5,276 real GPT-3 solutions."""
+    task = task_yaml("gsm8k/gsm8k.yaml")
+    filters = {f["name"]: f["filter"][0] for f in task["filter_list"]}
+    regexes = task["metric_list"][0]["regexes_to_ignore"]
+    reference_filter = lm_eval_regex_filter()
+    strict, flexible = get_protocol("lm_eval_gsm8k").scores
+    golds = {json.loads(line)["question"]: json.loads(line)["answer"]
+             for line in (shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()}  # fmt: skip
+    checked = agree = 0
+    for line in (shared_data / "gsm8k" / "example_model_solutions.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        gold_row = {"solution": golds[row["question"]]}
+        for system in ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification"):
+            text = row[system]["solution"]
+            for score in (strict, flexible):
+                spec = filters[score.name]
+                theirs = reference_filter(text, spec["regex_pattern"], spec.get("group_select", 0))
+                ours = score.extract(text)
+                expected = theirs is not None and lm_eval_exact_match(theirs, gold_row["solution"], regexes)
+                checked += 1
+                agree += (ours is not None and ours == score.gold(gold_row)) == expected
+    assert checked == 2 * 5276 and agree == checked
+
+
+def lm_eval_context(doc_to_text: str, shots, question: str) -> str:
+    """lm-eval's `fewshot_context` as plain text: each shot's `build_qa_turn` (user text + target_delimiter " ",
+    assistant target + fewshot_delimiter "\\n\\n"), then the problem's user text with no delimiter."""
+    text = "".join(jinja(doc_to_text, question=q) + " " + a + "\n\n" for q, a in shots)
+    return text + jinja(doc_to_text, question=question)
+
+
+def test_lm_eval_gsm8k_prompt_samples_shots_like_lm_eval(shared_data):
+    from grpo_ext.data import load_math_dataset
+
+    task = task_yaml("gsm8k/gsm8k.yaml")
+    assert task["fewshot_split"] == "train" and task["test_split"] == "test"
+    test = list(load_math_dataset("gsm8k", data_files=str(shared_data / "gsm8k" / "test.jsonl"), limit=3))
+    train_path = shared_data / "gsm8k" / "train.jsonl"
+    train = list(load_math_dataset("gsm8k", data_files=str(train_path)))
+    raw_train = [json.loads(line) for line in train_path.read_text().splitlines() if line.strip()]
+    # lm-eval's default ContextSampler over the raw train docs, seeded as simple_evaluate does, drawn doc by doc
+    from lm_eval.api.samplers import ContextSampler
+    from lm_eval.defaults import DEFAULT_OTHER_SEED
+
+    assert LM_EVAL_FEWSHOT_SEED == DEFAULT_OTHER_SEED  # simple_evaluate's fewshot_random_seed
+    sampler = ContextSampler(raw_train, rnd=None).set_rnd(LM_EVAL_FEWSHOT_SEED)
+    expected = []
+    for row in test:
+        shots = sampler.sample(n=task["num_fewshot"], eval_doc=None)
+        target = task["doc_to_target"].split("#")[0].strip()  # "{{answer}}" (the rest is a YAML comment)
+        expected.append(lm_eval_context(task["doc_to_text"], [(s["question"], jinja(target, answer=s["answer"]))
+                                                              for s in shots], row["question"]))  # fmt: skip
+    ours = render_prompts(get_protocol("lm_eval_gsm8k"), test, train, 5)
+    assert ours == expected
+    assert ours[0].endswith(f"\n\nQuestion: {test[0]['question']}\nAnswer:") and ours[0].count("Question:") == 6
+    # problem 2 alone (e.g. after --resume) gets the same shots: draws follow the problem's position, not the batch
+    assert render_prompts(get_protocol("lm_eval_gsm8k"), test[2:], train, 5) == ours[2:]
+    with pytest.raises(ValueError, match="--few_shot_data_files"):
+        render_prompts(get_protocol("lm_eval_gsm8k"), test, [], 5)
+
+
+def test_gsm8k_cot_exemplars_and_prompt_are_lm_eval_s():
+    task = task_yaml("gsm8k/gsm8k-cot.yaml")
+    assert task["fewshot_config"]["sampler"] == "first_n"
+    assert list(load_exemplars("gsm8k_cot_8shot")) == task["fewshot_config"]["samples"]
+    row = {"idx": 0, "question": "Janet has 3 apples. She eats one. How many are left?"}
+    expected = lm_eval_context(task["doc_to_text"], [(s["question"], s["target"]) for s in
+                                                     task["fewshot_config"]["samples"]], row["question"])  # fmt: skip
+    assert render_prompts(get_protocol("gsm8k_cot_8shot"), [row], [], 8) == [expected]
+    assert expected.startswith("Q: There are 15 trees in the grove.") and expected.endswith(
+        "Q: Janet has 3 apples. She eats one. How many are left?\nA:"
+    )
+    assert render_prompts(get_protocol("gsm8k_cot_8shot"), [row], [], 2)[0].count("Q:") == 3
+    with pytest.raises(ValueError, match="8 fixed exemplars"):
+        render_prompts(get_protocol("gsm8k_cot_8shot"), [row], [], 9)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# lm-evaluation-harness minerva_math
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def minerva_reference():
+    return lift(
+        LM_EVAL_DIR / "tasks" / "minerva_math" / "utils.py",
+        ["doc_to_text", "list_fewshot_samples", "last_boxed_only_string", "remove_boxed", "get_unnormalized_answer",
+         "SUBSTITUTIONS", "REMOVED_EXPRESSIONS", "normalize_final_answer"],
+    )  # fmt: skip
+
+
+def test_minerva_prompt_stop_and_exemplars_are_lm_eval_s(shared_data):
+    from grpo_ext.data import load_math_dataset
+
+    ref = minerva_reference()
+    task = task_yaml("minerva_math/minerva_math_algebra.yaml")
+    protocol = get_protocol("minerva_math_4shot")
+    assert protocol.stop == tuple(task["generation_kwargs"]["until"]) and protocol.num_few_shot == task["num_fewshot"]
+    samples = ref["list_fewshot_samples"]()
+    assert list(load_exemplars("minerva_math_4shot")) == [{"problem": s["problem"], "solution": s["solution"]}
+                                                           for s in samples]  # fmt: skip
+    rows = list(load_math_dataset("math500", data_files=str(shared_data / "math500" / "test.jsonl"), limit=2))
+    # doc_to_target is the solution for few-shot docs; target_delimiter " ", fewshot_delimiter "\n\n"
+    expected = [
+        "".join(ref["doc_to_text"](s) + " " + s["solution"] + "\n\n" for s in samples)
+        + ref["doc_to_text"]({"problem": row["question"]})
+        for row in rows
+    ]
+    assert render_prompts(protocol, rows, [], 4) == expected
+    assert expected[0].endswith("\n\nSolution:") and expected[0].count("Problem:\n") == 5
+
+
+def test_minerva_extraction_and_gold_are_lm_eval_s(shared_data):
+    ref = minerva_reference()
+    texts = [
+        "So $x=2$.\nFinal Answer: The final answer is $\\frac{14}{3}$. I hope it is correct.",
+        "Final Answer: The final answer is $10$ dollars. I hope it is correct.\n\nProblem: next",
+        "Final Answer: The final answer is 1,000,000",
+        "The answer is \\boxed{5}.",
+        "Final Answer: The final answer is $\\text{(A)}$.",
+        "Final Answer: The final answer is $x = \\sqrt3$. I hope it is correct.",
+    ]
+    for text in texts:
+        raw = ref["get_unnormalized_answer"](text)
+        expected = None if raw == "[invalidanswer]" else ref["normalize_final_answer"](raw)
+        assert get_protocol("minerva_math_4shot").scores[0].extract(text) == expected, text
+    assert minerva_unnormalized_answer(texts[3]) is None
+    assert [get_protocol("minerva_math_4shot").scores[0].extract(t) for t in texts] == [
+        "\\frac{14}{3}", "10", None, None, None, "\\sqrt{3}"
+    ]  # fmt: skip
+    rows = [json.loads(line) for line in (shared_data / "math500" / "test.jsonl").read_text().splitlines()]
+    for row in rows:  # lm-eval's process_docs answer, on all 500 MATH-500 solutions
+        boxed = ref["last_boxed_only_string"](row["solution"])
+        expected = None if boxed is None else ref["normalize_final_answer"](ref["remove_boxed"](boxed))
+        assert minerva_gold(row["solution"]) == expected
+    # hand-worked, lm-eval 0.4.13's rules: unit words as words, TeX commands kept whole, indexed roots, tuples
+    for raw, normalized in (("\\frac12 \\text{ inches}", "\\frac{1}{2}"), ("2\\pi cm", "2\\pi"),
+                            ("\\left(3,\\frac{\\pi}{2}\\right)", "\\left(3,\\frac{\\pi}{2}\\right)"),
+                            ("\\sqrt[3]8", "\\sqrt[3]{8}"), ("\\sqrt3", "\\sqrt{3}"), ("0,1", "0,1"),
+                            ("100,000", "100000"), ("x = 12 \\text{ dollars}", "12")):  # fmt: skip
+        assert minerva_normalize_final_answer(raw) == ref["normalize_final_answer"](raw) == normalized, raw
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Qwen2.5-Math evaluation
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def qwen_fixtures() -> dict:
+    return json.loads(QWEN_FIXTURES.read_text())
+
+
+def test_qwen_prompts_and_stop_words_are_qwen_s():
+    fixtures = qwen_fixtures()
+    assert QWEN_STOP == tuple(fixtures["stop_words"]["qwen25-math-cot"]) == tuple(fixtures["stop_words"]["qwen-boxed"])
+    checked = 0
+    for ours, theirs in (("qwen25_math_cot", "qwen25-math-cot"), ("qwen_boxed", "qwen-boxed")):
+        assert get_protocol(ours).stop == QWEN_STOP and get_protocol(ours).max_new_tokens == 2048
+        for case in fixtures["prompts"]:
+            if case["prompt_type"] == theirs:
+                dataset = "gsm8k" if case["data_name"] == "gsm8k" else "math500"
+                row = {"idx": 0, "question": case["question"]}
+                assert render_prompts(get_protocol(ours), [row], [], 0, dataset) == [case["prompt"]]
+                checked += 1
+    assert checked == 8  # 2 prompt types x 2 datasets x 2 questions (one with spaces and a newline to strip)
+    boxed = next(c["prompt"] for c in fixtures["prompts"] if c["prompt_type"] == "qwen-boxed")
+    assert boxed.endswith("user\nWhat is $1+1$?\nPlease reason step by step, and put your final answer within "
+                          "\\boxed{}.<|im_end|>\n<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("dataset, data_name", [("gsm8k", "gsm8k"), ("math500", "math")])
+def test_qwen_fewshot_cot_prompt_and_stop_words_are_qwen_s(dataset, data_name):
+    fixtures = qwen_fixtures()
+    protocol = get_protocol("qwen25_math_fewshot_cot")
+    assert protocol.stop == tuple(fixtures["stop_words"]["cot"]) == (*QWEN_STOP, "\n\nQuestion:")
+    exemplars = load_exemplars(f"qwen25_math_fewshot_cot_{data_name}")
+    assert [[e["question"], e["answer"]] for e in exemplars] == fixtures["examples"][data_name]
+    cases = [c for c in fixtures["prompts"] if c["prompt_type"] == "cot" and c["data_name"] == data_name]
+    assert sorted({c["num_shots"] for c in cases}) == [0, 1, 4, len(exemplars)]  # all exemplars once
+    for case in cases:
+        row = {"idx": 0, "question": case["question"]}
+        assert render_prompts(protocol, [row], [], case["num_shots"], dataset) == [case["prompt"]], case["num_shots"]
+    four_shot = next(c["prompt"] for c in cases if c["num_shots"] == 4 and "1+1" in c["question"])
+    assert four_shot.endswith("\n\n\nQuestion: What is $1+1$?\nAnswer:") and four_shot.count("Question: ") == 5
+    with pytest.raises(ValueError, match="zero-shot"):
+        render_prompts(get_protocol("qwen25_math_cot"), [row], [], 2)
+
+
+def test_qwen_extraction_is_qwen_s_before_strip_string():
+    cases = qwen_fixtures()["extract_answer_before_strip_string"]
+    assert len(cases) == 40 and {c["data_name"] for c in cases} == {"gsm8k", "math"}
+    for case in cases:
+        assert qwen_extract_answer(case["text"]) == (case["answer"] or None), case
+    # hand-worked: Minerva's sentence, then the last boxed, then "he answer is", then the last number
+    assert [qwen_extract_answer(c["text"]) for c in cases[:14:2]] == ["3", " 42", "5.5", "7", None, "a+ b", "9"]
+
+
+def test_every_protocol_is_documented_and_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="--protocol must be one of"):
+        get_protocol("lm_eval")
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    from grpo_ext.protocols import PROTOCOLS
+
+    assert all(f"`{name}`" in readme for name in PROTOCOLS)
