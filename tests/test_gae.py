@@ -16,7 +16,9 @@ def reference_gae(rewards, values, mask, gamma, lam):
             next_advantage = advantages[i][t + 1] if t + 1 < length else 0.0
             delta = r[t] + gamma * next_value - v[t]
             advantages[i][t] = delta + gamma * lam * next_advantage
-    returns = [[(a + v) if m_t else 0.0 for a, v, m_t in zip(ra, rv, rm)] for ra, rv, rm in zip(advantages, values, mask)]
+    returns = [
+        [(a + v) if m_t else 0.0 for a, v, m_t in zip(ra, rv, rm)] for ra, rv, rm in zip(advantages, values, mask)
+    ]
     return torch.tensor(advantages, dtype=torch.float64), torch.tensor(returns, dtype=torch.float64)
 
 
