@@ -135,6 +135,8 @@ def sample_completions(
 
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}")
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token to batch prompts with: set tokenizer.pad_token (e.g. to EOS)")
     if seed is not None:
         torch.manual_seed(seed)
     texts = [

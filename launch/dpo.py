@@ -41,7 +41,9 @@ def make_parser():
 
 
 def train(argv: list[str] | None = None):
-    """Parse arguments (`argv` or `sys.argv[1:]`), sample (or read the samples), pair, train, save."""
+    """Parse arguments (`argv` or `sys.argv[1:]`), sample (or read the samples), pair, train, save.
+
+    Returns the trainer, or None with `--sample_only`."""
     from trl import DPOTrainer, get_peft_config, get_quantization_config
 
     from grpo_ext.paradigm import dpo_pairs
@@ -49,6 +51,8 @@ def train(argv: list[str] | None = None):
     script_args, training_args, model_args = parse_training_args(make_parser(), argv)
     problems = load_training_problems(script_args)
     samples = load_or_sample(script_args, training_args, model_args, problems)
+    if script_args.sample_only:
+        return None
     train_dataset = dpo_pairs(
         problems["prompt"], samples, problems["answer"],
         max_pairs_per_prompt=script_args.max_pairs_per_prompt, seed=training_args.seed,

@@ -48,6 +48,11 @@ class OfflineSamplingArguments(ProblemDataArguments):
         },
     )
 
+    sample_only: bool = field(
+        default=False,
+        metadata={"help": "Write the samples file and stop, without training (sample once, then run RFT and DPO)."},
+    )
+
     def __post_init__(self):
         super().__post_init__()
         for name in ("num_samples", "sampling_max_new_tokens", "sampling_batch_size"):
@@ -94,7 +99,13 @@ def read_samples_file(path: str, problems, num_samples: int) -> list[list[str]]:
 
 
 def sample_from_starting_model(script_args, training_args, model_args, problems) -> list[list[str]]:
-    """k completions per problem from `model_name_or_path`, written to the samples file."""
+    """k completions per problem from `model_name_or_path`, each process sampling its share of the problems.
+
+    Shares are contiguous and gathered in process order, so the result is in problem order; process i samples with
+    seed `seed + i` (distinct draws on each share).
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from grpo_ext.paradigm import sample_completions
@@ -104,26 +115,43 @@ def sample_from_starting_model(script_args, training_args, model_args, problems)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    samples = sample_completions(
-        model.to(training_args.device), tokenizer, problems["prompt"], script_args.num_samples,
-        max_new_tokens=script_args.sampling_max_new_tokens, temperature=script_args.sampling_temperature,
-        top_p=script_args.sampling_top_p, batch_size=script_args.sampling_batch_size, seed=training_args.seed,
-    )  # fmt: skip
-    with open(script_args.samples_file, "w", encoding="utf-8") as handle:
+    state = PartialState()
+    with state.split_between_processes(list(range(len(problems)))) as share:
+        samples = sample_completions(
+            model.to(training_args.device), tokenizer, [problems[i]["prompt"] for i in share], script_args.num_samples,
+            max_new_tokens=script_args.sampling_max_new_tokens, temperature=script_args.sampling_temperature,
+            top_p=script_args.sampling_top_p, batch_size=script_args.sampling_batch_size,
+            seed=training_args.seed + state.process_index,
+        )  # fmt: skip
+    return gather_object(samples)
+
+
+def write_samples_file(path: str, problems, samples: list[list[str]]) -> None:
+    """One JSONL row per problem: its `idx`, gold `answer` and `samples` (what `read_samples_file` checks)."""
+    with open(path, "w", encoding="utf-8") as handle:
         for problem, texts in zip(problems, samples):
             handle.write(json.dumps({"idx": problem["idx"], "answer": problem["answer"], "samples": texts}) + "\n")
-    return samples
 
 
 def load_or_sample(script_args, training_args, model_args, problems) -> list[list[str]]:
-    """The samples file when it exists, else fresh samples (on the main process first; the others then read them)."""
+    """The samples file when it exists, else fresh samples from every process, written by the main one.
+
+    Under `accelerate launch` the file must be visible to every process (one machine, or a shared filesystem).
+    """
+    from accelerate import PartialState
+
     if script_args.samples_file is None:
         script_args.samples_file = os.path.join(training_args.output_dir, SAMPLES_FILE)
     os.makedirs(os.path.dirname(os.path.abspath(script_args.samples_file)), exist_ok=True)
-    with training_args.main_process_first(desc="sampling from the starting model"):
-        if os.path.exists(script_args.samples_file):
-            return read_samples_file(script_args.samples_file, problems, script_args.num_samples)
-        return sample_from_starting_model(script_args, training_args, model_args, problems)
+    state = PartialState()
+    exists = os.path.exists(script_args.samples_file)
+    state.wait_for_everyone()  # every process has looked before the main one writes
+    if exists:
+        return read_samples_file(script_args.samples_file, problems, script_args.num_samples)
+    samples = sample_from_starting_model(script_args, training_args, model_args, problems)
+    if state.is_main_process:
+        write_samples_file(script_args.samples_file, problems, samples)
+    return samples
 
 
 def train_offline(trainer, script_args, training_args, model_args, argv):
@@ -158,7 +186,9 @@ def make_parser():
 
 
 def train(argv: list[str] | None = None):
-    """Parse arguments (`argv` or `sys.argv[1:]`), sample (or read the samples), fine-tune, save."""
+    """Parse arguments (`argv` or `sys.argv[1:]`), sample (or read the samples), fine-tune, save.
+
+    Returns the trainer, or None with `--sample_only`."""
     from trl import SFTTrainer, get_peft_config, get_quantization_config
 
     from grpo_ext.paradigm import rft_dataset
@@ -166,6 +196,8 @@ def train(argv: list[str] | None = None):
     script_args, training_args, model_args = parse_training_args(make_parser(), argv)
     problems = load_training_problems(script_args)
     samples = load_or_sample(script_args, training_args, model_args, problems)
+    if script_args.sample_only:
+        return None
     train_dataset = rft_dataset(problems["prompt"], samples, problems["answer"])
     if len(train_dataset) == 0:
         raise ValueError(

@@ -1,6 +1,7 @@
 """launch/rft.py and launch/dpo.py on a tiny model offline: sampling, the shared samples file, a couple of steps."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,3 +79,28 @@ def test_samples_file_of_other_problems_is_refused(tiny_model_path, shared_data,
                               samples_file))  # fmt: skip
     with pytest.raises(ValueError, match="--num_samples must be >= 1, got 0"):
         rft.train(["--model_name_or_path", "x", "--use_cpu", "--num_samples", "0"])
+
+
+def test_two_processes_share_the_sampling(tiny_model_path, shared_data, tmp_path):
+    """`accelerate launch` on 2 CPU processes with --sample_only: process 0 samples problems 0-1 with seed 42, process
+    1 problem 2 with seed 43, and the file holds them in problem order, exactly as one process samples those shares."""
+    from launch_helpers import launch_two_cpu_processes
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from grpo_ext.data import load_math_dataset
+    from grpo_ext.paradigm import sample_completions
+
+    samples_file = tmp_path / "samples.jsonl"
+    args = recipe_args("rft_qwen2.5-0.5b-instruct_gsm8k", tiny_model_path, shared_data, tmp_path / "r", samples_file)
+    launch_two_cpu_processes(Path(rft.__file__), *args, "--sample_only", "true")
+    rows = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    assert not (tmp_path / "r" / "model.safetensors").exists()  # sampled, not trained
+
+    torch.set_num_threads(1)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    prompts = load_math_dataset("gsm8k", data_files=str(shared_data / "gsm8k" / "train.jsonl"), limit=3)["prompt"]
+    recipe = dict(max_new_tokens=4, temperature=0.7, batch_size=16)  # the recipe's sampling settings
+    expected = sample_completions(model, tokenizer, prompts[:2], 4, seed=42, **recipe)
+    expected += sample_completions(model, tokenizer, prompts[2:], 4, seed=43, **recipe)
+    assert [row["samples"] for row in rows] == expected

@@ -1,5 +1,7 @@
 """RFT and DPO data construction (DeepSeekMath's offline methods) and one TRL training step on each."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -77,6 +79,8 @@ def test_bad_input_is_named():
         rft_dataset([CHAT, "3*3 ="], SAMPLES, GOLDS)
     with pytest.raises(ValueError, match="max_pairs_per_prompt must be >= 1"):
         dpo_pairs(PROMPTS, SAMPLES, GOLDS, max_pairs_per_prompt=0)
+    with pytest.raises(ValueError, match="the tokenizer has no pad token"):
+        sample_completions(None, SimpleNamespace(pad_token_id=None), ["1+1="], 2, max_new_tokens=4)
     with pytest.raises(ValueError, match="returned 1 scores for 8 samples"):
         rft_dataset(PROMPTS, SAMPLES, GOLDS, scorer=lambda completions, answer: [1.0])
 
