@@ -77,6 +77,10 @@ def test_samples_file_of_other_problems_is_refused(tiny_model_path, shared_data,
     with pytest.raises(ValueError, match=r"samples.jsonl:1: `samples` must be a list of 4 strings"):
         rft.train(recipe_args("rft_qwen2.5-0.5b-instruct_gsm8k", tiny_model_path, shared_data, tmp_path / "r",
                               samples_file))  # fmt: skip
+    samples_file.write_text('{"idx": 0, "answer": "72", "samples": ["a", "b", "c", "d"]}\n{"idx": 1,\n')
+    with pytest.raises(ValueError, match=r"samples.jsonl:2: not JSON"):
+        rft.train(recipe_args("rft_qwen2.5-0.5b-instruct_gsm8k", tiny_model_path, shared_data, tmp_path / "r",
+                              samples_file))  # fmt: skip
     with pytest.raises(ValueError, match="--num_samples must be >= 1, got 0"):
         rft.train(["--model_name_or_path", "x", "--use_cpu", "--num_samples", "0"])
 
