@@ -172,3 +172,101 @@ def advantage_statistics(sequence_advantages: torch.Tensor, carries_gradient: to
     std = values.std().item() if values.numel() > 1 else 0.0
     frac_zero = 1.0 - torch.as_tensor(carries_gradient, dtype=torch.float64).mean().item()
     return std, frac_zero
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# PPO (DeepSeekMath equation 2 and GAE), for `advantage_estimator="gae"`
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _check_token_tensors(mask: torch.Tensor, **tensors: torch.Tensor) -> None:
+    """Every tensor (B, T) like `mask`, and `mask` right-padded: ones for the completion, then zeros."""
+    if mask.dim() != 2:
+        raise ValueError(f"mask must be (B, T), got shape {tuple(mask.shape)}")
+    for name, tensor in tensors.items():
+        if tensor.shape != mask.shape:
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)} but mask has {tuple(mask.shape)}")
+    mask = mask.bool()
+    holes = (mask[:, 1:] & ~mask[:, :-1]).any(dim=1)  # a valid token after a padded one
+    if holes.any():
+        rows = holes.nonzero().flatten().tolist()
+        raise ValueError(f"mask must be right-padded (ones then zeros); row(s) {rows} are not")
+
+
+def ppo_token_rewards(score: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
+    r"""Per-token rewards of DeepSeekMath's PPO (its equation 2), shape (B, T).
+
+        r_t = r_phi(q, o) * 1[t = last valid token] - beta * KL_t      at valid tokens (mask 1)
+        r_t = 0                                                         at padding (mask 0)
+
+    `score` (B,) is each completion's outcome reward r_phi(q, o), `kl` (B, T) the per-token KL estimate (any of
+    `grpo_ext.kl`'s estimators, detached; the paper writes k1 = log pi/pi_ref), `mask` (B, T) right-padded. A
+    completion with no valid token has nowhere to put its score, so it is an error.
+    """
+    score = torch.as_tensor(score, dtype=kl.dtype, device=kl.device)
+    _check_token_tensors(mask, kl=kl)
+    if score.shape != (mask.shape[0],):
+        raise ValueError(f"score must be (B,) = ({mask.shape[0]},), got shape {tuple(score.shape)}")
+    lengths = mask.bool().sum(dim=1)
+    if (lengths == 0).any():
+        raise ValueError(f"row(s) {(lengths == 0).nonzero().flatten().tolist()} have no valid token for the score")
+    rewards = -beta * kl.detach() * mask.to(kl.dtype)
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    rewards[rows, lengths - 1] += score
+    return rewards
+
+
+def gae_advantages(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Generalized Advantage Estimation (Schulman et al., 2016) over each completion's tokens; returns (A, returns).
+
+    With m_t the mask (1 at the completion's tokens, 0 at right padding) and, for t from the last token down,
+
+        delta_t = r_t + gamma * V_{t+1} * m_{t+1} - V_t
+        A_t     = delta_t + gamma * lam * A_{t+1}
+        returns_t = A_t + V_t
+
+    where V and A after the last valid token are 0 (and A_t = returns_t = 0 at padding). Closed forms: lam = 0 gives
+    the one-step TD error A_t = delta_t; gamma = lam = 1 gives A_t = sum_{s >= t} r_s - V_t (Monte Carlo).
+
+    Truncated completions (cut at `max_completion_length` without EOS) are not bootstrapped: their last generated
+    token is terminal, as for a finished one. The episode is what the reward function scored: the outcome reward
+    was given for the text as written (a truncated answer scores what it says, usually 0), and no continuation will
+    ever be scored, so V of the unseen next state would estimate a return that never comes. TRL's former
+    PPOTrainer did the same (next value 0 after the last token).
+
+    `rewards`, `values` and `mask` are (B, T); values are detached (the advantages and returns are targets).
+    """
+    _check_token_tensors(mask, rewards=rewards, values=values)
+    if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
+        raise ValueError(f"gamma and lam must be in [0, 1], got gamma={gamma}, lam={lam}")
+    dtype = torch.promote_types(rewards.dtype, values.dtype)
+    valid = mask.to(dtype)
+    rewards = rewards.detach().to(dtype) * valid
+    values = values.detach().to(dtype) * valid  # V_t * m_t: zero after the last valid token
+    advantages = torch.zeros_like(values)
+    next_value = values.new_zeros(values.shape[0])  # V_{t+1} * m_{t+1}
+    next_advantage = values.new_zeros(values.shape[0])  # A_{t+1}
+    for t in reversed(range(values.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_advantage = (delta + gamma * lam * next_advantage) * valid[:, t]
+        advantages[:, t] = next_advantage
+        next_value = values[:, t]
+    return advantages, (advantages + values) * valid
+
+
+def whiten_advantages(advantages: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    r"""(A - mean) / sqrt(var + eps) over the valid tokens of the whole batch; padding stays 0.
+
+    mean and var (Bessel-corrected) are taken over every token with mask 1, as TRL's former `masked_whiten`.
+    With fewer than two valid tokens there is no spread to divide by: an error.
+    """
+    _check_token_tensors(mask, advantages=advantages)
+    valid = mask.bool()
+    count = int(valid.sum())
+    if count < 2:
+        raise ValueError(f"whitening needs at least 2 valid tokens, the mask has {count}")
+    selected = advantages[valid]
+    whitened = (advantages - selected.mean()) * torch.rsqrt(selected.var() + eps)
+    return whitened * valid.to(whitened.dtype)

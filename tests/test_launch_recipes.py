@@ -6,13 +6,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launch import sft, train_grpo
+from launch import dpo, rft, sft, train_grpo
 
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "launch" / "recipes").glob("*.yaml"))
+NON_GRPO_PARSERS = {"sft_": sft.make_parser, "rft_": rft.make_parser, "dpo_": dpo.make_parser}  # by name prefix
 
 
 def parser_for(recipe: Path):
-    return sft.make_parser() if recipe.name.startswith("sft_") else train_grpo.make_parser()
+    prefix = recipe.name[:4]
+    return NON_GRPO_PARSERS[prefix]() if prefix in NON_GRPO_PARSERS else train_grpo.make_parser()
 
 
 def test_recipes_present():
@@ -25,6 +27,8 @@ def test_recipes_present():
         "process_supervision_prm",
         "iterative_rl",
         "sft_qwen2.5-math-1.5b_math",
+        "rft_qwen2.5-0.5b-instruct_gsm8k",
+        "dpo_qwen2.5-0.5b-instruct_gsm8k",
     } <= names
 
 
@@ -43,7 +47,7 @@ def test_recipe_parses_with_its_values(recipe):
         got = [str(v) for v in got] if key == "report_to" else got
         got = getattr(got, "value", got)  # enums (lr_scheduler_type, save_strategy)
         assert got == value, f"{recipe.name}: {key} parsed as {got!r}, recipe says {value!r}"
-    if not recipe.name.startswith("sft_"):
+    if recipe.name[:4] not in NON_GRPO_PARSERS:
         expected = len(values["reward_funcs"]) + bool(values.get("reward_model_name_or_path"))
         assert len(values["reward_weights"]) == expected, f"{recipe.name}: one weight per reward"
 

@@ -1,0 +1,82 @@
+r"""DPO on the starting model's own samples (DeepSeekMath section 5.2.1): pairs of a correct and an incorrect
+completion of the same training problem, trained with TRL's DPOTrainer.
+
+    accelerate launch --config_file accelerate_configs/single_gpu.yaml launch/dpo.py \
+        --config launch/recipes/dpo_qwen2.5-0.5b-instruct_gsm8k.yaml
+
+Sampling is `launch/rft.py`'s (same options); point `--samples_file` at the file an RFT run wrote to train both on
+the same samples. Correct means `rewards.accuracy_reward` against the gold answer; pairs are built per problem by
+`grpo_ext.paradigm.dpo_pairs` (all correct x incorrect pairs, at most `--max_pairs_per_prompt` of them drawn with
+`--seed`). Arguments: `DPOScriptArguments`, `trl.DPOConfig`, `trl.ModelConfig`. Writes the model, the tokenizer,
+the samples, `resolved_config.yaml` and `metrics.jsonl`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from launch.rft import OfflineSamplingArguments, load_or_sample, train_offline
+from launch.train_grpo import load_training_problems, parse_training_args
+
+
+@dataclass
+class DPOScriptArguments(OfflineSamplingArguments):
+    """Data, sampling and pairing options of `launch/dpo.py`."""
+
+    max_pairs_per_prompt: int | None = field(
+        default=None, metadata={"help": "At most this many (correct, incorrect) pairs per problem (None: all)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_pairs_per_prompt is not None and self.max_pairs_per_prompt < 1:
+            raise ValueError(f"--max_pairs_per_prompt must be >= 1, got {self.max_pairs_per_prompt}")
+
+
+def make_parser():
+    from trl import DPOConfig, ModelConfig, TrlParser
+
+    # allow_abbrev=False: a misspelt or truncated option is an error, never a silent prefix match
+    return TrlParser((DPOScriptArguments, DPOConfig, ModelConfig), prog="grpo-ext-dpo", allow_abbrev=False)
+
+
+def train(argv: list[str] | None = None):
+    """Parse arguments (`argv` or `sys.argv[1:]`), sample (or read the samples), pair, train, save.
+
+    Returns the trainer, or None with `--sample_only`."""
+    from trl import DPOTrainer, get_peft_config, get_quantization_config
+
+    from grpo_ext.paradigm import dpo_pairs
+
+    script_args, training_args, model_args = parse_training_args(make_parser(), argv)
+    problems = load_training_problems(script_args)
+    samples = load_or_sample(script_args, training_args, model_args, problems)
+    if script_args.sample_only:
+        return None
+    train_dataset = dpo_pairs(
+        problems["prompt"], samples, problems["answer"],
+        max_pairs_per_prompt=script_args.max_pairs_per_prompt, seed=training_args.seed,
+    )  # fmt: skip
+    if len(train_dataset) == 0:
+        raise ValueError(
+            f"no problem in {script_args.samples_file} has both a correct and an incorrect sample: no DPO pair "
+            "(more --num_samples or another --sampling_temperature)"
+        )
+    trainer = DPOTrainer(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=train_dataset,
+        peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),
+    )
+    trainer.accelerator.print(f"DPO: {len(train_dataset)} pairs from {len(problems)} problems")
+    return train_offline(trainer, script_args, training_args, model_args, argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script entry point (returns None: the wrapper passes the return value to sys.exit)."""
+    train(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+r"""RFT (rejection-sampling fine-tuning, DeepSeekMath section 5.2.1): sample k completions per training problem from
+the starting (SFT) model, keep the correct ones, fine-tune on them with TRL's SFTTrainer.
+
+    accelerate launch --config_file accelerate_configs/single_gpu.yaml launch/rft.py \
+        --config launch/recipes/rft_qwen2.5-0.5b-instruct_gsm8k.yaml
+
+The samples are written to `--samples_file` (default `output_dir/samples.jsonl`) and read back when that file
+already exists, so `launch/dpo.py` pointed at the same file trains on the same samples, as the paper's comparison
+does. Correct means `rewards.accuracy_reward` against the problem's gold answer; duplicates are dropped per problem
+(`grpo_ext.paradigm.rft_dataset`). Prompts are the same chat prompts as GRPO training and evaluation. Arguments:
+`RFTScriptArguments`, `trl.SFTConfig`, `trl.ModelConfig` (TrlParser, `--config recipe.yaml` plus overrides). Writes
+the model, the tokenizer, the samples, `resolved_config.yaml` and `metrics.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from launch.train_grpo import (
+    METRICS_FILE,
+    RESOLVED_CONFIG_FILE,
+    MetricsLogCallback,
+    ProblemDataArguments,
+    load_training_problems,
+    parse_training_args,
+    write_resolved_config,
+)
+
+SAMPLES_FILE = "samples.jsonl"
+
+
+@dataclass
+class OfflineSamplingArguments(ProblemDataArguments):
+    """Problems, and how the starting model's completions are sampled (shared by `rft.py` and `dpo.py`)."""
+
+    num_samples: int = field(default=8, metadata={"help": "Completions sampled per training problem (k)."})
+    sampling_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
+    sampling_top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    sampling_max_new_tokens: int = field(default=512, metadata={"help": "Longest sampled completion, in tokens."})
+    sampling_batch_size: int = field(default=8, metadata={"help": "Problems per `generate` call."})
+    samples_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSONL of the samples (one row per problem: idx, answer, samples). Read when it exists, so RFT "
+            "and DPO can train on the same samples; else written after sampling. Default: output_dir/samples.jsonl."
+        },
+    )
+
+    sample_only: bool = field(
+        default=False,
+        metadata={"help": "Write the samples file and stop, without training (sample once, then run RFT and DPO)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("num_samples", "sampling_max_new_tokens", "sampling_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class RFTScriptArguments(OfflineSamplingArguments):
+    """Data and sampling options of `launch/rft.py`."""
+
+
+def read_samples_file(path: str, problems, num_samples: int) -> list[list[str]]:
+    """The samples saved for `problems`, checked row by row (same problems in the same order, k samples each)."""
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: not JSON ({err})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected an object with idx, answer and samples")
+            if len(rows) >= len(problems):
+                raise ValueError(f"{where}: more rows than the {len(problems)} training problems")
+            problem = problems[len(rows)]
+            samples = row.get("samples")
+            if row.get("idx") != problem["idx"] or row.get("answer") != problem["answer"]:
+                raise ValueError(
+                    f"{where}: row is for problem idx={row.get('idx')!r} answer={row.get('answer')!r}, but the "
+                    f"training problem there is idx={problem['idx']!r} answer={problem['answer']!r} "
+                    "(samples of other problems: delete the file or change --samples_file)"
+                )
+            strings = isinstance(samples, list) and all(isinstance(text, str) for text in samples)
+            if not strings or len(samples) != num_samples:
+                raise ValueError(f"{where}: `samples` must be a list of {num_samples} strings (--num_samples)")
+            rows.append(samples)
+    if len(rows) != len(problems):
+        raise ValueError(f"{path}: {len(rows)} rows for {len(problems)} training problems")
+    return rows
+
+
+def sample_from_starting_model(script_args, training_args, model_args, problems) -> list[list[str]]:
+    """k completions per problem from `model_name_or_path`, each process sampling its share of the problems.
+
+    Shares are contiguous and gathered in process order, so the result is in problem order; process i samples with
+    seed `seed + i` (distinct draws on each share).
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from grpo_ext.paradigm import sample_completions
+
+    init_kwargs = {k: v for k, v in training_args.model_init_kwargs.items() if v is not None}  # as the trainer loads
+    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **init_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    state = PartialState()
+    with state.split_between_processes(list(range(len(problems)))) as share:
+        samples = sample_completions(
+            model.to(training_args.device), tokenizer, [problems[i]["prompt"] for i in share], script_args.num_samples,
+            max_new_tokens=script_args.sampling_max_new_tokens, temperature=script_args.sampling_temperature,
+            top_p=script_args.sampling_top_p, batch_size=script_args.sampling_batch_size,
+            seed=training_args.seed + state.process_index,
+        )  # fmt: skip
+    return gather_object(samples)
+
+
+def write_samples_file(path: str, problems, samples: list[list[str]]) -> None:
+    """One JSONL row per problem: its `idx`, gold `answer` and `samples` (what `read_samples_file` checks)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for problem, texts in zip(problems, samples):
+            handle.write(json.dumps({"idx": problem["idx"], "answer": problem["answer"], "samples": texts}) + "\n")
+
+
+def load_or_sample(script_args, training_args, model_args, problems) -> list[list[str]]:
+    """The samples file when it exists, else fresh samples from every process, written by the main one.
+
+    Under `accelerate launch` the file must be visible to every process (one machine, or a shared filesystem).
+    """
+    from accelerate import PartialState
+
+    if script_args.samples_file is None:
+        script_args.samples_file = os.path.join(training_args.output_dir, SAMPLES_FILE)
+    os.makedirs(os.path.dirname(os.path.abspath(script_args.samples_file)), exist_ok=True)
+    state = PartialState()
+    exists = os.path.exists(script_args.samples_file)
+    state.wait_for_everyone()  # every process has looked before the main one writes
+    if exists:
+        return read_samples_file(script_args.samples_file, problems, script_args.num_samples)
+    samples = sample_from_starting_model(script_args, training_args, model_args, problems)
+    if state.is_main_process:
+        write_samples_file(script_args.samples_file, problems, samples)
+    return samples
+
+
+def train_offline(trainer, script_args, training_args, model_args, argv):
+    """Log, train, save: what `rft.py` and `dpo.py` do once their TRL trainer is built."""
+    metrics_path = os.path.join(training_args.output_dir, METRICS_FILE)
+    trainer.add_callback(MetricsLogCallback(metrics_path))
+    if trainer.accelerator.is_main_process:
+        if os.path.exists(metrics_path) and not training_args.resume_from_checkpoint:
+            os.remove(metrics_path)  # a fresh run starts a fresh log; a resumed one appends
+        write_resolved_config(
+            os.path.join(training_args.output_dir, RESOLVED_CONFIG_FILE),
+            argv,
+            script_arguments=script_args,
+            training_arguments=training_args,
+            model_arguments=model_args,
+        )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    trainer.accelerator.print(f"Model, tokenizer and logs saved to {training_args.output_dir}")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    if hasattr(trainer, "end"):
+        trainer.end()
+    return trainer
+
+
+def make_parser():
+    from trl import ModelConfig, SFTConfig, TrlParser
+
+    # allow_abbrev=False: a misspelt or truncated option is an error, never a silent prefix match
+    return TrlParser((RFTScriptArguments, SFTConfig, ModelConfig), prog="grpo-ext-rft", allow_abbrev=False)
+
+
+def train(argv: list[str] | None = None):
+    """Parse arguments (`argv` or `sys.argv[1:]`), sample (or read the samples), fine-tune, save.
+
+    Returns the trainer, or None with `--sample_only`."""
+    from trl import SFTTrainer, get_peft_config, get_quantization_config
+
+    from grpo_ext.paradigm import rft_dataset
+
+    script_args, training_args, model_args = parse_training_args(make_parser(), argv)
+    problems = load_training_problems(script_args)
+    samples = load_or_sample(script_args, training_args, model_args, problems)
+    if script_args.sample_only:
+        return None
+    train_dataset = rft_dataset(problems["prompt"], samples, problems["answer"])
+    if len(train_dataset) == 0:
+        raise ValueError(
+            f"no sample of the {sum(map(len, samples))} in {script_args.samples_file} is correct: nothing to "
+            "fine-tune on (more --num_samples, another --sampling_temperature, or a stronger starting model)"
+        )
+    trainer = SFTTrainer(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=train_dataset,
+        peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),
+    )
+    trainer.accelerator.print(f"RFT: {len(train_dataset)} distinct correct samples of {len(problems)} problems")
+    return train_offline(trainer, script_args, training_args, model_args, argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script entry point (returns None: the wrapper passes the return value to sys.exit)."""
+    train(argv)
+
+
+if __name__ == "__main__":
+    main()
