@@ -20,6 +20,7 @@ from collections import OrderedDict
 from .guards import reject_reason
 from .normalize import normalize_answer, numbers_equal, parse_number
 from .numeric import clearly_different
+from .structure import structurally_different
 from .pool import VerifierPool, get_default_pool
 
 __all__ = ["answers_match", "match_many", "fast_verdict", "clear_cache"]
@@ -104,7 +105,7 @@ def fast_verdict(pred: str, gold: str, max_chars: int = 1000) -> bool | None:
         gold_number is not None and _never_a_number(pred, pred_normal)
     ):
         return False
-    if clearly_different(pred_normal, gold_normal):
+    if clearly_different(pred_normal, gold_normal) or structurally_different(pred, gold):
         return False
     if reject_reason(pred, max_chars=max_chars) or reject_reason(gold, max_chars=max_chars):
         return False

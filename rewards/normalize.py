@@ -18,7 +18,7 @@ from fractions import Fraction
 __all__ = ["normalize_answer", "parse_number", "numbers_equal", "PlainNumber"]
 
 # Presentation-only LaTeX removed before comparing strings.
-_SPACING_RE = re.compile(r"\\[,;:! ]|\\q?quad\b|~")
+_SPACING_RE = re.compile(r"(?<!\\)\\[,;:! ]|\\q?quad\b|~")  # not the 2nd backslash of a row break `\\ `
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![a-zA-Z])")
 _TEXT_WRAPPER_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree")
