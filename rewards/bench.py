@@ -18,6 +18,7 @@ import json
 import multiprocessing as mp
 import random
 import re
+import statistics
 import time
 from pathlib import Path
 
@@ -415,6 +416,11 @@ def _agreement_of_kind(rewards: list, items: list[dict], kind: str) -> float:
     return _agreement([rewards[i] for i in chosen], [items[i]["label"] for i in chosen])
 
 
+def warm_batch_rate(batches: list[list[dict]], seconds: list[float]) -> float:
+    """Items per second over the timed calls (`batches[1:]`, one call each)."""
+    return sum(len(batch) for batch in batches[1:]) / sum(seconds)
+
+
 def warm_batch_report(batches: list[list[dict]], sides: dict[str, tuple[list, list[float]]]) -> list[str]:
     """Lines giving each side's items/s over the timed calls, its fastest and slowest call, its agreement
     with the labels (overall and per kind), and the ratio of the first side's rate to each other's."""
@@ -423,7 +429,7 @@ def warm_batch_report(batches: list[list[dict]], sides: dict[str, tuple[list, li
     kinds = sorted({item["kind"] for item in items})
     lines, rates = [], {}
     for side, (rewards, seconds) in sides.items():
-        rates[side] = len(items) / sum(seconds)
+        rates[side] = warm_batch_rate(batches, seconds)
         per_kind = ", ".join(f"{kind} {_agreement_of_kind(rewards, items, kind):.4f}" for kind in kinds)
         lines.append(f"{side:5s}: {rates[side]:9.1f} items/s  (calls {1000 * min(seconds):.0f}-{1000 * max(seconds):.0f} ms)"
                      f"  agreement {_agreement(rewards, labels):.4f} ({per_kind})")
@@ -444,6 +450,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warm-batch", type=int, default=128, help="completions per warm-batch call")
     parser.add_argument("--group", type=int, default=8, help="completions per prompt in the warm batch")
     parser.add_argument("--warm-only", action="store_true", help="measure only the warm GRPO batch")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="warm-batch measurements, each side in a fresh process per round, alternating order")
     args = parser.parse_args(argv)
 
     from .pool import default_pool_size
@@ -452,9 +460,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"warm GRPO batch: a warm-up call, then {args.warm_steps} calls of {args.warm_batch} completions "
           f"(groups of {args.group}, half GSM8K / half MATH-500 prompts), each side in a fresh process, "
           f"{default_pool_size()} cores, deadline {args.timeout}s", flush=True)
-    sides = {side: run_warm_batch(side, batches, args.timeout) for side in ("ours", "trl")}
-    for line in warm_batch_report(batches, sides):
-        print("  " + line, flush=True)
+    ratios = []
+    for round_ in range(args.rounds):
+        order = ("ours", "trl") if round_ % 2 == 0 else ("trl", "ours")  # alternate: load drifts
+        sides = {side: run_warm_batch(side, batches, args.timeout) for side in order}
+        lines = warm_batch_report(batches, {side: sides[side] for side in ("ours", "trl")})
+        ratios.append(warm_batch_rate(batches, sides["ours"][1]) / warm_batch_rate(batches, sides["trl"][1]))
+        print(f" round {round_ + 1}/{args.rounds} ({order[0]} first)", flush=True)
+        for line in lines:
+            print("  " + line, flush=True)
+    if args.rounds > 1:
+        print(f"  ratio over {args.rounds} rounds: min {min(ratios):.1f}x, median {statistics.median(ratios):.1f}x, "
+              f"max {max(ratios):.1f}x")
     if args.warm_only:
         return
 
