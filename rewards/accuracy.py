@@ -57,6 +57,17 @@ def _gold_texts(n: int, solution, answer) -> list:
     ]
 
 
+def _extract_golds(texts: list) -> list[str | None]:
+    """`extract_gold` of each text, once per distinct string (a group's completions share one gold)."""
+    golds: dict[str, str | None] = {}
+    return [
+        (golds[text] if text in golds else golds.setdefault(text, extract_gold(text)))
+        if isinstance(text, str)
+        else extract_gold(text)
+        for text in texts
+    ]
+
+
 class AccuracyReward:
     """TRL reward function `fn(completions, solution=None, answer=None, **kwargs) -> list[float | None]`.
 
@@ -79,7 +90,7 @@ class AccuracyReward:
         **kwargs,
     ) -> list[float | None]:
         cfg = self.config
-        golds = [extract_gold(text) for text in _gold_texts(len(completions), solution, answer)]
+        golds = _extract_golds(_gold_texts(len(completions), solution, answer))
         preds = [
             None if gold is None else extract_prediction(completion_text(completion), gold, cfg.last_number_fallback)
             for completion, gold in zip(completions, golds)

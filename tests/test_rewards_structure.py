@@ -134,3 +134,13 @@ def test_matrix_rows_with_spaces_normalize_equal():
     """`\\\\ ` (a row break then a space) is not the spacing command `\\ `: the compact and spaced matrices
     are equal on the fast path."""
     assert fast_verdict(r"\begin{pmatrix}1/5\\-18/5\end{pmatrix}", r"\begin{pmatrix} 1/5 \\ -18/5 \end{pmatrix}")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [r"10^{10^{10^{10}}}", "(" * 140 + "1" + ")" * 140, "9" * 400, r"2^{99}^{99}", r"\sqrt[100]{10^{99}}" * 20,
+     r"(1,2) \cup " * 30 + "(3,4)"],
+)
+def test_pathological_answers_are_refused(answer):
+    """Magnitudes are capped at 1e15, length at 300 characters, nesting by Python's recursion limit."""
+    assert answer_shape(answer) is None
