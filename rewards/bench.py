@@ -153,7 +153,7 @@ def _gsm8k_completion(body: str, value: str, form: int) -> str:
         f"The final answer is $\\boxed{{{value}}}$.",
         f"So in total that is ${grouped}.",
     ]
-    return f"{body}\n{endings[form % len(endings)]}"
+    return f"{body}\n{endings[form % len(endings)]}".lstrip()
 
 
 def _math_wrong_answer(answer: str, others: list[str], rng: random.Random) -> str:
@@ -181,10 +181,10 @@ def _math_completion(solution: str, answer: str, value: str, form: int) -> str:
     start = solution.rfind(box)
     if form % 3 == 0:
         return solution[:start] + "\\boxed{" + value + "}" + solution[start + len(box) :]
-    body = solution[:start] + answer + solution[start + len(box) :]
+    body = solution[:start] + answer + solution[start + len(box) :] if start > 0 else ""
     if form % 3 == 1:
-        return f"{body}\nFinal Answer: The final answer is ${value}$. I hope it is correct."
-    return f"{body}\nTherefore, the answer is ${value}$."
+        return f"{body}\nFinal Answer: The final answer is ${value}$. I hope it is correct.".lstrip()
+    return f"{body}\nTherefore, the answer is ${value}$.".lstrip()
 
 
 def _group(gold_values: tuple, make, rng: random.Random, size: int) -> list[tuple[str, float]]:
@@ -203,12 +203,14 @@ def _group(gold_values: tuple, make, rng: random.Random, size: int) -> list[tupl
 
 
 def build_warm_batch(data: Path, steps: int = 8, batch_size: int = 128, group_size: int = 8,
-                     seed: int = 0) -> list[list[dict]]:
+                     seed: int = 0, reasoning: bool = True, bare_golds: bool = False) -> list[list[dict]]:
     """`steps + 1` batches of `batch_size` completions (the first is the warm-up call): groups of
     `group_size` completions per prompt, half of the groups GSM8K test problems and half MATH-500 problems
     (those whose solution has a single `\\boxed{}`), every prompt used once. Each item holds `completion` (the
     text), `solution` (the GSM8K final number or the MATH solution, as TRL's reward reads it),
-    `label` (1.0 when the answer written equals the gold) and `kind`."""
+    `label` (1.0 when the answer written equals the gold) and `kind`. With `reasoning=False` a completion is
+    only the sentence stating the answer; with `bare_golds=True` a MATH item's `solution` is its bare answer
+    (as in a dataset with an `answer` column) instead of the whole reference solution."""
     from .normalize import normalize_answer
 
     if batch_size % (2 * group_size):
@@ -224,16 +226,19 @@ def build_warm_batch(data: Path, steps: int = 8, batch_size: int = 128, group_si
     for column in rng.sample(gsm, groups_per_kind):
         body, gold = _gsm8k_rationale(column)
         wrong = sorted({_wrong_number(gold, rng) for _ in range(rng.randint(1, 2))} - {gold})
+        body = body if reasoning else ""
         make = lambda value, form, body=body, gold=gold: _gsm8k_completion(_restate(body, gold, value), value, form)
         pairs = _group((lambda form, gold=gold: gold, wrong), make, rng, group_size)
         groups.append([{"completion": c, "solution": gold, "label": label, "kind": "gsm8k"} for c, label in pairs])
     for row in rng.sample(math_rows, groups_per_kind):
         others = [a for a in all_math_answers if normalize_answer(a) != normalize_answer(row["answer"])]
         wrong = sorted({_math_wrong_answer(row["answer"], others, rng) for _ in range(rng.randint(1, 2))})
-        make = lambda value, form, row=row: _math_completion(row["solution"], row["answer"], value, form)
+        solution = row["solution"] if reasoning else "\\boxed{" + row["answer"] + "}"
+        make = lambda value, form, solution=solution, row=row: _math_completion(solution, row["answer"], value, form)
         right = lambda form, answer=row["answer"]: _math_variant(answer, form // 3)
         pairs = _group((right, wrong), make, rng, group_size)
-        groups.append([{"completion": c, "solution": row["solution"], "label": label, "kind": "math"}
+        gold_column = row["answer"] if bare_golds else row["solution"]
+        groups.append([{"completion": c, "solution": gold_column, "label": label, "kind": "math"}
                        for c, label in pairs])
     gsm_groups, math_groups = groups[:groups_per_kind], groups[groups_per_kind:]
     per_step = batch_size // (2 * group_size)
@@ -450,15 +455,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warm-batch", type=int, default=128, help="completions per warm-batch call")
     parser.add_argument("--group", type=int, default=8, help="completions per prompt in the warm batch")
     parser.add_argument("--warm-only", action="store_true", help="measure only the warm GRPO batch")
+    parser.add_argument("--no-reasoning", action="store_true",
+                        help="warm-batch completions are only the sentence stating the answer (no reasoning)")
+    parser.add_argument("--bare-golds", action="store_true",
+                        help="warm-batch MATH golds are the bare answers, not the reference solutions")
     parser.add_argument("--rounds", type=int, default=1,
                         help="warm-batch measurements, each side in a fresh process per round, alternating order")
     args = parser.parse_args(argv)
 
     from .pool import default_pool_size
 
-    batches = build_warm_batch(args.data, args.warm_steps, args.warm_batch, args.group, args.seed)
+    batches = build_warm_batch(args.data, args.warm_steps, args.warm_batch, args.group, args.seed,
+                               reasoning=not args.no_reasoning, bare_golds=args.bare_golds)
     print(f"warm GRPO batch: a warm-up call, then {args.warm_steps} calls of {args.warm_batch} completions "
-          f"(groups of {args.group}, half GSM8K / half MATH-500 prompts), each side in a fresh process, "
+          f"(groups of {args.group}, half GSM8K / half MATH-500 prompts, "
+          f"{'answer only' if args.no_reasoning else 'reasoning + answer'}, MATH golds "
+          f"{'bare answers' if args.bare_golds else 'reference solutions'}), each side in a fresh process, "
           f"{default_pool_size()} cores, deadline {args.timeout}s", flush=True)
     ratios = []
     for round_ in range(args.rounds):

@@ -12,8 +12,9 @@ certain to find the pair unequal, so that the pair need not travel to a worker:
   (magnitudes capped at 1e15, so no cancellation can reach the tolerance);
 * two answers differ when some value of one is farther than 1e-4 (relative, at least 1e-4 absolute) from
   every value of the other (math-verify rounds to 6 decimals, so such values never compare equal), when two
-  matrices differ in shape or in one entry, or when two unions of disjoint, non-touching intervals differ in
-  their number of intervals or in an endpoint. Equal values prove nothing: those pairs still go to math-verify.
+  matrices differ in shape or in one entry, when two unions (merged into disjoint, non-touching intervals)
+  differ in their number of intervals or in an endpoint, or when only one of them is a matrix, or a union
+  against a finite set of values. Equal values prove nothing: those pairs still go to math-verify.
 
 The reader refuses (returns no shape) whatever math-verify could read differently: `e`/`E` (Euler's number
 there), upper-case letters (math-verify lower-cases some), runs of two or more letters (words, `and`/`or`,
@@ -58,9 +59,11 @@ _TRAILING_LETTER_RE = re.compile(rf"(?:\d|\}}|\s)\s*(?:[a-zA-Z]{{2,}}|[{_UNIT_LE
 
 
 _ASSIGNMENT_RE = re.compile(r"\s*([a-df-z])\s*(?:=|\\in(?![a-zA-Z]))\s*(?=\S)")
-# math-verify drops a trailing `\text{unit}` / `\mbox{unit}`, with a one-digit power (`15\mbox{ cm}^2` is 15),
+# math-verify drops a trailing `\text{unit}` / `\mbox{unit}` with a one-digit power (`15\mbox{ cm}^2` is 15)
 # and reads a base subscript as the digits (`204_5` is 204).
 _UNIT_TEXT_RE = re.compile(r"\\(?:text|mbox)\s*\{[^{}]*\}\s*(?:\^\s*\d|\^\s*\{\s*\d\s*\})?\s*$")
+# A multiple-choice answer `\text{(C)}` is the symbol c to math-verify (E excepted: e is Euler's number).
+_CHOICE_RE = re.compile(r"\s*\\text(?:bf)?\s*\{\s*\(?\s*([A-DF-Za-df-z])\s*\)?\s*\}\s*")
 _BASE_SUBSCRIPT_RE = re.compile(r"\s*(\d+)\s*_\s*(?:\d+|\{\s*\d+\s*\})\s*")
 
 
@@ -283,9 +286,9 @@ def _enclosed(tokens: list[str]) -> bool:
 
 
 def _without_unit_or_base(answer: str) -> str:
-    m = _BASE_SUBSCRIPT_RE.fullmatch(answer)
+    m = _BASE_SUBSCRIPT_RE.fullmatch(answer) or _CHOICE_RE.fullmatch(answer)
     if m:
-        return m.group(1)
+        return m.group(1).lower()
     m = _UNIT_TEXT_RE.search(answer)
     if m and answer[: m.start()].strip() and not re.search(r"\\(?:text|mbox)", answer[: m.start()]):
         return answer[: m.start()]
@@ -436,12 +439,12 @@ def structurally_different(pred: str, gold: str) -> bool:
         return False
     if a[0] == "matrix" or b[0] == "matrix":
         if a[0] != b[0]:
-            return False
+            return True  # math-verify never equates a matrix with a number, a set, a tuple or an interval
         return a[1] != b[1] or any(not all(_close(x, y) for x, y in zip(u, v)) for u, v in zip(a[2], b[2]))
     if a[0] == "union" or b[0] == "union":
         ia, ib = _interval_of(a), _interval_of(b)
         if ia is None or ib is None:
-            return False
+            return True  # a union of intervals is not a finite set of values
         return len(ia) != len(ib) or any(
             not (_close(x[0], y[0]) and _close(x[1], y[1])) for x, y in zip(ia, ib)
         )

@@ -51,3 +51,14 @@ def test_bench_warm_only_reports_both_sides(shared_data, capsys):
     assert ours_agreement == 1.0  # every label of the built batch is what a grader says
     ratio = float(re.search(r"ratio: ([\d.]+)x", out).group(1))
     assert ratio == pytest.approx(rates["ours"] / rates["trl"], rel=0.05)
+
+
+def test_warm_batch_without_reasoning_and_with_bare_golds(shared_data):
+    full = build_warm_batch(shared_data, steps=1, batch_size=32, group_size=8, seed=2)
+    short = build_warm_batch(shared_data, steps=1, batch_size=32, group_size=8, seed=2, reasoning=False,
+                             bare_golds=True)
+    for long_item, item in zip((i for b in full for i in b), (i for b in short for i in b)):
+        assert item["label"] == long_item["label"] and item["kind"] == long_item["kind"]
+        assert "\n" not in item["completion"] and len(item["completion"]) < len(long_item["completion"])
+        if item["kind"] == "math":
+            assert f"\\boxed{{{item['solution']}}}" in long_item["solution"]  # the bare answer of that solution

@@ -106,7 +106,7 @@ def test_shapes_read_by_hand():
     # A variable takes a different value at each of the two sample points.
     (x,) = answer_shape("x")[2]
     assert x[0] != x[1]
-    for refused in [r"\text{(C)}", r"\sin x", "ab", "2x^y", r"\sqrt{x}", "10!", "50%", r"\Gamma(3)"]:
+    for refused in [r"\text{even}", r"\sin x", "ab", "2x^y", r"\sqrt{x}", "10!", "50%", r"\Gamma(3)"]:
         assert answer_shape(refused) is None, refused
 
 
@@ -144,3 +144,20 @@ def test_matrix_rows_with_spaces_normalize_equal():
 def test_pathological_answers_are_refused(answer):
     """Magnitudes are capped at 1e15, length at 300 characters, nesting by Python's recursion limit."""
     assert answer_shape(answer) is None
+
+
+@pytest.mark.parametrize(
+    "pred,gold",
+    [(r"\text{(C)}", "3"), (r"\text{(C)}", r"\text{(B)}"), (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", "(1,2)"),
+     (r"\begin{pmatrix} 5 \end{pmatrix}", "5"), (r"(0,9) \cup (9,36)", "8"), (r"(0,9) \cup (9,36)", "8, 10")],
+)
+def test_different_kinds_decided_and_math_verify_agrees(pred, gold, math_verify_equal):
+    """A matrix against anything else, a union against a finite set, one choice letter against another."""
+    assert structurally_different(pred, gold) and structurally_different(gold, pred)
+    assert not math_verify_equal(pred, gold) and not math_verify_equal(gold, pred)
+
+
+def test_choice_letter_against_itself_is_not_decided(math_verify_equal):
+    for pred in ("c", r"\text{C}", r"\text{(C)}"):
+        assert not structurally_different(pred, r"\text{(C)}") and math_verify_equal(pred, r"\text{(C)}")
+    assert answer_shape(r"\text{(E)}") is None  # e would be Euler's number to math-verify
