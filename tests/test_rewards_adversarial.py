@@ -69,6 +69,42 @@ def test_pathological_scores_zero_within_deadline_worker_thread(name):
     assert elapsed < BOUND, f"{name}: {elapsed:.2f}s"
 
 
+# A gold column that is prose (no box, several lines): it and the completion go to math-verify's own extraction
+# in the worker (the fall-through), which must be bounded the same way.
+PROSE_GOLD = "Solving the equation gives\n$x = \\frac{\\pi}{2}$, which is the angle."
+
+
+def test_prose_gold_reaches_math_verify_extraction():
+    # the path the next test bounds is live: math-verify reads this gold column and scores against it
+    assert AccuracyReward(timeout=30.0)([r"\boxed{\frac{\pi}{2}}", r"\boxed{\frac{\pi}{3}}"], solution=[PROSE_GOLD] * 2) == [
+        1.0,
+        0.0,
+    ]
+
+
+@pytest.mark.parametrize("name", ["gamma of a million (reaches sympy)", "exponential tower (reaches sympy)",
+                                  "megabyte nested braces", "100k-digit bare number"])
+@pytest.mark.parametrize("in_thread", [False, True])
+def test_pathological_read_by_math_verify_scores_zero_within_deadline(name, in_thread):
+    def score():
+        clear_cache()
+        start = time.monotonic()
+        out = AccuracyReward(timeout=DEADLINE)([PATHOLOGICAL[name]], solution=[PROSE_GOLD])
+        return out, time.monotonic() - start
+
+    box = {}
+    if in_thread:
+        thread = threading.Thread(target=lambda: box.update(result=score()))
+        thread.start()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    else:
+        box["result"] = score()
+    out, elapsed = box["result"]
+    assert out == [0.0]
+    assert elapsed < BOUND, f"{name}: {elapsed:.2f}s"
+
+
 def test_concurrent_calls_from_thread_pool_stay_correct():
     reward = AccuracyReward(timeout=DEADLINE)
     batch = [PATHOLOGICAL["gamma of a million (reaches sympy)"], r"\boxed{2\sqrt{2}}", r"\boxed{\sqrt{8}}", "17"]
@@ -169,6 +205,8 @@ def test_code_injection_runs_nothing(template, tmp_path):
     for gold in ("5", r"\frac{\pi}{2}", "x"):
         assert reward(completions, answer=[gold] * 4) == [0.0] * 4
         assert answers_match(payload, gold) is False
+    # whole texts read by math-verify's own extraction (a prose gold column, math in the completion)
+    assert reward([f"${payload}$", f"So \\( {payload} \\)"], solution=[PROSE_GOLD] * 2) == [0.0, 0.0]
     assert not marker.exists()
 
 
