@@ -178,6 +178,20 @@ def test_pathological_in_a_subprocess():
     assert float(elapsed) < BOUND + DEADLINE
 
 
+def test_pathological_read_by_math_verify_in_a_subprocess():
+    code = (
+        "import sys, time; from rewards import AccuracyReward, get_default_pool;"
+        "get_default_pool().wait_ready(); r = AccuracyReward(timeout=1.0); gold = sys.argv[1]; t = time.monotonic();"
+        r"out = r([r'\boxed{\Gamma(10^{6})}', r'\boxed{\frac{\pi}{2}}'], solution=[gold, gold]);"
+        " print(out, time.monotonic() - t)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, PROSE_GOLD], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out, elapsed = done.stdout.rsplit("]", 1)
+    assert out + "]" == "[0.0, 1.0]"
+    assert float(elapsed) < BOUND + DEADLINE  # the gold's own reading, then the pair: two items in sequence
+
+
 INJECTIONS = [
     "__import__('os').system('touch {marker}')",
     "eval(\"open('{marker}', 'w').write('x')\")",
