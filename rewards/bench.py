@@ -436,8 +436,9 @@ def warm_batch_report(batches: list[list[dict]], sides: dict[str, tuple[list, li
     for side, (rewards, seconds) in sides.items():
         rates[side] = warm_batch_rate(batches, seconds)
         per_kind = ", ".join(f"{kind} {_agreement_of_kind(rewards, items, kind):.4f}" for kind in kinds)
-        lines.append(f"{side:5s}: {rates[side]:9.1f} items/s  (calls {1000 * min(seconds):.0f}-{1000 * max(seconds):.0f} ms)"
-                     f"  agreement {_agreement(rewards, labels):.4f} ({per_kind})")
+        calls = f"{1000 * min(seconds):.0f}-{1000 * max(seconds):.0f} ms"
+        lines.append(f"{side:5s}: {rates[side]:9.1f} items/s  (calls {calls})  "
+                     f"agreement {_agreement(rewards, labels):.4f} ({per_kind})")
     first, *others = rates
     lines += [f"ratio: {rates[first] / rates[other]:.1f}x ({first} / {other})" for other in others]
     return lines

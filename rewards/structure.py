@@ -16,15 +16,21 @@ certain to find the pair unequal, so that the pair need not travel to a worker:
   differ in their number of intervals or in an endpoint, or when only one of them is a matrix, or a union
   against a finite set of values. Equal values prove nothing: those pairs still go to math-verify.
 
+Read as math-verify reads them: `x = a` and `x \in S` (one-letter `x`) are compared through `a` / `S`, and
+two such answers only when they name the same letter and `a` does not mention it (math-verify compares
+`x - a` with sides flipped and solves); a trailing `\text{unit}` / `\mbox{unit}` with an optional one-digit
+power is dropped; `204_5` is 204; a multiple-choice `\text{(C)}` is the symbol c.
+
 The reader refuses (returns no shape) whatever math-verify could read differently: `e`/`E` (Euler's number
 there), upper-case letters (math-verify lower-cases some), runs of two or more letters (words, `and`/`or`,
 unit names, concatenated symbols), a one-letter unit name (`o t h c l s g m d`) at the end after a digit,
-brace or space (math-verify strips a trailing unit: `2t` is 2, `5 m` is 5), `=`, `<`, `_`, `%`, `!`, `|`, `$`, `\text{}` and every command but
-`\frac \dfrac \tfrac \sqrt \pi \cdot \times \infty \pm \cup \left \right \begin \end` and spacing, an implicit
-product with `(` (math-verify reads `2(3)` as 5), an implicit product after `/` (`1/2x` is `1/(2x)` there), a
-number followed by a fraction (the mixed number `3\frac{1}{2}`),
-chained or letter exponents, variables under a root or with a fractional exponent, and more than 300
-characters. It is a recursive-descent parser over a token list: nothing is executed.
+brace or space (math-verify strips a trailing unit: `2t` is 2, `5 m` is 5), `=` elsewhere, `<`, `_`, `%`, `!`,
+`|`, `$`, any other `\text{}` and every command but `\frac \dfrac \tfrac \sqrt \pi \cdot \times \infty \pm
+\cup \left \right \begin \end` and spacing, an implicit product with `(` (math-verify reads `2(3)` as 5), an
+implicit product after `/` (`1/2x` is `1/(2x)` there), a number followed by a fraction (the mixed number
+`3\frac{1}{2}`), a bare `12,102` (a thousands separator there), chained or letter exponents, variables under a
+root or with a fractional exponent, and more than 300 characters. It is a recursive-descent parser over a
+token list: nothing is executed.
 """
 
 from __future__ import annotations
@@ -350,7 +356,7 @@ def _union(parts: list[list[str]]) -> tuple:
                 if _close(high, last_high) and high != last_high:
                     raise _Refuse
                 top = max(high, last_high)
-                top_closed = (high_closed if high == top else False) or (last_high_closed if last_high == top else False)
+                top_closed = (high == top and high_closed) or (last_high == top and last_high_closed)
                 first_closed = last_low_closed or (low_closed and low == last_low)
                 merged[-1] = (last_low, top, first_closed, top_closed)
                 continue
