@@ -73,13 +73,23 @@ _CHOICE_RE = re.compile(r"\s*\\text(?:bf)?\s*\{\s*\(?\s*([A-DF-Za-df-z])\s*\)?\s
 _BASE_SUBSCRIPT_RE = re.compile(r"\s*(\d+)\s*_\s*(?:\d+|\{\s*\d+\s*\})\s*")
 
 
+@lru_cache(maxsize=1)
+def _context():
+    """A private mpmath context at 50 digits: mpmath's global `mp` is never touched (its precision is process
+    state that another thread or sympy may be using)."""
+    from mpmath.ctx_mp import MPContext
+
+    context = MPContext()
+    context.dps = _PRECISION_DIGITS
+    return context
+
+
 class _Refuse(Exception):
     pass
 
 
 def _sample_values(letter: str, point: int):
-    from mpmath import mpf
-
+    mpf = _context().mpf
     # Distinct, unremarkable values in (1, 5): a nonzero polynomial of small degree vanishes at neither point.
     return 1 + mpf(ord(letter) - 96) / 7 + mpf(point + 1) / mpf(13) * mpf(2).sqrt()
 
@@ -91,14 +101,11 @@ class _Expression:
         self.tokens = tokens
 
     def value(self, point: int):
-        from mpmath import mp
-
-        with mp.workdps(_PRECISION_DIGITS):
-            self.toks, self.i, self.point, self.letters = list(self.tokens), 0, point, set()
-            result = self.expr()
-            if self.i != len(self.toks):
-                raise _Refuse
-            return result
+        self.toks, self.i, self.point, self.letters = list(self.tokens), 0, point, set()
+        result = self.expr()
+        if self.i != len(self.toks):
+            raise _Refuse
+        return result
 
     # grammar --------------------------------------------------------------------------------------------
     def peek(self) -> str | None:
@@ -186,8 +193,8 @@ class _Expression:
         return int(token[0])
 
     def atom(self):
-        from mpmath import mp, mpf
-
+        context = _context()
+        mpf = context.mpf
         token = self.take()
         if token[0].isdigit() or token[0] == ".":
             return _capped(mpf(token))
@@ -195,7 +202,7 @@ class _Expression:
             self.letters.add(token)
             return _sample_values(token, self.point)
         if token == "\\pi":
-            return +mp.pi
+            return +context.pi
         if token in ("(", "{"):
             value = self.expr()
             self.take(")" if token == "(" else "}")
