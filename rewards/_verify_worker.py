@@ -8,12 +8,15 @@ small single-threaded process makes a worker, or the replacement of a killed one
 
 Worker protocol (its two pipes, one JSON document per line): the worker prints `ready`, then answers each
 request `{"pred": str, "gold": str, "timeout": float}` with one line: `1` (equal) or `0` (not equal /
-unparseable / error).
+unparseable / error). With `"raw": true` the two strings are whole texts (a completion and a gold column), read
+by math-verify's own extraction with its default configs (`parse(text)`), for the items the parent's extraction
+could not decide.
 
 Safety:
-* Only `LatexExtractionConfig` is used. math-verify's `ExprExtractionConfig` path calls sympy's
-  `parse_expr`, which is `eval` underneath; it is never configured here, and as a second line of defence the
-  `parse_expr` references inside math_verify and latex2sympy2_extended are replaced by a function that refuses.
+* Nothing is evaluated. math-verify's `ExprExtractionConfig` path (used for raw texts) hands strings to sympy's
+  `parse_expr`, which is `eval` underneath; math_verify's reference to it is replaced by `_digits_expr`, which
+  accepts only digits, `.`, spaces, `+ - * / ^ ( ) × ÷` (all math-verify's expression regex lets through) and
+  reads them with the LaTeX grammar; latex2sympy2_extended's `parse_expr` is replaced by a function that refuses.
   The LaTeX path goes through an ANTLR grammar that builds sympy objects and executes nothing.
 * Each worker's address space is capped with `RLIMIT_AS` (its size at fork + `REWARDS_WORKER_MEMORY_MB`), so
   a runaway integer makes a `MemoryError` (scored 0) instead of exhausting the machine.
@@ -37,6 +40,19 @@ def _refuse_parse_expr(*args, **kwargs):
     raise RuntimeError("sympy.parse_expr (eval-based) is disabled in the rewards verification worker")
 
 
+_DIGITS_EXPR_CHARS = frozenset("0123456789. \t+-*/^()×÷")
+
+
+def _digits_expr(text: str, *args, **kwargs):
+    """math-verify's `parse_expr` for its plain-expression matches (`1/2`, `(9+1)`, `3 × 4`), without `eval`:
+    only digits and arithmetic are accepted, and they are read by latex2sympy's ANTLR grammar."""
+    from latex2sympy2_extended import latex2sympy
+
+    if not isinstance(text, str) or not set(text) <= _DIGITS_EXPR_CHARS:
+        _refuse_parse_expr()
+    return latex2sympy(text.replace("**", "^").replace("×", "\\times ").replace("÷", "\\div "))
+
+
 def _limit_memory() -> None:
     limit_mb = int(os.environ.get("REWARDS_WORKER_MEMORY_MB", "0") or 0)
     if limit_mb <= 0:
@@ -57,10 +73,10 @@ def _make_checker():
     logging.disable(logging.CRITICAL)  # math-verify logs every timeout and parse failure as a warning
     import latex2sympy2_extended.latex2sympy2 as l2s
     import math_verify.parser as mv_parser
-    from math_verify import LatexExtractionConfig, parse, verify
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
     from math_verify.errors import TimeoutException
 
-    mv_parser.parse_expr = _refuse_parse_expr
+    mv_parser.parse_expr = _digits_expr
     l2s.parse_expr = _refuse_parse_expr
     # math-verify's default LaTeX normalization (units, malformed operators such as \frac12, nits);
     # the same settings TRL's accuracy_reward uses for predictions.
@@ -75,10 +91,22 @@ def _make_checker():
             parsed_cache[answer] = parse("\\boxed{" + answer + "}", extraction_config=config, parsing_timeout=seconds)
         return parsed_cache[answer]
 
-    def check(pred: str, gold: str, seconds: int) -> bool:
+    default_configs = [LatexExtractionConfig(), ExprExtractionConfig()]  # math-verify's own defaults
+
+    def parse_text(text: str, seconds: int, gold: bool):
+        """math-verify's own extraction of a whole text; a gold column holding a bare answer that it finds
+        nothing in (`x^2+1`, `\\frac{1}{2}`) is read again inside `$...$`."""
+        parsed = parse(text, extraction_config=default_configs, parsing_timeout=seconds)
+        if not parsed and gold and "$" not in text:
+            parsed = parse("$" + text + "$", extraction_config=default_configs, parsing_timeout=seconds)
+        return parsed
+
+    def check(pred: str, gold: str, seconds: int, raw: bool = False) -> bool:
         try:
-            gold_parsed = parse_answer(gold, seconds)
-            pred_parsed = parse_answer(pred, seconds)
+            if raw:
+                gold_parsed, pred_parsed = parse_text(gold, seconds, True), parse_text(pred, seconds, False)
+            else:
+                gold_parsed, pred_parsed = parse_answer(gold, seconds), parse_answer(pred, seconds)
             return bool(gold_parsed) and bool(pred_parsed) and verify(gold_parsed, pred_parsed, timeout_seconds=seconds)
         except (Exception, TimeoutException):  # MemoryError and RecursionError included
             return False
@@ -99,7 +127,7 @@ def serve(check, requests, responses) -> None:
         try:
             request = json.loads(line)
             seconds = max(1, math.ceil(float(request.get("timeout", 5))))
-            result = check(str(request["pred"]), str(request["gold"]), seconds)
+            result = check(str(request["pred"]), str(request["gold"]), seconds, bool(request.get("raw")))
         except (ValueError, KeyError, TypeError):
             result = False
         responses.write("1\n" if result else "0\n")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from .equivalence import match_many
-from .extraction import completion_text, extract_answer, extract_gold
+from .equivalence import match_many, match_texts
+from .extraction import completion_text, extract_answer, extract_gold, has_math
 from .normalize import parse_number
 
 __all__ = ["AccuracyRewardConfig", "AccuracyReward", "accuracy_reward", "extract_prediction"]
@@ -22,7 +22,8 @@ class AccuracyRewardConfig:
         default=None,
         metadata={
             "help": "Use the last number of a completion when it has no \\boxed{}, '####' or 'the answer is'. "
-            "None (default): only when the gold answer is a plain number (GSM8K-style)."
+            "None (default): only when the gold answer is a plain number (GSM8K-style), the last math span "
+            "otherwise, and math-verify's own extraction when neither finds an answer. False: only marked answers."
         },
     )
     correct_reward: float = field(default=1.0, metadata={"help": "Reward of a correct answer."})
@@ -34,12 +35,15 @@ class AccuracyRewardConfig:
 
 
 def extract_prediction(text: str, gold: str | None, last_number_fallback: bool | None = None) -> str | None:
-    """The answer of `text` to score against the extracted `gold`. The last-number fallback is used when
-    `last_number_fallback` says so; None (default) means only for a plain-number gold (GSM8K-style), so that a
-    stray number never matches a symbolic MATH answer."""
+    """The answer of `text` to score against the extracted `gold`. Without a conclusion (box, `####`, "the
+    answer is"), the fallback follows the gold as graders do: the last number or math span when
+    `last_number_fallback` says so, where None (default) means for a plain-number gold (GSM8K-style); otherwise
+    only the last LaTeX math span, so that a stray number never matches a symbolic MATH answer."""
     if last_number_fallback is None:
         last_number_fallback = gold is not None and parse_number(gold) is not None
-    return extract_answer(text, last_number_fallback)
+    return extract_answer(text, last_number_fallback, last_math_fallback=not last_number_fallback)
+
+
 
 
 def _gold_texts(n: int, solution, answer) -> list:
@@ -54,6 +58,17 @@ def _gold_texts(n: int, solution, answer) -> list:
     return [
         answer[i] if answer is not None and answer[i] is not None else (solution[i] if solution is not None else None)
         for i in range(n)
+    ]
+
+
+def _extract_golds(texts: list) -> list[str | None]:
+    """`extract_gold` of each text, once per distinct string (a group's completions share one gold)."""
+    golds: dict[str, str | None] = {}
+    return [
+        (golds[text] if text in golds else golds.setdefault(text, extract_gold(text)))
+        if isinstance(text, str)
+        else extract_gold(text)
+        for text in texts
     ]
 
 
@@ -79,20 +94,49 @@ class AccuracyReward:
         **kwargs,
     ) -> list[float | None]:
         cfg = self.config
-        golds = [extract_gold(text) for text in _gold_texts(len(completions), solution, answer)]
+        gold_texts = [None if t is None else str(t) for t in _gold_texts(len(completions), solution, answer)]
+        texts = [completion_text(completion) for completion in completions]
+        golds = _extract_golds(gold_texts)
         preds = [
-            None if gold is None else extract_prediction(completion_text(completion), gold, cfg.last_number_fallback)
-            for completion, gold in zip(completions, golds)
+            None if gold is None else extract_prediction(text, gold, cfg.last_number_fallback)
+            for text, gold in zip(texts, golds)
         ]
+        rewards: list[float | None] = [None if t is None else cfg.wrong_reward for t in gold_texts]
         to_check = [i for i, (p, g) in enumerate(zip(preds, golds)) if p is not None and g is not None]
         verdicts = match_many([(preds[i], golds[i]) for i in to_check], timeout=cfg.timeout)
-        rewards: list[float | None] = [None if g is None else cfg.wrong_reward for g in golds]
         for i, ok in zip(to_check, verdicts):
             rewards[i] = cfg.correct_reward if ok else cfg.wrong_reward
+        # What our extraction cannot read (no answer found in the completion, or a gold column that is neither a
+        # bare answer nor marked) is left to math-verify's own extraction, in the same bounded workers.
+        for i, ok in zip(*self._read_by_math_verify(texts, gold_texts, golds, preds)):
+            rewards[i] = None if ok is None else cfg.correct_reward if ok else cfg.wrong_reward
         if log_extra is not None:
             log_extra("gold_answer", [g if g is not None else "[unparseable]" for g in golds])
             log_extra("pred_answer", [p if p is not None else "[none]" for p in preds])
         return rewards
+
+
+    def _read_by_math_verify(self, texts, gold_texts, golds, preds) -> tuple[list[int], list[bool | None]]:
+        """(indices, verdicts) of math-verify's reading of the whole texts for the items whose prediction or gold
+        our extraction could not find; None where math-verify finds no gold in the column either."""
+        timeout = self.config.timeout
+        unread_golds = sorted({t for t, g in zip(gold_texts, golds) if t is not None and g is None})
+        gold_found = dict(zip(unread_golds, match_texts([(t, t) for t in unread_golds], timeout=timeout)))
+        indices, pairs = [], []
+        for i, (text, gold_text, gold, pred) in enumerate(zip(texts, gold_texts, golds, preds)):
+            if gold_text is None or (gold is not None and pred is not None):
+                continue
+            if gold is None and not gold_found.get(gold_text, False):
+                indices.append(i)  # no gold anywhere: the reward is None
+                pairs.append(None)
+            elif has_math(text) and (gold is None or self.config.last_number_fallback is None):
+                # Only a completion with a box or LaTeX math is read again: bare words and numbers that our
+                # extraction found nothing in hold no answer (a stray number never matches a symbolic gold), and
+                # last_number_fallback=False asks for marked answers only.
+                indices.append(i)
+                pairs.append((text, gold_text if gold is None else "\\boxed{" + gold + "}"))
+        checked = iter(match_texts([pair for pair in pairs if pair is not None], timeout=timeout))
+        return indices, [None if pair is None else next(checked) for pair in pairs]
 
 
 _default = AccuracyReward()

@@ -17,6 +17,8 @@ import argparse
 import json
 import multiprocessing as mp
 import random
+import re
+import statistics
 import time
 from pathlib import Path
 
@@ -112,6 +114,185 @@ def build_items(data: Path, n: int = 2000, seed: int = 0) -> list[dict]:
                       "kind": "pathological"})
     rng.shuffle(items)
     return items
+
+
+# ------------------------------------------------------------------------------------ the warm GRPO batch
+# What a training run sends: groups of completions for one prompt, answers repeating inside a group.
+_GSM8K_CALC_RE = re.compile(r"<<[^>]*>>")
+_INT_RE = re.compile(r"\d+")
+_WARM_CHILD_LIMIT_S = 1800.0  # only bounds a broken run: TRL's whole workload takes seconds
+
+
+def _gsm8k_rationale(answer_column: str) -> tuple[str, str]:
+    """(reasoning lines without `<<...>>` calculator notes, final number) of a GSM8K `answer` column."""
+    body, final = answer_column.rsplit("####", 1)
+    return _GSM8K_CALC_RE.sub("", body).strip(), final.strip().replace(",", "")
+
+
+def _wrong_number(gold: str, rng: random.Random) -> str:
+    """A plausible wrong GSM8K answer: an off-by-a-little or a slip by a factor of ten."""
+    if not gold.lstrip("-").isdigit():
+        return gold + "1"
+    value = int(gold)
+    return str(rng.choice([v for v in (value + 1, value - 1, value + 2, value * 10, value // 10) if v != value]))
+
+
+def _restate(body: str, gold: str, value: str) -> str:
+    """`body` with its last mention of the final number `gold` replaced by `value` (a wrong solution's
+    reasoning arrives at its own number)."""
+    at = body.rfind(gold)
+    return body if at < 0 or value == gold else body[:at] + value + body[at + len(gold) :]
+
+
+def _gsm8k_completion(body: str, value: str, form: int) -> str:
+    """The reasoning followed by the answer `value` in one of the forms a policy writes on GSM8K."""
+    grouped = f"{int(value):,}" if value.lstrip("-").isdigit() else value
+    endings = [
+        f"#### {value}",
+        f"The answer is {value}.",
+        f"The final answer is $\\boxed{{{value}}}$.",
+        f"So in total that is ${grouped}.",
+    ]
+    return f"{body}\n{endings[form % len(endings)]}".lstrip()
+
+
+def _math_wrong_answer(answer: str, others: list[str], rng: random.Random) -> str:
+    """A plausible wrong MATH answer: the first integer in the gold off by one or two (the first, so that a
+    unit's exponent such as `cm}^2` stays), or (no digits) another problem's answer."""
+    m = _INT_RE.search(answer)
+    if m is None:
+        return rng.choice(others)
+    return answer[: m.start()] + str(int(m.group(0)) + rng.choice([1, 2])) + answer[m.end() :]
+
+
+def _math_variant(answer: str, form: int) -> str:
+    """The gold written differently but equally: `\\dfrac`, no spaces, no `\\left`/`\\right`."""
+    if form % 3 == 1:
+        return answer.replace("\\frac", "\\dfrac").replace("\\left", "").replace("\\right", "")
+    if form % 3 == 2:
+        return answer.replace(" ", "")
+    return answer
+
+
+def _math_completion(solution: str, answer: str, value: str, form: int) -> str:
+    """The MATH reference reasoning (whose one box holds `answer`) ending with `value` boxed, or stated after
+    an answer phrase."""
+    box = "\\boxed{" + answer + "}"
+    start = solution.rfind(box)
+    if form % 3 == 0:
+        return solution[:start] + "\\boxed{" + value + "}" + solution[start + len(box) :]
+    body = solution[:start] + answer + solution[start + len(box) :] if start > 0 else ""
+    if form % 3 == 1:
+        return f"{body}\nFinal Answer: The final answer is ${value}$. I hope it is correct.".lstrip()
+    return f"{body}\nTherefore, the answer is ${value}$.".lstrip()
+
+
+def _group(gold_values: tuple, make, rng: random.Random, size: int) -> list[tuple[str, float]]:
+    """`size` completions for one prompt: a drawn number of them right, the rest sharing one or two wrong
+    answers, each group written in two of the surface forms (a policy repeats its style)."""
+    right, wrong = gold_values
+    n_right = rng.randint(0, size)
+    forms = rng.sample(range(12), 2)
+    out = []
+    for k in range(size):
+        correct = k < n_right
+        value = right(forms[k % 2]) if correct else wrong[k % len(wrong)]
+        out.append((make(value, forms[k % 2]), float(correct)))
+    rng.shuffle(out)
+    return out
+
+
+def build_warm_batch(data: Path, steps: int = 8, batch_size: int = 128, group_size: int = 8,
+                     seed: int = 0, reasoning: bool = True, bare_golds: bool = False) -> list[list[dict]]:
+    """`steps + 1` batches of `batch_size` completions (the first is the warm-up call): groups of
+    `group_size` completions per prompt, half of the groups GSM8K test problems and half MATH-500 problems
+    (those whose solution has a single `\\boxed{}`), every prompt used once. Each item holds `completion` (the
+    text), `solution` (the GSM8K final number or the MATH solution, as TRL's reward reads it),
+    `label` (1.0 when the answer written equals the gold) and `kind`. With `reasoning=False` a completion is
+    only the sentence stating the answer; with `bare_golds=True` a MATH item's `solution` is its bare answer
+    (as in a dataset with an `answer` column) instead of the whole reference solution."""
+    from .normalize import normalize_answer
+
+    if batch_size % (2 * group_size):
+        raise ValueError(f"batch_size ({batch_size}) must be a multiple of 2 * group_size ({2 * group_size})")
+    rng = random.Random(seed)
+    groups_per_kind = (steps + 1) * batch_size // (2 * group_size)
+    gsm = [json.loads(line)["answer"] for line in (data / "gsm8k" / "test.jsonl").open()]
+    math_rows = [row for row in _math_rows(data) if row["solution"].count("\\boxed") == 1]
+    if groups_per_kind > min(len(gsm), len(math_rows)):
+        raise ValueError(f"{steps} steps of {batch_size} need {groups_per_kind} problems of each kind")
+    all_math_answers = [row["answer"] for row in math_rows]
+    groups = []
+    for column in rng.sample(gsm, groups_per_kind):
+        body, gold = _gsm8k_rationale(column)
+        wrong = sorted({_wrong_number(gold, rng) for _ in range(rng.randint(1, 2))} - {gold})
+        body = body if reasoning else ""
+        make = lambda value, form, body=body, gold=gold: _gsm8k_completion(_restate(body, gold, value), value, form)
+        pairs = _group((lambda form, gold=gold: gold, wrong), make, rng, group_size)
+        groups.append([{"completion": c, "solution": gold, "label": label, "kind": "gsm8k"} for c, label in pairs])
+    for row in rng.sample(math_rows, groups_per_kind):
+        others = [a for a in all_math_answers if normalize_answer(a) != normalize_answer(row["answer"])]
+        wrong = sorted({_math_wrong_answer(row["answer"], others, rng) for _ in range(rng.randint(1, 2))})
+        solution = row["solution"] if reasoning else "\\boxed{" + row["answer"] + "}"
+        make = lambda value, form, solution=solution, row=row: _math_completion(solution, row["answer"], value, form)
+        right = lambda form, answer=row["answer"]: _math_variant(answer, form // 3)
+        pairs = _group((right, wrong), make, rng, group_size)
+        gold_column = row["answer"] if bare_golds else row["solution"]
+        groups.append([{"completion": c, "solution": gold_column, "label": label, "kind": "math"}
+                       for c, label in pairs])
+    gsm_groups, math_groups = groups[:groups_per_kind], groups[groups_per_kind:]
+    per_step = batch_size // (2 * group_size)
+    batches = []
+    for s in range(steps + 1):
+        batch_groups = gsm_groups[s * per_step : (s + 1) * per_step] + math_groups[s * per_step : (s + 1) * per_step]
+        rng.shuffle(batch_groups)
+        batches.append([item for group in batch_groups for item in group])
+    return batches
+
+
+def _warm_child(conn, side: str, batches: list[list[dict]], timeout: float) -> None:
+    """In a fresh process: one warm-up call with `batches[0]` (it starts our worker pool), then each later
+    batch as one timed call, as the trainer makes it; sends (rewards, seconds per call)."""
+    import logging
+
+    logging.disable(logging.CRITICAL)
+    if side == "trl":
+        from trl.rewards import accuracy_reward as reward
+    else:
+        from .accuracy import AccuracyReward
+        from .pool import get_default_pool
+
+        reward = AccuracyReward(timeout=timeout)
+
+    def call(batch):
+        completions = [[{"role": "assistant", "content": item["completion"]}] for item in batch]
+        return reward(completions, solution=[item["solution"] for item in batch])
+
+    call(batches[0])
+    if side == "ours":
+        get_default_pool().wait_ready()  # started even if the warm-up batch never needed it
+    rewards, seconds = [], []
+    for batch in batches[1:]:
+        start = time.perf_counter()
+        rewards.extend(call(batch))
+        seconds.append(time.perf_counter() - start)
+    conn.send((rewards, seconds))
+
+
+def run_warm_batch(side: str, batches: list[list[dict]], timeout: float = 5.0) -> tuple[list, list[float]]:
+    """Rewards of `batches[1:]` and the seconds of each call, scored by `side` ("ours" or "trl") in a fresh
+    process (spawned: nothing imported or cached here carries over)."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_warm_child, args=(child, side, batches, timeout), daemon=True)
+    proc.start()
+    try:
+        if not parent.poll(_WARM_CHILD_LIMIT_S):
+            raise RuntimeError(f"warm-batch benchmark of {side} did not finish in {_WARM_CHILD_LIMIT_S}s")
+        return parent.recv()
+    finally:
+        proc.kill()
+        proc.join()
 
 
 # ----------------------------------------------------------------------------------------------------- TRL
@@ -235,6 +416,34 @@ def _real_items(data: Path) -> list[dict]:
     return items
 
 
+def _agreement_of_kind(rewards: list, items: list[dict], kind: str) -> float:
+    chosen = [i for i, item in enumerate(items) if item["kind"] == kind]
+    return _agreement([rewards[i] for i in chosen], [items[i]["label"] for i in chosen])
+
+
+def warm_batch_rate(batches: list[list[dict]], seconds: list[float]) -> float:
+    """Items per second over the timed calls (`batches[1:]`, one call each)."""
+    return sum(len(batch) for batch in batches[1:]) / sum(seconds)
+
+
+def warm_batch_report(batches: list[list[dict]], sides: dict[str, tuple[list, list[float]]]) -> list[str]:
+    """Lines giving each side's items/s over the timed calls, its fastest and slowest call, its agreement
+    with the labels (overall and per kind), and the ratio of the first side's rate to each other's."""
+    items = [item for batch in batches[1:] for item in batch]
+    labels = [item["label"] for item in items]
+    kinds = sorted({item["kind"] for item in items})
+    lines, rates = [], {}
+    for side, (rewards, seconds) in sides.items():
+        rates[side] = warm_batch_rate(batches, seconds)
+        per_kind = ", ".join(f"{kind} {_agreement_of_kind(rewards, items, kind):.4f}" for kind in kinds)
+        calls = f"{1000 * min(seconds):.0f}-{1000 * max(seconds):.0f} ms"
+        lines.append(f"{side:5s}: {rates[side]:9.1f} items/s  (calls {calls})  "
+                     f"agreement {_agreement(rewards, labels):.4f} ({per_kind})")
+    first, *others = rates
+    lines += [f"ratio: {rates[first] / rates[other]:.1f}x ({first} / {other})" for other in others]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000, help="number of completions in the mix")
@@ -243,9 +452,41 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trl-item-limit", type=float, default=20.0, help="watchdog for one TRL item (s)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with gsm8k/ and math500/")
     parser.add_argument("--no-real", action="store_true", help="skip the real labelled GSM8K model solutions")
+    parser.add_argument("--warm-steps", type=int, default=8, help="timed calls of the warm GRPO batch")
+    parser.add_argument("--warm-batch", type=int, default=128, help="completions per warm-batch call")
+    parser.add_argument("--group", type=int, default=8, help="completions per prompt in the warm batch")
+    parser.add_argument("--warm-only", action="store_true", help="measure only the warm GRPO batch")
+    parser.add_argument("--no-reasoning", action="store_true",
+                        help="warm-batch completions are only the sentence stating the answer (no reasoning)")
+    parser.add_argument("--bare-golds", action="store_true",
+                        help="warm-batch MATH golds are the bare answers, not the reference solutions")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="warm-batch measurements, each side in a fresh process per round, alternating order")
     args = parser.parse_args(argv)
 
     from .pool import default_pool_size
+
+    batches = build_warm_batch(args.data, args.warm_steps, args.warm_batch, args.group, args.seed,
+                               reasoning=not args.no_reasoning, bare_golds=args.bare_golds)
+    print(f"warm GRPO batch: a warm-up call, then {args.warm_steps} calls of {args.warm_batch} completions "
+          f"(groups of {args.group}, half GSM8K / half MATH-500 prompts, "
+          f"{'answer only' if args.no_reasoning else 'reasoning + answer'}, MATH golds "
+          f"{'bare answers' if args.bare_golds else 'reference solutions'}), each side in a fresh process, "
+          f"{default_pool_size()} cores, deadline {args.timeout}s", flush=True)
+    ratios = []
+    for round_ in range(args.rounds):
+        order = ("ours", "trl") if round_ % 2 == 0 else ("trl", "ours")  # alternate: load drifts
+        sides = {side: run_warm_batch(side, batches, args.timeout) for side in order}
+        lines = warm_batch_report(batches, {side: sides[side] for side in ("ours", "trl")})
+        ratios.append(warm_batch_rate(batches, sides["ours"][1]) / warm_batch_rate(batches, sides["trl"][1]))
+        print(f" round {round_ + 1}/{args.rounds} ({order[0]} first)", flush=True)
+        for line in lines:
+            print("  " + line, flush=True)
+    if args.rounds > 1:
+        print(f"  ratio over {args.rounds} rounds: min {min(ratios):.1f}x, median {statistics.median(ratios):.1f}x, "
+              f"max {max(ratios):.1f}x")
+    if args.warm_only:
+        return
 
     items = build_items(args.data, args.n, args.seed)
     labels = [item["label"] for item in items]

@@ -14,15 +14,17 @@ Order of checks for one (pred, gold) pair of already-extracted answer strings:
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 
 from .guards import reject_reason
 from .normalize import normalize_answer, numbers_equal, parse_number
 from .numeric import clearly_different
+from .structure import structurally_different
 from .pool import VerifierPool, get_default_pool
 
-__all__ = ["answers_match", "match_many", "fast_verdict", "clear_cache"]
+__all__ = ["answers_match", "list_parts", "match_many", "match_texts", "fast_verdict", "clear_cache"]
 
 _CACHE_SIZE = 100_000
 
@@ -89,6 +91,43 @@ def _never_a_number(answer: str, normalized: str) -> bool:
     return "\\text" in answer and normalized.isalpha() and len(normalized) > 1
 
 
+_LIST_SEPARATOR_RE = re.compile(r"\\text\s*\{\s*(?:and|or)\s*\}|\b(?:and|or)\b")
+_MAX_LIST_PARTS = 32
+
+
+def list_parts(answer: str) -> list[str]:
+    r"""The answers of a list written at the top level (outside brackets and braces), split at commas,
+    semicolons and the words "and" / "or": `2, 3, 5` -> ['2', '3', '5'], `-2 	ext{ and } 1` -> ['-2', '1'];
+    a tuple `(3, 2)`, a set `\{1, 2\}` or a single answer is one part."""
+    answer = _LIST_SEPARATOR_RE.sub(",", answer)
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(answer):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch in ",;" and depth == 0 and not (i > 0 and answer[i - 1] == "\\"):
+            parts.append(answer[start:i])
+            start = i + 1
+        if len(parts) > _MAX_LIST_PARTS:
+            return [answer]
+    parts.append(answer[start:])
+    return [part.strip() for part in parts if part.strip()]
+
+
+def _numbers_as_sets(pred: str, gold: str) -> bool | None:
+    """Lists of plain numbers compared as sets with multiplicity (the multi-answer rule: order-free);
+    None unless one side is a list and every answer of both sides is a plain number."""
+    pred_parts, gold_parts = list_parts(pred), list_parts(gold)
+    if len(pred_parts) < 2 and len(gold_parts) < 2:
+        return None
+    pred_numbers = [parse_number(part) for part in pred_parts]
+    gold_numbers = [parse_number(part) for part in gold_parts]
+    if any(n is None or n.percent for n in pred_numbers + gold_numbers):
+        return None
+    return sorted(n.value for n in pred_numbers) == sorted(n.value for n in gold_numbers)
+
+
 def fast_verdict(pred: str, gold: str, max_chars: int = 1000) -> bool | None:
     """The verdict when it needs no sympy (string/number fast path or a rejected prediction), else None."""
     if len(pred) > max_chars:
@@ -100,11 +139,14 @@ def fast_verdict(pred: str, gold: str, max_chars: int = 1000) -> bool | None:
     gold_number = parse_number(gold)
     if pred_number is not None and gold_number is not None:
         return numbers_equal(pred_number, gold_number)
+    as_sets = _numbers_as_sets(pred, gold)
+    if as_sets is not None:
+        return as_sets
     if (pred_number is not None and _never_a_number(gold, gold_normal)) or (
         gold_number is not None and _never_a_number(pred, pred_normal)
     ):
         return False
-    if clearly_different(pred_normal, gold_normal):
+    if clearly_different(pred_normal, gold_normal) or structurally_different(pred, gold):
         return False
     if reject_reason(pred, max_chars=max_chars) or reject_reason(gold, max_chars=max_chars):
         return False
@@ -135,6 +177,35 @@ def match_many(
         for pair, verdict in zip(unique, verdicts):
             if use_cache:
                 _cache.put(pair, verdict)
+            for i in todo[pair]:
+                results[i] = verdict
+    return results  # type: ignore[return-value]
+
+
+# Raw texts sent to math-verify's own extraction keep their last this many characters (it prefers the rightmost
+# answer), so a megabyte completion costs the worker no more than a long solution.
+MAX_RAW_CHARS = 8000
+
+
+def match_texts(
+    pairs: list[tuple[str, str]], timeout: float = 5.0, pool: VerifierPool | None = None, use_cache: bool = True
+) -> list[bool]:
+    """math-verify's own reading of whole texts: for each (completion, gold column) pair, `verify(parse(gold),
+    parse(completion))` with math-verify's default extraction configs, in a worker bounded by `timeout`.
+
+    The fall-through of `accuracy_reward` for the items its own extraction cannot decide."""
+    pairs = [(pred[-MAX_RAW_CHARS:], gold[-MAX_RAW_CHARS:]) for pred, gold in pairs]
+    results: list[bool | None] = [_cache.get((*pair, "raw")) if use_cache else None for pair in pairs]
+    todo: dict[tuple[str, str], list[int]] = {}
+    for i, pair in enumerate(pairs):
+        if results[i] is None:
+            todo.setdefault(pair, []).append(i)
+    if todo:
+        unique = list(todo)
+        verdicts = (pool or get_default_pool()).run([(pred, gold, True) for pred, gold in unique], timeout)
+        for pair, verdict in zip(unique, verdicts):
+            if use_cache:
+                _cache.put((*pair, "raw"), verdict)
             for i in todo[pair]:
                 results[i] = verdict
     return results  # type: ignore[return-value]

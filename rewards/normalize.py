@@ -18,7 +18,7 @@ from fractions import Fraction
 __all__ = ["normalize_answer", "parse_number", "numbers_equal", "PlainNumber"]
 
 # Presentation-only LaTeX removed before comparing strings.
-_SPACING_RE = re.compile(r"\\[,;:! ]|\\q?quad\b|~")
+_SPACING_RE = re.compile(r"(?<!\\)\\[,;:! ]|\\q?quad\b|~")  # not the 2nd backslash of a row break `\\ `
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![a-zA-Z])")
 _TEXT_WRAPPER_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree")
@@ -27,6 +27,8 @@ _DISPLAY_WRAPPERS = (("\\(", "\\)"), ("\\[", "\\]"), ("$$", "$$"))
 # Spacing between a digit and a group of exactly three digits is a thousands separator (`1\,000`, `12 345`).
 _THOUSANDS_SPACE_RE = re.compile(r"(?<=\d)(?:\s|\\[,;:! ]|~)+(?=\d{3}(?!\d))")
 _WHITESPACE_RE = re.compile(r"\s+")
+# `11,\! 111,\! 100`: a comma with a negative thin space (and any space after it) is a thousands separator.
+_THOUSANDS_NEGSPACE_RE = re.compile(r"(?<=\d),\\!\s*(?=\d{3}(?!\d))")
 
 
 def _drop_whitespace(s: str) -> str:
@@ -111,7 +113,7 @@ def parse_number(answer: str) -> PlainNumber | None:
     if s.startswith("$") and s.endswith("$") and len(s) > 2 and s.count("$") == 2:
         s = s[1:-1].strip()
     # `10,\!080` and `10{,}080` are LaTeX spellings of the thousands separator.
-    s = s.replace("\\!", "").replace("{,}", ",")
+    s = _THOUSANDS_NEGSPACE_RE.sub(",", s).replace("\\!", "").replace("{,}", ",")
     s = _SPACING_RE.sub(" ", s).strip()
     s = _FRAC_CMD_RE.sub(r"\\frac", s)
     s = _DEGREE_RE.sub("", s).strip()

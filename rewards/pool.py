@@ -140,8 +140,11 @@ class _Worker:
         *lines, self.buffer = self.buffer.split(b"\n")
         return [line.decode() for line in lines]
 
-    def send(self, pred: str, gold: str, timeout: float) -> None:
-        payload = (json.dumps({"pred": pred, "gold": gold, "timeout": timeout}) + "\n").encode()
+    def send(self, pred: str, gold: str, timeout: float, raw: bool = False) -> None:
+        request = {"pred": pred, "gold": gold, "timeout": timeout}
+        if raw:  # whole texts, read by math-verify's own extraction (see rewards._verify_worker)
+            request["raw"] = True
+        payload = (json.dumps(request) + "\n").encode()
         while payload:
             payload = payload[os.write(self.request_fd, payload) :]
 
@@ -170,7 +173,8 @@ class _Worker:
 class VerifierPool:
     """Runs `math-verify` equivalence checks in worker processes, each item bounded by a deadline.
 
-    `run(pairs, timeout)` returns one bool per (pred, gold) pair: True when math-verify finds them equal,
+    `run(pairs, timeout)` returns one bool per (pred, gold) pair: True when math-verify finds them equal
+    (a (pred, gold, True) triple holds whole texts for math-verify's own extraction),
     False when not, when the worker overran `timeout` seconds (it is killed and replaced) or died (e.g. hit
     its memory limit). Calls from several threads are serialized; each call spreads its items over `size`
     workers at a time. `spares` extra idle workers are kept started so that a killed worker's place is taken at
@@ -255,8 +259,9 @@ class VerifierPool:
                 for worker in self._workers:
                     if pending and worker.ready and worker.fd not in busy and len(busy) < self.size:
                         index = pending.popleft()
+                        pred, gold, *raw = pairs[index]
                         try:
-                            worker.send(*pairs[index], timeout)
+                            worker.send(pred, gold, timeout, *raw)
                         except OSError:  # died while idle
                             self._replace(worker, exited=True)
                             pending.appendleft(index)

@@ -69,6 +69,42 @@ def test_pathological_scores_zero_within_deadline_worker_thread(name):
     assert elapsed < BOUND, f"{name}: {elapsed:.2f}s"
 
 
+# A gold column that is prose (no box, several lines): it and the completion go to math-verify's own extraction
+# in the worker (the fall-through), which must be bounded the same way.
+PROSE_GOLD = "Solving the equation gives\n$x = \\frac{\\pi}{2}$, which is the angle."
+
+
+def test_prose_gold_reaches_math_verify_extraction():
+    # the path the next test bounds is live: math-verify reads this gold column and scores against it
+    assert AccuracyReward(timeout=30.0)([r"\boxed{\frac{\pi}{2}}", r"\boxed{\frac{\pi}{3}}"], solution=[PROSE_GOLD] * 2) == [
+        1.0,
+        0.0,
+    ]
+
+
+@pytest.mark.parametrize("name", ["gamma of a million (reaches sympy)", "exponential tower (reaches sympy)",
+                                  "megabyte nested braces", "100k-digit bare number"])
+@pytest.mark.parametrize("in_thread", [False, True])
+def test_pathological_read_by_math_verify_scores_zero_within_deadline(name, in_thread):
+    def score():
+        clear_cache()
+        start = time.monotonic()
+        out = AccuracyReward(timeout=DEADLINE)([PATHOLOGICAL[name]], solution=[PROSE_GOLD])
+        return out, time.monotonic() - start
+
+    box = {}
+    if in_thread:
+        thread = threading.Thread(target=lambda: box.update(result=score()))
+        thread.start()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    else:
+        box["result"] = score()
+    out, elapsed = box["result"]
+    assert out == [0.0]
+    assert elapsed < BOUND, f"{name}: {elapsed:.2f}s"
+
+
 def test_concurrent_calls_from_thread_pool_stay_correct():
     reward = AccuracyReward(timeout=DEADLINE)
     batch = [PATHOLOGICAL["gamma of a million (reaches sympy)"], r"\boxed{2\sqrt{2}}", r"\boxed{\sqrt{8}}", "17"]
@@ -142,6 +178,20 @@ def test_pathological_in_a_subprocess():
     assert float(elapsed) < BOUND + DEADLINE
 
 
+def test_pathological_read_by_math_verify_in_a_subprocess():
+    code = (
+        "import sys, time; from rewards import AccuracyReward, get_default_pool;"
+        "get_default_pool().wait_ready(); r = AccuracyReward(timeout=1.0); gold = sys.argv[1]; t = time.monotonic();"
+        r"out = r([r'\boxed{\Gamma(10^{6})}', r'\boxed{\frac{\pi}{2}}'], solution=[gold, gold]);"
+        " print(out, time.monotonic() - t)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, PROSE_GOLD], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out, elapsed = done.stdout.rsplit("]", 1)
+    assert out + "]" == "[0.0, 1.0]"
+    assert float(elapsed) < BOUND + DEADLINE  # the gold's own reading, then the pair: two items in sequence
+
+
 INJECTIONS = [
     "__import__('os').system('touch {marker}')",
     "eval(\"open('{marker}', 'w').write('x')\")",
@@ -169,6 +219,8 @@ def test_code_injection_runs_nothing(template, tmp_path):
     for gold in ("5", r"\frac{\pi}{2}", "x"):
         assert reward(completions, answer=[gold] * 4) == [0.0] * 4
         assert answers_match(payload, gold) is False
+    # whole texts read by math-verify's own extraction (a prose gold column, math in the completion)
+    assert reward([f"${payload}$", f"So \\( {payload} \\)"], solution=[PROSE_GOLD] * 2) == [0.0, 0.0]
     assert not marker.exists()
 
 

@@ -23,7 +23,7 @@ from rewards.normalize import parse_number
     "text, expected",
     [
         (r"so \boxed{\frac{1}{2}} and done", r"\frac{1}{2}"),
-        (r"first \boxed{1}, finally \boxed{\frac{a}{\sqrt{b^{2}}}}.", r"\frac{a}{\sqrt{b^{2}}}"),
+        (r"first \boxed{1} is wrong. Finally \boxed{\frac{a}{\sqrt{b^{2}}}}.", r"\frac{a}{\sqrt{b^{2}}}"),
         (r"\fbox{7}", "7"),
         (r"\boxed 5 is it", "5"),
         (r"last box unbalanced \boxed{3} then \boxed{4", "3"),
