@@ -97,7 +97,7 @@ def launch_mismatch(env: Mapping[str, str], distributed_type: Any, num_processes
         if _env_flag(env, flag) and kind != wanted:
             return (
                 f"the accelerate config asks for {wanted} ({flag}=true) but the Accelerator runs {kind}: accelerate "
-                f"uses {wanted} only on GPUs and falls back to plain data parallel on CPU (use_cpu). For a CPU run use "
+                f"uses {wanted} only on GPUs, and with use_cpu it silently runs without it. For a CPU run use "
                 "accelerate_configs/multi_gpu.yaml"
             )
     return None
@@ -160,12 +160,15 @@ def _destroy_process_group() -> None:
 def run_entry_point(train: Callable[[list[str] | None], Any], argv: list[str] | None, prog: str) -> None:
     """Run `train(argv)` as a command. Bad input (`InputError`, or a malformed data row, which names its file and
     line) ends the process with one line, `prog: error: ...`, and exit status 2, as argparse does; any other
-    exception keeps its traceback. Returns None: console-script wrappers pass the return value to `sys.exit`."""
+    exception keeps its traceback. On any exception the process group is destroyed first (reducers freed), so a
+    failed rank exits too. Returns None: console-script wrappers pass the return value to `sys.exit`."""
     from grpo_ext.data import DatasetFormatError
 
     try:
         train(argv)
-    except (InputError, DatasetFormatError) as err:
-        _destroy_process_group()  # every rank meets the same check, so none waits in a collective
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except BaseException as err:
+        _destroy_process_group()
+        if isinstance(err, (InputError, DatasetFormatError)):
+            print(f"{prog}: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        raise
