@@ -112,6 +112,22 @@ def check_distributed_launch(accelerator, env: Mapping[str, str] | None = None) 
         raise InputError(reason)
 
 
+def explain_parse_error(error: ValueError, env: Mapping[str, str] | None = None) -> None:
+    """Raise an `InputError` naming the launch when a config's own check failed because the processes did not join:
+    TRL's "generation_batch_size (2) must be divisible by num_generations (4)" means little when 2 processes were
+    launched and each counts itself alone. Returns when the launch is not the cause (the caller re-raises)."""
+    from accelerate.state import PartialState
+
+    if not PartialState._shared_state:  # the arguments failed before any distributed state was built
+        return
+    env = os.environ if env is None else env
+    state = PartialState()
+    # only the process count: FSDP is not yet visible in the partial state the arguments build
+    reason = launch_mismatch({"WORLD_SIZE": env.get("WORLD_SIZE", "1")}, state.distributed_type, state.num_processes)
+    if reason:
+        raise InputError(f"{reason} (what failed: {error})") from error
+
+
 # ---------------------------------------------------------------------------------------------------------- teardown
 
 

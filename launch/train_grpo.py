@@ -32,6 +32,7 @@ from launch.common import (
     check_distributed_launch,
     check_model_path,
     end_launch,
+    explain_parse_error,
     run_entry_point,
 )
 
@@ -270,7 +271,11 @@ def parse_training_args(parser, argv: list[str] | None):
     """Recipe (`--config`, a path or a shipped recipe name) plus command-line overrides -> (script, training, model)
     arguments, with a model path required and the model loading options passed to the trainer."""
     argv = resolve_recipe(sys.argv[1:] if argv is None else argv)
-    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    try:
+        script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    except ValueError as err:
+        explain_parse_error(err)
+        raise
     if model_args.model_name_or_path is None:
         raise InputError("--model_name_or_path is required (in the recipe or on the command line)")
     check_input_paths(script_args, model_args)

@@ -203,3 +203,7 @@ def test_every_entry_point_stops_when_the_launch_config_did_not_take_effect(tiny
         with pytest.raises(InputError, match=r"^the launcher started 2 processes \(WORLD_SIZE=2\) but this one runs as "
                            r"1 of 1 \(distributed type NO\)"):
             runs["train_grpo"]([])
+        # TRL's own check fails first with these sizes (2 per device x 1 process < 4 generations): the launch is named
+        with pytest.raises(InputError, match=r"^the launcher started 2 processes .* \(what failed: generation_batch_size "
+                           r"\(2\) must be divisible by num_generations \(4\)"):
+            runs["train_grpo"](["--per_device_train_batch_size", "2"])
