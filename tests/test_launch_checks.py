@@ -2,8 +2,6 @@
 and always exit (launch/common.py)."""
 
 import json
-import sys
-from pathlib import Path
 
 import huggingface_hub
 import pytest
@@ -13,10 +11,6 @@ from accelerate.utils import DistributedType
 from launch import sft, train_grpo, train_reward_model
 from launch.common import InputError, check_data_files, check_model_path, launch_mismatch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from launch_helpers import launch_two_cpu_processes  # noqa: E402
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CPU = ["--use_cpu", "true", "--report_to", "none"]
 
 
@@ -109,7 +103,8 @@ def test_sft_reward_model_and_evaluate_name_a_missing_model(tiny_model_path, sha
     with pytest.raises(InputError, match=f"^--model_name_or_path {missing}: no such file or directory"):
         sft.train(["--model_name_or_path", missing, "--output_dir", str(tmp_path / "o"), *CPU])
     with pytest.raises(InputError, match=f"^--data_files {missing}: no such file"):
-        sft.train(["--model_name_or_path", tiny_model_path, "--data_files", missing, "--output_dir", str(tmp_path), *CPU])
+        sft.train(["--model_name_or_path", tiny_model_path, "--data_files", missing, "--output_dir", str(tmp_path),
+                   *CPU])
     with pytest.raises(InputError, match=f"^--model_name_or_path {missing}: no such file or directory"):
         train_reward_model.parse_args(["--model_name_or_path", missing, "--output_dir", str(tmp_path), *CPU])
     with pytest.raises(InputError, match=f"^--data_files {missing}: no such file"):
@@ -153,7 +148,8 @@ def test_launch_mismatch_rules():
     assert launch_mismatch({"WORLD_SIZE": "2"}, *ddp_cpu) is None
     assert launch_mismatch({"WORLD_SIZE": "2", "ACCELERATE_USE_FSDP": "false"}, *ddp_cpu) is None
     assert launch_mismatch({"WORLD_SIZE": "8", "ACCELERATE_USE_FSDP": "true"}, DistributedType.FSDP, 8) is None
-    assert launch_mismatch({"WORLD_SIZE": "8", "ACCELERATE_USE_DEEPSPEED": "true"}, DistributedType.DEEPSPEED, 8) is None
+    deepspeed_env = {"WORLD_SIZE": "8", "ACCELERATE_USE_DEEPSPEED": "true"}
+    assert launch_mismatch(deepspeed_env, DistributedType.DEEPSPEED, 8) is None
     assert launch_mismatch({}, DistributedType.NO, 1) is None  # python script.py
     # torchrun started 2 processes, but without a GPU and without use_cpu each builds a single-process state
     alone = launch_mismatch({"WORLD_SIZE": "2", "LOCAL_RANK": "0"}, DistributedType.NO, 1)
@@ -204,6 +200,6 @@ def test_every_entry_point_stops_when_the_launch_config_did_not_take_effect(tiny
                            r"1 of 1 \(distributed type NO\)"):
             runs["train_grpo"]([])
         # TRL's own check fails first with these sizes (2 per device x 1 process < 4 generations): the launch is named
-        with pytest.raises(InputError, match=r"^the launcher started 2 processes .* \(what failed: generation_batch_size "
-                           r"\(2\) must be divisible by num_generations \(4\)"):
+        with pytest.raises(InputError, match=r"^the launcher started 2 processes .* \(what failed: "
+                           r"generation_batch_size \(2\) must be divisible by num_generations \(4\)"):
             runs["train_grpo"](["--per_device_train_batch_size", "2"])
