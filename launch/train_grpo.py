@@ -269,7 +269,8 @@ def set_model_init_kwargs(training_args, model_args) -> None:
 
 def parse_training_args(parser, argv: list[str] | None):
     """Recipe (`--config`, a path or a shipped recipe name) plus command-line overrides -> (script, training, model)
-    arguments, with a model path required and the model loading options passed to the trainer."""
+    arguments, with a model path required, every model path and data file checked (`check_input_paths`) and the
+    model loading options passed to the trainer."""
     argv = resolve_recipe(sys.argv[1:] if argv is None else argv)
     try:
         script_args, training_args, model_args = parser.parse_args_and_config(argv)
