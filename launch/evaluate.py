@@ -176,6 +176,9 @@ def evaluate(argv: list[str] | None = None, generator: Generator | None = None, 
     if generator is None:
         if args.model_name_or_path is None:
             raise ValueError("--model_name_or_path is required")
+        from launch.common import check_model_path
+
+        check_model_path(args.model_name_or_path)  # a missing path is named, not reported as a hub failure
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)

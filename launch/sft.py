@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from launch.common import check_distributed_launch, end_launch, run_entry_point
 from launch.train_grpo import (
     METRICS_FILE,
     RESOLVED_CONFIG_FILE,
@@ -77,6 +78,7 @@ def train(argv: list[str] | None = None):
         quantization_config=get_quantization_config(model_args),
         callbacks=[MetricsLogCallback(metrics_path)],
     )
+    check_distributed_launch(trainer.accelerator)
     if trainer.accelerator.is_main_process:
         if os.path.exists(metrics_path) and not training_args.resume_from_checkpoint:
             os.remove(metrics_path)
@@ -92,14 +94,14 @@ def train(argv: list[str] | None = None):
     trainer.accelerator.print(f"Model, tokenizer and logs saved to {training_args.output_dir}")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
-    if hasattr(trainer, "end"):
-        trainer.end()
+    end_launch(trainer)
     return trainer
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console script entry point (returns None: the wrapper passes the return value to sys.exit)."""
-    train(argv)
+    """Console script entry point: bad input ends it with one line (returns None: the wrapper passes the return
+    value to sys.exit)."""
+    run_entry_point(train, argv, prog="grpo-ext-sft")
 
 
 if __name__ == "__main__":

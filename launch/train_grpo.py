@@ -26,6 +26,15 @@ from typing import Any
 from transformers import TrainerCallback
 
 from grpo_ext.data import DEFAULT_INSTRUCTION
+from launch.common import (
+    InputError,
+    check_data_files,
+    check_distributed_launch,
+    check_model_path,
+    end_launch,
+    explain_parse_error,
+    run_entry_point,
+)
 
 RESOLVED_CONFIG_FILE = "resolved_config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -240,7 +249,7 @@ def resolve_recipe(argv: list[str]) -> list[str]:
         if i < len(argv) and not os.path.exists(argv[i]):
             shipped = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes", f"{argv[i]}.yaml")
             if not os.path.exists(shipped):
-                raise FileNotFoundError(f"--config {argv[i]}: no such file, and no shipped recipe {shipped}")
+                raise InputError(f"--config {argv[i]}: no such file, and no shipped recipe {shipped}")
             argv[i] = shipped
     return argv
 
@@ -260,13 +269,31 @@ def set_model_init_kwargs(training_args, model_args) -> None:
 
 def parse_training_args(parser, argv: list[str] | None):
     """Recipe (`--config`, a path or a shipped recipe name) plus command-line overrides -> (script, training, model)
-    arguments, with a model path required and the model loading options passed to the trainer."""
+    arguments, with a model path required, every model path and data file checked (`check_input_paths`) and the
+    model loading options passed to the trainer."""
     argv = resolve_recipe(sys.argv[1:] if argv is None else argv)
-    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    try:
+        script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    except ValueError as err:
+        explain_parse_error(err)
+        raise
     if model_args.model_name_or_path is None:
-        raise ValueError("--model_name_or_path is required (in the recipe or on the command line)")
+        raise InputError("--model_name_or_path is required (in the recipe or on the command line)")
+    check_input_paths(script_args, model_args)
     set_model_init_kwargs(training_args, model_args)
     return script_args, training_args, model_args
+
+
+def check_input_paths(script_args, model_args) -> None:
+    """Every model path and local data file the arguments name exists (or is a hub id), before anything loads."""
+    check_model_path(model_args.model_name_or_path)
+    for option in ("reward_model_name_or_path", "process_reward_model_name_or_path"):  # GRPO only
+        check_model_path(getattr(script_args, option, None), f"--{option}")
+    check_data_files(script_args.data_files, "--data_files")
+    check_data_files(getattr(script_args, "math_eval_data_files", None), "--math_eval_data_files")
+    for i, entry in enumerate(script_args.dataset_mixture or []):
+        if isinstance(entry, dict):  # other shapes are refused, with the entry, by grpo_ext.data.load_mixture
+            check_data_files(entry.get("data_files"), f"dataset_mixture[{i}].data_files")
 
 
 def make_parser():
@@ -311,6 +338,7 @@ def train(argv: list[str] | None = None):
         callbacks=[MetricsLogCallback(metrics_path)],
         **trainer_kwargs,
     )
+    check_distributed_launch(trainer.accelerator)
     if script_args.math_eval_steps:
         from grpo_ext.evaluation import MathEvalCallback
 
@@ -345,14 +373,14 @@ def train(argv: list[str] | None = None):
     trainer.accelerator.print(f"Model, tokenizer and logs saved to {training_args.output_dir}")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
-    if hasattr(trainer, "end"):
-        trainer.end()  # finish the trackers and destroy the process group (transformers >= 5.18)
+    end_launch(trainer)
     return trainer
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console script entry point (returns None: the wrapper passes the return value to sys.exit)."""
-    train(argv)
+    """Console script entry point: bad input ends it with one line (returns None: the wrapper passes the return
+    value to sys.exit)."""
+    run_entry_point(train, argv, prog="grpo-ext-train")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from grpo_ext.reward_models import (
     prompt_text,
     reward_model_loss,
 )
+from launch.common import check_data_files, check_distributed_launch, check_model_path, end_launch, run_entry_point
 
 
 @dataclass
@@ -256,14 +257,14 @@ def train(script_args: RewardModelScriptArguments, training_args: TrainingArgume
     training_args.remove_unused_columns = False  # rows are pre-tokenised by the collator
     trainer = RewardModelTrainer(model=model, args=training_args, train_dataset=rows, eval_dataset=eval_rows,
                                  data_collator=collate, processing_class=tokenizer)
+    check_distributed_launch(trainer.accelerator)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     if eval_rows is not None:
         trainer.save_metrics("eval", trainer.evaluate())  # eval_results.json beside the model
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training_args.output_dir)
-    if hasattr(trainer, "end"):
-        trainer.end()  # finish the trackers and destroy the process group (transformers >= 5.18)
+    end_launch(trainer)
     return trainer
 
 
@@ -273,12 +274,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[RewardModelScriptArgument
 
     parser = TrlParser((RewardModelScriptArguments, TrainingArguments))
     script_args, training_args = parser.parse_args_and_config(args=argv)
+    check_model_path(script_args.model_name_or_path)
+    check_data_files(script_args.data_files, "--data_files")
     return script_args, training_args
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point (`grpo-ext-train-rm`); returns None because console wrappers `sys.exit` the result."""
-    train(*parse_args(argv))
+    """Console entry point (`grpo-ext-train-rm`); bad input ends it with one line. Returns None because console
+    wrappers `sys.exit` the result."""
+    run_entry_point(lambda args: train(*parse_args(args)), argv, prog="grpo-ext-train-rm")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from launch import dpo, rft, sft, train_grpo
+from launch.common import InputError
 
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "launch" / "recipes").glob("*.yaml"))
 NON_GRPO_PARSERS = {"sft_": sft.make_parser, "rft_": rft.make_parser, "dpo_": dpo.make_parser}  # by name prefix
@@ -84,5 +85,5 @@ def test_default_recipe_trains_by_name_with_tiny_overrides(tiny_model_path, shar
 
 
 def test_unknown_recipe_name():
-    with pytest.raises(FileNotFoundError, match="no shipped recipe"):
+    with pytest.raises(InputError, match="^--config no-such-recipe: no such file, and no shipped recipe"):
         train_grpo.train(["--config", "no-such-recipe"])
