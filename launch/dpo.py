@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from launch.rft import OfflineSamplingArguments, load_or_sample, train_offline
+from launch.common import run_entry_point
+from launch.rft import OfflineSamplingArguments, load_or_sample
+from launch.sft import train_and_save
 from launch.train_grpo import load_training_problems, parse_training_args
 
 
@@ -70,12 +72,13 @@ def train(argv: list[str] | None = None):
         quantization_config=get_quantization_config(model_args),
     )
     trainer.accelerator.print(f"DPO: {len(train_dataset)} pairs from {len(problems)} problems")
-    return train_offline(trainer, script_args, training_args, model_args, argv)
+    return train_and_save(trainer, script_args, training_args, model_args, argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console script entry point (returns None: the wrapper passes the return value to sys.exit)."""
-    train(argv)
+    """Console script entry point: bad input ends it with one line (returns None: the wrapper passes the return
+    value to sys.exit)."""
+    run_entry_point(train, argv, prog="grpo-ext-dpo")
 
 
 if __name__ == "__main__":

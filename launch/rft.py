@@ -18,15 +18,9 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from launch.train_grpo import (
-    METRICS_FILE,
-    RESOLVED_CONFIG_FILE,
-    MetricsLogCallback,
-    ProblemDataArguments,
-    load_training_problems,
-    parse_training_args,
-    write_resolved_config,
-)
+from launch.common import run_entry_point
+from launch.sft import train_and_save
+from launch.train_grpo import ProblemDataArguments, load_training_problems, parse_training_args
 
 SAMPLES_FILE = "samples.jsonl"
 
@@ -154,30 +148,6 @@ def load_or_sample(script_args, training_args, model_args, problems) -> list[lis
     return samples
 
 
-def train_offline(trainer, script_args, training_args, model_args, argv):
-    """Log, train, save: what `rft.py` and `dpo.py` do once their TRL trainer is built."""
-    metrics_path = os.path.join(training_args.output_dir, METRICS_FILE)
-    trainer.add_callback(MetricsLogCallback(metrics_path))
-    if trainer.accelerator.is_main_process:
-        if os.path.exists(metrics_path) and not training_args.resume_from_checkpoint:
-            os.remove(metrics_path)  # a fresh run starts a fresh log; a resumed one appends
-        write_resolved_config(
-            os.path.join(training_args.output_dir, RESOLVED_CONFIG_FILE),
-            argv,
-            script_arguments=script_args,
-            training_arguments=training_args,
-            model_arguments=model_args,
-        )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    trainer.accelerator.print(f"Model, tokenizer and logs saved to {training_args.output_dir}")
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
-    if hasattr(trainer, "end"):
-        trainer.end()
-    return trainer
-
-
 def make_parser():
     from trl import ModelConfig, SFTConfig, TrlParser
 
@@ -212,12 +182,13 @@ def train(argv: list[str] | None = None):
         quantization_config=get_quantization_config(model_args),
     )
     trainer.accelerator.print(f"RFT: {len(train_dataset)} distinct correct samples of {len(problems)} problems")
-    return train_offline(trainer, script_args, training_args, model_args, argv)
+    return train_and_save(trainer, script_args, training_args, model_args, argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console script entry point (returns None: the wrapper passes the return value to sys.exit)."""
-    train(argv)
+    """Console script entry point: bad input ends it with one line (returns None: the wrapper passes the return
+    value to sys.exit)."""
+    run_entry_point(train, argv, prog="grpo-ext-rft")
 
 
 if __name__ == "__main__":

@@ -69,19 +69,25 @@ def train(argv: list[str] | None = None):
     )
 
     os.makedirs(training_args.output_dir, exist_ok=True)
-    metrics_path = os.path.join(training_args.output_dir, METRICS_FILE)
     trainer = SFTTrainer(
         model=model_args.model_name_or_path,
         args=training_args,
         train_dataset=train_dataset,
         peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),
-        callbacks=[MetricsLogCallback(metrics_path)],
     )
+    return train_and_save(trainer, script_args, training_args, model_args, argv)
+
+
+def train_and_save(trainer, script_args, training_args, model_args, argv: list[str] | None):
+    """What every offline entry point (`sft.py`, `rft.py`, `dpo.py`) does once its TRL trainer is built: check the
+    launch took effect, log metrics and the resolved config, train, save, push, and end the launch safely."""
     check_distributed_launch(trainer.accelerator)
+    metrics_path = os.path.join(training_args.output_dir, METRICS_FILE)
+    trainer.add_callback(MetricsLogCallback(metrics_path))
     if trainer.accelerator.is_main_process:
         if os.path.exists(metrics_path) and not training_args.resume_from_checkpoint:
-            os.remove(metrics_path)
+            os.remove(metrics_path)  # a fresh run starts a fresh log; a resumed one appends
         write_resolved_config(
             os.path.join(training_args.output_dir, RESOLVED_CONFIG_FILE),
             argv,

@@ -22,7 +22,6 @@ from grpo_ext.protocols import (
     minerva_normalize_final_answer,
     minerva_unnormalized_answer,
     qwen_extract_answer,
-    regex_filter,
     render_prompts,
 )
 
