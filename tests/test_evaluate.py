@@ -101,6 +101,25 @@ def test_scoring_gives_the_training_reward_verdict_where_only_math_verify_reads_
     assert [float(r["correct"]) for r in records] == expected
 
 
+def test_scoring_agrees_with_the_training_reward_where_only_math_verify_reads_the_public_grader_corpus():
+    from pathlib import Path
+
+    from grpo_ext.evaluation import score_problems
+    from rewards import AccuracyReward, extract_gold, extract_prediction
+    from rewards.agreement import load_cases
+
+    # the cases of math-verify's, lighteval's, NeMo-Skills', hendrycks', Qwen's and TRL's own suites in which our
+    # extraction misses the gold or the prediction (where the two scorings used to part: 6 of math-verify's did).
+    # A generous deadline: only the verdicts are compared, and a loaded machine must not time one side out.
+    cases = load_cases(Path(__file__).resolve().parent / "data" / "grader_cases.jsonl")
+    unread = [c for c in cases if (g := extract_gold(c.gold)) is None or extract_prediction(c.prediction, g) is None]
+    predictions, golds = [c.prediction for c in unread], [c.gold for c in unread]
+    rewarded = AccuracyReward(timeout=30.0)(predictions, answer=golds)
+    assert len(unread) >= 10 and rewarded.count(1.0) >= 6
+    records = score_problems([[p] for p in predictions], golds, ks=[1], timeout=30.0)
+    assert [float(r["correct"]) for r in records] == [float(bool(r)) for r in rewarded]
+
+
 def test_majority_vote_counts_samples_read_against_a_gold_only_math_verify_reads():
     from grpo_ext.evaluation import score_problems
 
