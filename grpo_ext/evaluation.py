@@ -2,8 +2,8 @@
 periodic evaluation callback used during training. The command line is `launch/evaluate.py`.
 
 Completions are scored by `rewards.grade_completions`, the code behind `rewards.accuracy_reward`, so a sample is
-correct exactly when training would reward it. `run_evaluation` writes `samples.jsonl` (one line per problem), `summary.json` and
-`summary.md` to its `output_dir`; `resume=True` skips problems already in `samples.jsonl`.
+correct exactly when training would reward it. `run_evaluation` writes `samples.jsonl` (one line per problem),
+`summary.json` and `summary.md` to its `output_dir`; `resume=True` skips problems already in `samples.jsonl`.
 
 The generation backend is anything with `generate(prompts, n, params) -> list[list[str]]` (see `Generator`):
 `TransformersGenerator` (batched, left padded, length-sorted), `VLLMGenerator` (when vLLM is installed), or a test

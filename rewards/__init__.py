@@ -14,7 +14,14 @@ See docs/rewards.md.
 """
 
 from .arithmetic import ArithmeticStepChecker, check_equations
-from .accuracy import AccuracyReward, AccuracyRewardConfig, Grade, accuracy_reward, extract_prediction, grade_completions
+from .accuracy import (
+    AccuracyReward,
+    AccuracyRewardConfig,
+    Grade,
+    accuracy_reward,
+    extract_prediction,
+    grade_completions,
+)
 from .equivalence import answers_match, clear_cache, match_many
 from .extraction import completion_text, extract_answer, extract_gold, last_boxed
 from .pool import VerifierPool, get_default_pool

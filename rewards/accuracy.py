@@ -9,7 +9,14 @@ from .equivalence import match_many, match_texts
 from .extraction import completion_text, extract_answer, extract_gold, has_math
 from .normalize import parse_number
 
-__all__ = ["AccuracyRewardConfig", "AccuracyReward", "Grade", "accuracy_reward", "extract_prediction", "grade_completions"]
+__all__ = [
+    "AccuracyRewardConfig",
+    "AccuracyReward",
+    "Grade",
+    "accuracy_reward",
+    "extract_prediction",
+    "grade_completions",
+]
 
 
 @dataclass
@@ -169,9 +176,7 @@ class AccuracyReward:
         if log_extra is not None:
             log_extra("gold_answer", [g.gold if g.gold is not None else "[unparseable]" for g in grades])
             log_extra("pred_answer", [g.prediction if g.prediction is not None else "[none]" for g in grades])
-        return [
-            None if g.correct is None else cfg.correct_reward if g.correct else cfg.wrong_reward for g in grades
-        ]
+        return [None if g.correct is None else cfg.correct_reward if g.correct else cfg.wrong_reward for g in grades]
 
 
 _default = AccuracyReward()
