@@ -1,9 +1,9 @@
 """Evaluation on GSM8K and MATH: pass@k, maj@k, generation backends, scoring, the evaluation loop and the
 periodic evaluation callback used during training. The command line is `launch/evaluate.py`.
 
-Completions are scored with `rewards.extract_answer` and `rewards.answers_match`, the same code that scores
-rollouts during training. `run_evaluation` writes `samples.jsonl` (one line per problem), `summary.json` and
-`summary.md` to its `output_dir`; `resume=True` skips problems already in `samples.jsonl`.
+Completions are scored by `rewards.grade_completions`, the code behind `rewards.accuracy_reward`, so a sample is
+correct exactly when training would reward it. `run_evaluation` writes `samples.jsonl` (one line per problem),
+`summary.json` and `summary.md` to its `output_dir`; `resume=True` skips problems already in `samples.jsonl`.
 
 The generation backend is anything with `generate(prompts, n, params) -> list[list[str]]` (see `Generator`):
 `TransformersGenerator` (batched, left padded, length-sorted), `VLLMGenerator` (when vLLM is installed), or a test
@@ -379,52 +379,72 @@ class VLLMGenerator:
 def score_problems(
     completions: Sequence[list[str]], golds: Sequence[str], ks: Sequence[int], timeout: float = 5.0
 ) -> list[dict[str, Any]]:
-    """Extract and check every completion of every problem (one batched `rewards.match_many` call, which spreads
-    the symbolic comparisons over the verifier pool); majority votes for each k <= n over the first k samples.
+    """Check every completion of every problem; majority votes for each k <= n over the first k samples.
 
-    Extraction is `rewards.accuracy_reward`'s: the gold goes through `extract_gold` (a `#### x` rationale or a
-    `\\boxed{}` solution is accepted), and the last-number fallback is used only when the gold is a plain number.
-    A problem whose gold cannot be read scores 0 (training would ignore it)."""
-    from rewards import extract_gold, extract_prediction
+    A sample is correct exactly when `rewards.accuracy_reward` rewards it: the verdicts are
+    `rewards.grade_completions`' (one batched call, spread over the verifier pool), including math-verify's own
+    reading of the whole texts where our extraction finds no answer or cannot read the gold. maj@k votes on the
+    extracted answers (`extract_prediction`); a sample whose answer only math-verify could read has none and does
+    not vote (the pool returns verdicts, not what it extracted). A problem whose gold cannot be read by either
+    scores 0 (training would ignore it)."""
+    from rewards import grade_completions
 
-    golds = [extract_gold(gold) for gold in golds]
-    extracted = [[extract_prediction(text, gold) for text in texts] for texts, gold in zip(completions, golds)]
-    return _judge(completions, extracted, golds, ks, exact=False, timeout=timeout)
+    flat = grade_completions(
+        [text for texts in completions for text in texts],
+        [gold for texts, gold in zip(completions, golds) for _ in texts],
+        timeout=timeout,
+    )
+    grades = iter(flat)
+    by_problem = [[next(grades) for _ in texts] for texts in completions]
+    extracted = [[grade.prediction for grade in problem] for problem in by_problem]
+    corrects = [[bool(grade.correct) for grade in problem] for problem in by_problem]
+    return _records(completions, extracted, corrects, ks, _answers_match(timeout))
 
 
 def score_with(
     score, completions: Sequence[list[str]], rows: Sequence[dict], ks: Sequence[int], timeout: float = 5.0
 ) -> list[dict[str, Any]]:
     """`score_problems` for a protocol's `Score` (`grpo_ext.protocols`): its extraction and gold; with
-    `score.exact` an answer is correct when it equals the gold string, else by `rewards.answers_match`."""
+    `score.exact` an answer is correct when it equals the gold string, else by `rewards.answers_match`; maj@k groups
+    answers by equality when `exact`, else by `rewards.answers_match`."""
+    from rewards import match_many
+
     golds = [score.gold(row) for row in rows]
     extracted = [[score.extract(text) for text in texts] for texts in completions]
-    return _judge(completions, extracted, golds, ks, exact=score.exact, timeout=timeout)
-
-
-def _judge(completions, extracted, golds, ks, exact: bool, timeout: float) -> list[dict[str, Any]]:
-    """Per-problem records from extracted answers: `correct(s)`, and with n > 1 the majority vote for each k
-    (answers grouped by equality when `exact`, else by `rewards.answers_match`)."""
-    from rewards import answers_match, match_many
-
     # one verdict per (answered sample, readable gold), in order; exact scores compare strings, the others go to
     # math-verify in one batch
     pairs = [
         (pred, gold) for preds, gold in zip(extracted, golds) if gold is not None for pred in preds if pred is not None
     ]
-    verdicts = iter([pred == gold for pred, gold in pairs] if exact else match_many(pairs, timeout=timeout))
+    verdicts = iter([pred == gold for pred, gold in pairs] if score.exact else match_many(pairs, timeout=timeout))
+    corrects = [
+        [gold is not None and pred is not None and bool(next(verdicts)) for pred in preds]
+        for preds, gold in zip(extracted, golds)
+    ]
+    return _records(completions, extracted, corrects, ks, None if score.exact else _answers_match(timeout))
+
+
+def _answers_match(timeout: float) -> Callable[[str, str], bool]:
+    """`rewards.answers_match` with `timeout`: the equivalence maj@k groups answers by."""
+    from rewards import answers_match
 
     def same(a: str, b: str) -> bool:
         return bool(answers_match(a, b, timeout=timeout))
 
+    return same
+
+
+def _records(completions, extracted, corrects, ks, same: Callable[[str, str], bool] | None) -> list[dict[str, Any]]:
+    """Per-problem records from each sample's extracted answer and verdict: `correct(s)`, and with n > 1 the
+    majority vote for each k over the extracted answers (grouped by `same`, or by equality when None); the problem
+    is solved at k when the winning sample is correct."""
     records = []
-    for texts, preds, gold in zip(completions, extracted, golds):
-        corrects = [gold is not None and pred is not None and bool(next(verdicts)) for pred in preds]
+    for texts, preds, oks in zip(completions, extracted, corrects):
         record: dict[str, Any] = {
             "completion": texts[0],
             "extracted_answer": preds[0],
-            "correct": corrects[0],
-            "corrects": corrects,
+            "correct": oks[0],
+            "corrects": oks,
         }
         if len(texts) > 1:
             record["completions"] = list(texts)
@@ -432,8 +452,8 @@ def _judge(completions, extracted, golds, ks, exact: bool, timeout: float) -> li
             record["maj"] = {}
             for k in ks:
                 if k <= len(texts):
-                    winner = majority_vote(preds[:k], same=None if exact else same)
-                    record["maj"][str(k)] = winner is not None and corrects[winner]
+                    winner = majority_vote(preds[:k], same=same)
+                    record["maj"][str(k)] = winner is not None and oks[winner]
         records.append(record)
     return records
 

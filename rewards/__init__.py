@@ -3,6 +3,7 @@
 Public API (TRL convention `fn(completions, **kwargs) -> list[float | None]`):
 
 * `accuracy_reward` / `AccuracyReward(...)`: exact, bounded, batched answer checking.
+* `grade_completions`: its verdict on (completion, gold) pairs with what it read (what evaluation scores with).
 * `extract_answer`, `extract_gold`, `extract_prediction`, `answers_match`: the pieces it is built from.
 * `ArithmeticStepChecker`, `check_equations`: exact checking of written arithmetic ("23 + 45 = 68"), a rule-based
   process reward for `grpo_ext.GRPOTrainer(process_reward_model=...)`.
@@ -13,7 +14,14 @@ See docs/rewards.md.
 """
 
 from .arithmetic import ArithmeticStepChecker, check_equations
-from .accuracy import AccuracyReward, AccuracyRewardConfig, accuracy_reward, extract_prediction
+from .accuracy import (
+    AccuracyReward,
+    AccuracyRewardConfig,
+    Grade,
+    accuracy_reward,
+    extract_prediction,
+    grade_completions,
+)
 from .equivalence import answers_match, clear_cache, match_many
 from .extraction import completion_text, extract_answer, extract_gold, last_boxed
 from .pool import VerifierPool, get_default_pool
@@ -36,6 +44,7 @@ __all__ = [
     "AccuracyRewardConfig",
     "CombinedReward",
     "FormatReward",
+    "Grade",
     "LengthPenaltyReward",
     "ReasoningStepsReward",
     "SoftOverlongPunishment",
@@ -50,6 +59,7 @@ __all__ = [
     "extract_prediction",
     "extract_gold",
     "format_reward",
+    "grade_completions",
     "get_default_pool",
     "last_boxed",
     "length_penalty_reward",

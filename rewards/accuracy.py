@@ -9,7 +9,14 @@ from .equivalence import match_many, match_texts
 from .extraction import completion_text, extract_answer, extract_gold, has_math
 from .normalize import parse_number
 
-__all__ = ["AccuracyRewardConfig", "AccuracyReward", "accuracy_reward", "extract_prediction"]
+__all__ = [
+    "AccuracyRewardConfig",
+    "AccuracyReward",
+    "Grade",
+    "accuracy_reward",
+    "extract_prediction",
+    "grade_completions",
+]
 
 
 @dataclass
@@ -72,6 +79,75 @@ def _extract_golds(texts: list) -> list[str | None]:
     ]
 
 
+@dataclass(frozen=True)
+class Grade:
+    """`grade_completions`' verdict on one (completion, gold column) pair."""
+
+    gold: str | None  # the gold our extraction reads, None when it reads none
+    prediction: str | None  # the completion's answer as our extraction reads it (what maj@k votes on), or None
+    correct: bool | None  # the verdict; None when no gold can be read (TRL ignores the reward)
+
+
+def grade_completions(
+    texts: list[str],
+    gold_texts: list[str | None],
+    timeout: float = 5.0,
+    last_number_fallback: bool | None = None,
+) -> list[Grade]:
+    r"""The verdict of `accuracy_reward` on each (completion text, gold column) pair, with what it read.
+
+    1. The gold is `extract_gold(gold_text)`, the prediction `extract_prediction(text, gold, last_number_fallback)`.
+    2. When both are found, `correct` is `match_many`'s verdict (exact fast path, then bounded math-verify).
+    3. Otherwise math-verify's own extraction reads the whole texts in the bounded workers (`match_texts`): a gold
+       our extraction cannot read, or a completion with a box or LaTeX math in which it found no answer (with
+       `last_number_fallback=False`, only marked answers count). `correct` is None when no gold is found at all,
+       or when `gold_text` is None.
+
+    The one place of these rules: `accuracy_reward` maps `correct` to rewards, and `grpo_ext.evaluation`'s default
+    scoring takes `correct` as its per-sample verdict and votes maj@k on `prediction`.
+
+    >>> [g.correct for g in grade_completions([r"\boxed{3}", "$odd$"], [r"$\boxed{2}$ and $\boxed{3}$", r"\text{odd}"])]
+    [False, True]
+    """
+    if len(texts) != len(gold_texts):
+        raise ValueError(f"grade_completions got {len(texts)} completions but {len(gold_texts)} gold answers")
+    golds = _extract_golds(gold_texts)
+    preds = [extract_prediction(text, gold, last_number_fallback) for text, gold in zip(texts, golds)]
+    correct: list[bool | None] = [None if t is None else False for t in gold_texts]
+    to_check = [i for i, (p, g) in enumerate(zip(preds, golds)) if p is not None and g is not None]
+    for i, ok in zip(to_check, match_many([(preds[i], golds[i]) for i in to_check], timeout=timeout)):
+        correct[i] = bool(ok)
+    # What our extraction cannot read (no answer found in the completion, or a gold column that is neither a
+    # bare answer nor marked) is left to math-verify's own extraction, in the same bounded workers.
+    for i, ok in zip(*_read_by_math_verify(texts, gold_texts, golds, preds, timeout, last_number_fallback)):
+        correct[i] = ok
+    return [Grade(gold, pred, ok) for gold, pred, ok in zip(golds, preds, correct)]
+
+
+def _read_by_math_verify(
+    texts, gold_texts, golds, preds, timeout: float, last_number_fallback: bool | None
+) -> tuple[list[int], list[bool | None]]:
+    """(indices, verdicts) of math-verify's reading of the whole texts for the items whose prediction or gold
+    our extraction could not find; None where math-verify finds no gold in the column either."""
+    unread_golds = sorted({t for t, g in zip(gold_texts, golds) if t is not None and g is None})
+    gold_found = dict(zip(unread_golds, match_texts([(t, t) for t in unread_golds], timeout=timeout)))
+    indices, pairs = [], []
+    for i, (text, gold_text, gold, pred) in enumerate(zip(texts, gold_texts, golds, preds)):
+        if gold_text is None or (gold is not None and pred is not None):
+            continue
+        if gold is None and not gold_found.get(gold_text, False):
+            indices.append(i)  # no gold anywhere: the reward is None
+            pairs.append(None)
+        elif has_math(text) and (gold is None or last_number_fallback is None):
+            # Only a completion with a box or LaTeX math is read again: bare words and numbers that our
+            # extraction found nothing in hold no answer (a stray number never matches a symbolic gold), and
+            # last_number_fallback=False asks for marked answers only.
+            indices.append(i)
+            pairs.append((text, gold_text if gold is None else "\\boxed{" + gold + "}"))
+    checked = iter(match_texts([pair for pair in pairs if pair is not None], timeout=timeout))
+    return indices, [None if pair is None else next(checked) for pair in pairs]
+
+
 class AccuracyReward:
     """TRL reward function `fn(completions, solution=None, answer=None, **kwargs) -> list[float | None]`.
 
@@ -96,47 +172,11 @@ class AccuracyReward:
         cfg = self.config
         gold_texts = [None if t is None else str(t) for t in _gold_texts(len(completions), solution, answer)]
         texts = [completion_text(completion) for completion in completions]
-        golds = _extract_golds(gold_texts)
-        preds = [
-            None if gold is None else extract_prediction(text, gold, cfg.last_number_fallback)
-            for text, gold in zip(texts, golds)
-        ]
-        rewards: list[float | None] = [None if t is None else cfg.wrong_reward for t in gold_texts]
-        to_check = [i for i, (p, g) in enumerate(zip(preds, golds)) if p is not None and g is not None]
-        verdicts = match_many([(preds[i], golds[i]) for i in to_check], timeout=cfg.timeout)
-        for i, ok in zip(to_check, verdicts):
-            rewards[i] = cfg.correct_reward if ok else cfg.wrong_reward
-        # What our extraction cannot read (no answer found in the completion, or a gold column that is neither a
-        # bare answer nor marked) is left to math-verify's own extraction, in the same bounded workers.
-        for i, ok in zip(*self._read_by_math_verify(texts, gold_texts, golds, preds)):
-            rewards[i] = None if ok is None else cfg.correct_reward if ok else cfg.wrong_reward
+        grades = grade_completions(texts, gold_texts, cfg.timeout, cfg.last_number_fallback)
         if log_extra is not None:
-            log_extra("gold_answer", [g if g is not None else "[unparseable]" for g in golds])
-            log_extra("pred_answer", [p if p is not None else "[none]" for p in preds])
-        return rewards
-
-
-    def _read_by_math_verify(self, texts, gold_texts, golds, preds) -> tuple[list[int], list[bool | None]]:
-        """(indices, verdicts) of math-verify's reading of the whole texts for the items whose prediction or gold
-        our extraction could not find; None where math-verify finds no gold in the column either."""
-        timeout = self.config.timeout
-        unread_golds = sorted({t for t, g in zip(gold_texts, golds) if t is not None and g is None})
-        gold_found = dict(zip(unread_golds, match_texts([(t, t) for t in unread_golds], timeout=timeout)))
-        indices, pairs = [], []
-        for i, (text, gold_text, gold, pred) in enumerate(zip(texts, gold_texts, golds, preds)):
-            if gold_text is None or (gold is not None and pred is not None):
-                continue
-            if gold is None and not gold_found.get(gold_text, False):
-                indices.append(i)  # no gold anywhere: the reward is None
-                pairs.append(None)
-            elif has_math(text) and (gold is None or self.config.last_number_fallback is None):
-                # Only a completion with a box or LaTeX math is read again: bare words and numbers that our
-                # extraction found nothing in hold no answer (a stray number never matches a symbolic gold), and
-                # last_number_fallback=False asks for marked answers only.
-                indices.append(i)
-                pairs.append((text, gold_text if gold is None else "\\boxed{" + gold + "}"))
-        checked = iter(match_texts([pair for pair in pairs if pair is not None], timeout=timeout))
-        return indices, [None if pair is None else next(checked) for pair in pairs]
+            log_extra("gold_answer", [g.gold if g.gold is not None else "[unparseable]" for g in grades])
+            log_extra("pred_answer", [g.prediction if g.prediction is not None else "[none]" for g in grades])
+        return [None if g.correct is None else cfg.correct_reward if g.correct else cfg.wrong_reward for g in grades]
 
 
 _default = AccuracyReward()

@@ -79,6 +79,59 @@ def test_scoring_extracts_like_the_training_reward():
     assert [r["extracted_answer"] for r in records] == ["18", None, "7", "x^2"]
 
 
+# (completion, gold column, verdict by hand): answers our extraction cannot read and math-verify's own extraction
+# can, on either side; the cases are math-verify's own (tests/data/grader_cases.jsonl) and issue 10's
+ONLY_MATH_VERIFY_READS = [
+    ("$odd$", r"$\text{odd}$", 1.0),  # a bare word in math against \text{}: no fast-path prediction
+    (r"The distance is $\boxed{125\textnormal{ miles}}.$", "$125$ miles", 1.0),  # gold in prose
+    (r"$\boxed{1,2,3}$", "$1$ and $2$ and $3$", 1.0),  # a multi-answer gold in prose: all three given
+    (r"$\boxed{1,2}$", "$1$ and $2$ and $3$", 0.0),  # one of its answers missing
+    (r"\boxed{3}", r"The solutions are $\boxed{2}$ and $\boxed{3}$.", 0.0),  # several boxed golds, one given
+    (r"$\boxed{2}$ and $\boxed{3}$", r"The solutions are $\boxed{2}$ and $\boxed{3}$.", 1.0),
+]
+
+
+def test_scoring_gives_the_training_reward_verdict_where_only_math_verify_reads_the_answer():
+    from grpo_ext.evaluation import score_problems
+    from rewards import accuracy_reward
+
+    completions, golds, expected = (list(column) for column in zip(*ONLY_MATH_VERIFY_READS))
+    assert accuracy_reward(completions, answer=golds) == expected
+    records = score_problems([[c] for c in completions], golds, ks=[1])
+    assert [float(r["correct"]) for r in records] == expected
+
+
+def test_scoring_agrees_with_the_training_reward_where_only_math_verify_reads_the_public_grader_corpus():
+    from pathlib import Path
+
+    from grpo_ext.evaluation import score_problems
+    from rewards import AccuracyReward, extract_gold, extract_prediction
+    from rewards.agreement import load_cases
+
+    # the cases of math-verify's, lighteval's, NeMo-Skills', hendrycks', Qwen's and TRL's own suites in which our
+    # extraction misses the gold or the prediction (where the two scorings used to part: 6 of math-verify's did).
+    # A generous deadline: only the verdicts are compared, and a loaded machine must not time one side out.
+    cases = load_cases(Path(__file__).resolve().parent / "data" / "grader_cases.jsonl")
+    unread = [c for c in cases if (g := extract_gold(c.gold)) is None or extract_prediction(c.prediction, g) is None]
+    predictions, golds = [c.prediction for c in unread], [c.gold for c in unread]
+    rewarded = AccuracyReward(timeout=30.0)(predictions, answer=golds)
+    assert len(unread) >= 10 and rewarded.count(1.0) >= 6
+    records = score_problems([[p] for p in predictions], golds, ks=[1], timeout=30.0)
+    assert [float(r["correct"]) for r in records] == [float(bool(r)) for r in rewarded]
+
+
+def test_majority_vote_counts_samples_read_against_a_gold_only_math_verify_reads():
+    from grpo_ext.evaluation import score_problems
+
+    # our extraction cannot read the gold; every sample still votes with its extracted answer, and the winner's
+    # verdict is math-verify's reading of the whole texts, as in training
+    samples = [r"$\boxed{1,2,3}$", r"so $\boxed{4}$", r"$\boxed{3, 2, 1}$"]
+    (record,) = score_problems([samples], ["$1$ and $2$ and $3$"], ks=[1, 3])
+    assert record["corrects"] == [True, False, True]
+    assert record["extracted_answers"] == ["1,2,3", "4", "3, 2, 1"]
+    assert record["maj"] == {"1": True, "3": True}
+
+
 def test_summarize_and_table():
     records = [
         {"corrects": [True, False], "maj": {"1": True, "2": True}, "level": 1},

@@ -128,6 +128,24 @@ def test_accuracy_reward_errors_are_clear():
         accuracy_reward(["1", "2"], answer=["1"])
 
 
+def test_grade_completions_is_accuracy_rewards_verdict_with_what_it_read():
+    texts = ["So she makes 18 dollars.", "$odd$", r"\boxed{3}", "#### 5", "#### 5"]
+    golds = ["18", r"\text{odd}", r"$\boxed{2}$ and $\boxed{3}$", "long\nrationale without marker", None]
+    grades = rewards.grade_completions(texts, golds)
+    # the fast path read both sides; math-verify's own extraction read "$odd$"; one of two boxed golds is not
+    # enough; no gold in a column, or no column, gives no verdict
+    assert grades == [
+        rewards.Grade("18", "18", True),
+        rewards.Grade(r"\text{odd}", None, True),
+        rewards.Grade("2, 3", "3", False),
+        rewards.Grade(None, "5", None),
+        rewards.Grade(None, "5", None),
+    ]
+    assert accuracy_reward(texts, answer=golds) == [1.0, 1.0, 0.0, None, None]
+    with pytest.raises(ValueError, match="2 completions but 1 gold"):
+        rewards.grade_completions(["1", "2"], ["1"])
+
+
 def test_last_number_fallback_default_only_for_numeric_gold():
     # The gold is symbolic, so a stray last number is not taken as the answer.
     assert extract_answer("x = 2 so 3") == "3"

@@ -338,7 +338,7 @@ PROTOCOLS: dict[str, Protocol] = {
         render=None,
         stop=(),
         max_new_tokens=1024,
-        scores=(),  # rewards.accuracy_reward's extraction, in grpo_ext.evaluation.score_problems
+        scores=(),  # rewards.grade_completions (accuracy_reward's verdicts), in grpo_ext.evaluation.score_problems
     ),
     "lm_eval_gsm8k": Protocol(
         name="lm_eval_gsm8k",
