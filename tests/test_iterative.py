@@ -818,8 +818,15 @@ def test_describe_refresh_says_what_the_refresh_did():
     )
 
 
-def test_refresh_progress_bars_on_the_main_process_only(capsys):
+def test_refresh_progress_bars_on_the_main_process_only(capsys, monkeypatch):
+    from functools import partial
+
+    import tqdm.auto
+
     from grpo_ext.reward_models import make_collate, train_reward_model
+
+    # every update drawn: with tqdm's 0.1 s default a fast last step may be cleared (leave=False) before it is drawn
+    monkeypatch.setattr(tqdm.auto, "tqdm", partial(tqdm.auto.tqdm, mininterval=0))
 
     refresher = _orm_refresher()
     assert refresher.show_progress
@@ -836,7 +843,7 @@ def test_refresh_progress_bars_on_the_main_process_only(capsys):
     assert "reward model training" in err and "4/4" in err and "epoch=2.00" in err
 
 
-def test_named_scorer_and_step_splitter():
+def test_named_scorer_and_step_splitter(tiny_model_path):
     from grpo_ext import GRPOConfig
     from grpo_ext.labelling import get_label_scorer, strict_accuracy_scorer
     from grpo_ext.steps import named_step_splitter
@@ -856,7 +863,7 @@ def test_named_scorer_and_step_splitter():
         GRPOConfig(output_dir="unused", use_cpu=True, bf16=False, step_splitter="__import__")
     from launch.train_grpo import make_parser, parse_training_args
 
-    _, args, _ = parse_training_args(make_parser(), ["--model_name_or_path", "m", "--output_dir", "unused",
+    _, args, _ = parse_training_args(make_parser(), ["--model_name_or_path", str(tiny_model_path), "--output_dir", "unused",
                                                      "--use_cpu", "true", "--bf16", "false", "--rm_label_scorer",
                                                      "strict_accuracy", "--step_splitter", "sentences"])
     assert (args.rm_label_scorer, args.step_splitter) == ("strict_accuracy", "sentences")  # from the command line
