@@ -45,7 +45,10 @@ PATHOLOGICAL = {
 
 @pytest.fixture(scope="module", autouse=True)
 def warm_pool():
-    get_default_pool().wait_ready()  # worker start-up (imports) is not part of any item's deadline
+    # Start-up is not part of any item's deadline: the workers' imports, and the parent's first call (lazy imports
+    # on the fast path, ~0.1-0.3 s), which would otherwise land in whichever timed test runs first.
+    get_default_pool().wait_ready()
+    assert AccuracyReward(timeout=ANSWERED_TIMEOUT)([r"\boxed{3\sqrt{13}}"], answer=[r"\sqrt{117}"]) == [1.0]
 
 
 def _bound(text: str) -> float:
