@@ -20,8 +20,10 @@ Safety:
   The LaTeX path goes through an ANTLR grammar that builds sympy objects and executes nothing.
 * Each worker's address space is capped with `RLIMIT_AS` (its size at fork + `REWARDS_WORKER_MEMORY_MB`), so
   a runaway integer makes a `MemoryError` (scored 0) instead of exhausting the machine.
-* The parent enforces the wall-clock deadline and SIGKILLs a worker that overruns; math-verify's own
-  `signal.alarm` timeouts are also on (a worker is a main thread), which often returns 0 before that.
+* The parent enforces the wall-clock deadline and SIGKILLs a worker that overruns: that is the one bound that
+  counts. math-verify's own `signal.alarm` timeouts are set `ALARM_MARGIN_S` after it (`alarm_seconds`), a
+  backstop for a worker whose parent has gone; they never answer before the parent's deadline, even when the
+  parent is descheduled for seconds on a loaded machine, so an overrunning item always ends in a kill.
 """
 
 from __future__ import annotations
@@ -51,6 +53,21 @@ def _digits_expr(text: str, *args, **kwargs):
     if not isinstance(text, str) or not set(text) <= _DIGITS_EXPR_CHARS:
         _refuse_parse_expr()
     return latex2sympy(text.replace("**", "^").replace("×", "\\times ").replace("÷", "\\div "))
+
+
+# Seconds between the parent's deadline and math-verify's own alarm in a worker: many times the parent's normal
+# lateness in killing an overrunning worker (milliseconds), so the two bounds never race.
+ALARM_MARGIN_S = 10
+
+
+def alarm_seconds(deadline_s: float) -> int:
+    """math-verify's `timeout_seconds` / `parsing_timeout` for an item whose parent deadline is `deadline_s`:
+    `ceil(deadline_s) + ALARM_MARGIN_S` (`signal.alarm` takes whole seconds), so 1.0 -> 11 and 5 -> 15.
+
+    Each alarm starts after the worker has received the item, i.e. after the parent's deadline clock started,
+    so a worker can answer by its own alarm no earlier than `ALARM_MARGIN_S` seconds after the deadline.
+    """
+    return math.ceil(deadline_s) + ALARM_MARGIN_S
 
 
 def _limit_memory() -> None:
@@ -126,7 +143,7 @@ def serve(check, requests, responses) -> None:
     for line in requests:
         try:
             request = json.loads(line)
-            seconds = max(1, math.ceil(float(request.get("timeout", 5))))
+            seconds = alarm_seconds(max(float(request.get("timeout", 5)), 0.0))
             result = check(str(request["pred"]), str(request["gold"]), seconds, bool(request.get("raw")))
         except (ValueError, KeyError, TypeError):
             result = False

@@ -1,5 +1,7 @@
 """Pathological and malicious answers: bounded time and memory in every calling context, nothing executed."""
 
+import io
+import json
 import os
 import signal
 import subprocess
@@ -12,9 +14,18 @@ from pathlib import Path
 import pytest
 
 from rewards import AccuracyReward, VerifierPool, answers_match, clear_cache, get_default_pool
+from rewards._verify_worker import serve
+from rewards.pool import _readable
 
 DEADLINE = 1.0  # short per-item deadline keeps the suite fast; the bound checked is deadline + 1 s
+# An item that overruns in a worker scores 0.0 within the deadline plus the parent's overhead: milliseconds (poll
+# wake-up, SIGKILL, forking a replacement from the zygote), so 1 s of slack is a hang guard for it.
 BOUND = DEADLINE + 1.0
+# The parent's own linear scan of a pathological text (extraction, textual guards) takes ~0.5 s per megabyte on a
+# shared 2-core machine; ten times that per megabyte is a hang guard (a quadratic scan of 1 MB would take hours).
+SCAN_S_PER_MB = 5.0
+# Generous deadline for the items a test needs answered (not killed): they take milliseconds.
+ANSWERED_TIMEOUT = 30.0
 
 PATHOLOGICAL = {
     "power tower": r"The answer is \boxed{10^{10^{10^{10}}}}",
@@ -34,7 +45,15 @@ PATHOLOGICAL = {
 
 @pytest.fixture(scope="module", autouse=True)
 def warm_pool():
-    get_default_pool().wait_ready()  # worker start-up (imports) is not part of any item's deadline
+    # Start-up is not part of any item's deadline: the workers' imports, and the parent's first call (lazy imports
+    # on the fast path, ~0.1-0.3 s), which would otherwise land in whichever timed test runs first.
+    get_default_pool().wait_ready()
+    assert AccuracyReward(timeout=ANSWERED_TIMEOUT)([r"\boxed{3\sqrt{13}}"], answer=[r"\sqrt{117}"]) == [1.0]
+
+
+def _bound(text: str) -> float:
+    """Wall-clock bound for scoring `text`: the worker deadline's `BOUND` plus the parent's scan of the text."""
+    return BOUND + SCAN_S_PER_MB * len(text) / 1e6
 
 
 def _score_timed(completion: str, gold: str) -> tuple[list, float]:
@@ -50,7 +69,7 @@ def _score_timed(completion: str, gold: str) -> tuple[list, float]:
 def test_pathological_scores_zero_within_deadline_main_thread(name, gold):
     out, elapsed = _score_timed(PATHOLOGICAL[name], gold)
     assert out == [0.0]
-    assert elapsed < BOUND, f"{name}: {elapsed:.2f}s"
+    assert elapsed < _bound(PATHOLOGICAL[name]), f"{name}: {elapsed:.2f}s"
 
 
 @pytest.mark.parametrize("name", list(PATHOLOGICAL))
@@ -66,7 +85,7 @@ def test_pathological_scores_zero_within_deadline_worker_thread(name):
     assert not thread.is_alive()
     out, elapsed = box["result"]
     assert out == [0.0]
-    assert elapsed < BOUND, f"{name}: {elapsed:.2f}s"
+    assert elapsed < _bound(PATHOLOGICAL[name]), f"{name}: {elapsed:.2f}s"
 
 
 # A gold column that is prose (no box, several lines): it and the completion go to math-verify's own extraction
@@ -76,10 +95,8 @@ PROSE_GOLD = "Solving the equation gives\n$x = \\frac{\\pi}{2}$, which is the an
 
 def test_prose_gold_reaches_math_verify_extraction():
     # the path the next test bounds is live: math-verify reads this gold column and scores against it
-    assert AccuracyReward(timeout=30.0)([r"\boxed{\frac{\pi}{2}}", r"\boxed{\frac{\pi}{3}}"], solution=[PROSE_GOLD] * 2) == [
-        1.0,
-        0.0,
-    ]
+    reward = AccuracyReward(timeout=ANSWERED_TIMEOUT)
+    assert reward([r"\boxed{\frac{\pi}{2}}", r"\boxed{\frac{\pi}{3}}"], solution=[PROSE_GOLD] * 2) == [1.0, 0.0]
 
 
 @pytest.mark.parametrize("name", ["gamma of a million (reaches sympy)", "exponential tower (reaches sympy)",
@@ -88,6 +105,9 @@ def test_prose_gold_reaches_math_verify_extraction():
 def test_pathological_read_by_math_verify_scores_zero_within_deadline(name, in_thread):
     def score():
         clear_cache()
+        # The gold column's own reading is a real parse (~0.1-0.5 s in a fresh worker): done first, unbounded by the
+        # short deadline, so that what is timed is the pathological completion alone.
+        assert AccuracyReward(timeout=ANSWERED_TIMEOUT)([r"\boxed{\frac{\pi}{2}}"], solution=[PROSE_GOLD]) == [1.0]
         start = time.monotonic()
         out = AccuracyReward(timeout=DEADLINE)([PATHOLOGICAL[name]], solution=[PROSE_GOLD])
         return out, time.monotonic() - start
@@ -102,7 +122,7 @@ def test_pathological_read_by_math_verify_scores_zero_within_deadline(name, in_t
         box["result"] = score()
     out, elapsed = box["result"]
     assert out == [0.0]
-    assert elapsed < BOUND, f"{name}: {elapsed:.2f}s"
+    assert elapsed < _bound(PATHOLOGICAL[name]), f"{name}: {elapsed:.2f}s"
 
 
 def test_concurrent_calls_from_thread_pool_stay_correct():
@@ -130,8 +150,39 @@ def test_expensive_item_reaching_sympy_kills_its_worker():
     killed = pool.killed
     out, elapsed = _score_timed(PATHOLOGICAL["gamma of a million (reaches sympy)"], r"\frac{\pi}{2}")
     assert out == [0.0] and elapsed < BOUND
+    # Deterministic: the worker's own math-verify alarm cannot answer first (next two tests).
     assert pool.killed == killed + 1
     assert answers_match(r"2\sqrt{2}", r"\sqrt{8}")  # the pool still answers afterwards
+
+
+def test_worker_alarm_is_a_backstop_well_after_the_deadline(monkeypatch):
+    # math-verify's alarm in a worker is ceil(deadline) + 10 s, so it never races the parent's kill at the deadline
+    monkeypatch.delenv("REWARDS_WORKER_MEMORY_MB", raising=False)  # serve() would cap this process's memory
+    seen = []
+
+    def check(pred, gold, seconds, raw=False):
+        seen.append(seconds)
+        return pred == gold
+
+    items = [("1", 1.0), ("2", 0.3), ("1", 5), ("1", 2.5)]  # (gold, deadline); the prediction is "1"
+    requests = [json.dumps({"pred": "1", "gold": gold, "timeout": deadline}) + "\n" for gold, deadline in items]
+    responses = io.StringIO()
+    serve(check, requests, responses)
+    assert seen == [11, 11, 15, 13]
+    assert responses.getvalue() == "ready\n1\n0\n1\n1\n"
+
+
+def test_overrunning_worker_does_not_answer_before_it_is_killed():
+    # A parent that is late to the deadline (a loaded machine) still finds the worker computing at deadline + 1 s,
+    # so an overrunning item always ends in a kill, never in an answer from math-verify's own alarm.
+    pool = VerifierPool(size=1, spares=0)
+    try:
+        pool.wait_ready()
+        worker = pool._workers[0]
+        worker.send(r"\Gamma(10^{6})", r"\frac{\pi}{2}", DEADLINE)  # sent directly: nobody watches its deadline
+        assert _readable([worker.fd], BOUND) == []
+    finally:
+        pool.close()
 
 
 def test_hung_worker_is_killed_and_replaced():
@@ -179,17 +230,22 @@ def test_pathological_in_a_subprocess():
 
 
 def test_pathological_read_by_math_verify_in_a_subprocess():
+    # The gold's own reading and a right completion are real parses (~0.1-0.5 s in a fresh worker): scored first
+    # under a generous deadline (cached), so that what is timed is the pathological completion alone.
     code = (
         "import sys, time; from rewards import AccuracyReward, get_default_pool;"
-        "get_default_pool().wait_ready(); r = AccuracyReward(timeout=1.0); gold = sys.argv[1]; t = time.monotonic();"
-        r"out = r([r'\boxed{\Gamma(10^{6})}', r'\boxed{\frac{\pi}{2}}'], solution=[gold, gold]);"
+        f"get_default_pool().wait_ready(); r = AccuracyReward(timeout={DEADLINE}); gold = sys.argv[1];"
+        rf"print(AccuracyReward(timeout={ANSWERED_TIMEOUT})([r'\boxed{{\frac{{\pi}}{{2}}}}'], solution=[gold]));"
+        r"t = time.monotonic(); out = r([r'\boxed{\Gamma(10^{6})}', r'\boxed{\frac{\pi}{2}}'], solution=[gold, gold]);"
         " print(out, time.monotonic() - t)"
     )
     done = subprocess.run([sys.executable, "-c", code, PROSE_GOLD], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    out, elapsed = done.stdout.rsplit("]", 1)
+    answered, timed = done.stdout.splitlines()
+    assert answered == "[1.0]"
+    out, elapsed = timed.rsplit("]", 1)
     assert out + "]" == "[0.0, 1.0]"
-    assert float(elapsed) < BOUND + DEADLINE  # the gold's own reading, then the pair: two items in sequence
+    assert float(elapsed) < BOUND
 
 
 INJECTIONS = [
