@@ -80,8 +80,6 @@ SIZES = {
     "tiny": LearningSize(
         task="tiny",
         model=dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256),
-        sft_batch_size=32,
-        sft_learning_rate=6e-3,
         torch_threads=1,
     ),
     "full": LearningSize(
