@@ -1,6 +1,6 @@
 r"""Does it learn? GRPO with outcome supervision, GRPO with process supervision and Online RFT, from scratch.
 
-    python -m benchmarks.learning --tiny                  # the offline quickstart: 2 CPU cores, about 2 minutes
+    python -m benchmarks.learning --tiny                  # the offline quickstart: 2 CPU cores, a few minutes
     python -m benchmarks.learning --output_dir DIR        # the GPU size
     python -m benchmarks.learning --seeds 0 1 2           # several RL seeds from the same warm start
 
