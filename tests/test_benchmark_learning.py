@@ -127,7 +127,8 @@ def test_markdown_table_by_hand():
     assert "| grpo_outcome | 0.800 (+0.500) | 0.700 | 0.600 | 0.100 -> 0.500 | 2.0 |" in table
 
 
-# The test's size: the quickstart's run (same warm start, same RL) with GRPO alone and fewer held-out problems.
+# The test's size: the quickstart's settings with GRPO alone and 200 held-out problems (which changes the warm
+# start's split a little; docs/benchmarks.md has both runs).
 LEARNING_TEST_ARGS = ["--tiny", "--methods", "grpo_outcome", "--test_problems", "200"]
 
 
@@ -141,13 +142,13 @@ def test_tiny_run_learns(tmp_path):
         [sys.executable, "-m", "benchmarks.learning", *LEARNING_TEST_ARGS, "--output_dir", str(out), "--work_dir",
          str(tmp_path / "work")],
         cwd=REPO_ROOT, env={**env, "HF_HUB_OFFLINE": "1"}, check=True,
-        timeout=3600,  # a hang guard only: about a minute on 2 idle cores
+        timeout=3600,  # a hang guard only: about 2 minutes on 2 idle cores by estimate, 11 on a loaded machine
     )
     data = json.loads((out / "learning.json").read_text())
     assert data["environment"]["torch_threads"] == 1
     size = SIZES["tiny"]
     before = data["warm_start"]["accuracy"]
-    assert 0.15 <= before["sampled"] <= 0.6  # the noisy warm start is right only part of the time
+    assert 0.2 <= before["sampled"] <= 0.6  # the noisy warm start is right only part of the time
     (run,) = data["methods"]["grpo_outcome"]
     assert len(run["rewards"]) == size.grpo_steps
     assert all(0.0 <= r <= 1.0 for r in run["rewards"])
