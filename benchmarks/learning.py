@@ -7,7 +7,7 @@ r"""Does it learn? GRPO with outcome supervision, GRPO with process supervision 
 The task (`benchmarks.arithmetic_task`): generated multi-step arithmetic word problems whose solutions are one
 equation per line ("23 + 45 = 68") ending in `\boxed{}`, with a held-out test set of 500. The run:
 
-1. A Qwen2-shaped model (0.54M parameters at `--tiny`, 6.0M at full size) and a tokenizer are
+1. A Qwen2-shaped model (0.15M parameters at `--tiny`, 6.0M at full size) and a tokenizer are
    built offline (`grpo_ext.tiny`; Qwen2's digit-by-digit pre-tokeniser).
 2. Warm start: supervised training on solutions of which `buggy_fraction` are a buggy pupil's (adds without
    carrying, subtracts the smaller digit from the larger), so that the model is right only part of the time.
@@ -71,12 +71,16 @@ class LearningSize:
     beta: float = 0.04
     max_completion_length: int = 32  # longest tiny solution: 25 tokens + EOS; full: 57 + EOS
     eval_samples: int = 8
+    # torch's intra-op threads (None: torch's default). A model this small gains nothing from a second thread, and
+    # beside one other busy process on 2 cores a second thread made a training step 30x slower.
+    torch_threads: int | None = None
 
 
 SIZES = {
     "tiny": LearningSize(
         task="tiny",
-        model=dict(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=512),
+        model=dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256),
+        torch_threads=1,
     ),
     "full": LearningSize(
         task="full",
@@ -341,6 +345,8 @@ def run(args: argparse.Namespace) -> dict:
     overrides = {name: getattr(args, name) for name in ("sft_steps", "grpo_steps", "test_problems")
                  if getattr(args, name) is not None}
     size = dataclasses.replace(size, **overrides)
+    if size.torch_threads is not None:
+        torch.set_num_threads(size.torch_threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     work_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="learning-"))
     output_dir = Path(args.output_dir)

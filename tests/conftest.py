@@ -2,12 +2,18 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
+# One torch thread per process unless the caller chose otherwise: tests run tiny models, which a second intra-op
+# thread does not speed up, and on 2 busy cores it made a training step 30x slower (issue 11). Subprocesses (the
+# 2-process accelerate runs, the benchmarks) inherit OMP_NUM_THREADS; this process may have imported torch already.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

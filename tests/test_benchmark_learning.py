@@ -22,7 +22,7 @@ from benchmarks.arithmetic_task import (
     subtract_smaller_from_larger,
     warm_start_rows,
 )
-from benchmarks.learning import METHODS, SIZES, completion_batch, markdown_table, parse_args, tokenize_rows
+from benchmarks.learning import SIZES, completion_batch, markdown_table, parse_args, tokenize_rows
 from rewards import ArithmeticStepChecker, accuracy_reward
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -127,26 +127,32 @@ def test_markdown_table_by_hand():
     assert "| grpo_outcome | 0.800 (+0.500) | 0.700 | 0.600 | 0.100 -> 0.500 | 2.0 |" in table
 
 
+# The test's size: the quickstart's settings with GRPO alone and 200 held-out problems (which changes the warm
+# start's split a little; docs/benchmarks.md has both runs).
+LEARNING_TEST_ARGS = ["--tiny", "--methods", "grpo_outcome", "--test_problems", "200"]
+
+
 @pytest.mark.slow
 def test_tiny_run_learns(tmp_path):
-    """The README quickstart, as written: every method beats the warm start by the issue's 15 greedy points."""
+    """GRPO at the quickstart's settings on 200 held-out problems beats the warm start by the issue's 15 greedy
+    points (RL seeds 0, 1, 2 gained 34 to 39, docs/benchmarks.md), on one torch thread whatever the default."""
     out = tmp_path / "out"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}  # the benchmark chooses
     subprocess.run(
-        [sys.executable, "-m", "benchmarks.learning", "--tiny", "--output_dir", str(out), "--work_dir",
+        [sys.executable, "-m", "benchmarks.learning", *LEARNING_TEST_ARGS, "--output_dir", str(out), "--work_dir",
          str(tmp_path / "work")],
-        cwd=REPO_ROOT, env=env, check=True, timeout=900,
+        cwd=REPO_ROOT, env={**env, "HF_HUB_OFFLINE": "1"}, check=True,
+        timeout=3600,  # a hang guard only: about 2 minutes on 2 idle cores by estimate, 11 on a loaded machine
     )
     data = json.loads((out / "learning.json").read_text())
+    assert data["environment"]["torch_threads"] == 1
     size = SIZES["tiny"]
     before = data["warm_start"]["accuracy"]
     assert 0.2 <= before["sampled"] <= 0.6  # the noisy warm start is right only part of the time
-    assert set(data["methods"]) == set(METHODS)
-    for method, runs in data["methods"].items():
-        (run,) = runs
-        assert len(run["rewards"]) == size.grpo_steps
-        assert all(0.0 <= r <= 1.0 for r in run["rewards"])
-        assert run["accuracy"]["greedy"] >= before["greedy"] + 0.15, method
-        assert run["accuracy"]["maj@8"] > before["maj@8"], method
+    (run,) = data["methods"]["grpo_outcome"]
+    assert len(run["rewards"]) == size.grpo_steps
+    assert all(0.0 <= r <= 1.0 for r in run["rewards"])
+    assert run["accuracy"]["greedy"] >= before["greedy"] + 0.15
+    assert run["accuracy"]["maj@8"] > before["maj@8"]
     assert (out / "learning_rewards.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| warm start (SFT) |" in (out / "learning.md").read_text()

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One command from a fresh checkout to a run, doing its own set-up (README "Install"):
+#
+#   ./quickstart.sh              set up, then the offline quickstart: python -m benchmarks.learning --tiny
+#   ./quickstart.sh tests        set up, then the test suite (what CI runs: .ci/run calls this)
+#   ./quickstart.sh --dry-run    print the commands it would run, run nothing
+#
+# Further arguments go to the command (./quickstart.sh --seeds 0 1 2; ./quickstart.sh tests -k learning).
+# Set-up, each step only when it is needed:
+#   1. create the virtual environment $VENV (default .venv beside this script) if it does not exist;
+#   2. install torch 2.13.0, the CPU build, if that environment has no torch (bring your own build for a GPU by
+#      installing it into the environment first: it is then left alone);
+#   3. install the project with its test extras (pip install -e ".[test]") if pyproject.toml changed since the
+#      last install (recorded in $VENV/.grpo-ext-installed).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV="${VENV:-.venv}"
+TORCH_VERSION=2.13.0
+CPU_TORCH_INDEX=https://download.pytorch.org/whl/cpu
+
+dry_run=0
+args=()
+for arg in "$@"; do
+    if [[ $arg == --dry-run ]]; then dry_run=1; else args+=("$arg"); fi
+done
+action=quickstart
+if [[ ${#args[@]} -gt 0 && ${args[0]} == tests ]]; then
+    action=tests
+    args=("${args[@]:1}")
+fi
+
+run() {
+    echo "+ $*"
+    if [[ $dry_run == 0 ]]; then "$@"; fi
+}
+
+python="$VENV/bin/python"
+if [[ ! -x $python ]]; then
+    run python3 -m venv "$VENV"
+    run "$python" -m pip install -q --upgrade pip
+fi
+# find_spec: whether torch is installed, without the seconds that importing it takes
+if [[ ! -x $python ]] || ! "$python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)"; then
+    if [[ $(uname -s) == Linux ]]; then
+        # PyPI's Linux torch is the CUDA build (several GB of nvidia-* wheels); the CPU build lives on PyTorch's index.
+        run "$python" -m pip install -q "torch==$TORCH_VERSION" --index-url "$CPU_TORCH_INDEX"
+    else
+        run "$python" -m pip install -q "torch==$TORCH_VERSION"  # macOS and Windows wheels on PyPI are CPU builds
+    fi
+fi
+stamp="$VENV/.grpo-ext-installed"
+installed_for="pyproject.toml $(cksum < pyproject.toml)"
+if [[ ! -f $stamp || $(cat "$stamp") != "$installed_for" ]]; then
+    run "$python" -m pip install -q -e ".[test]"
+    if [[ $dry_run == 0 ]]; then echo "$installed_for" > "$stamp"; fi
+fi
+
+export HF_HUB_OFFLINE=1
+if [[ $action == tests ]]; then
+    run "$python" -m pytest -q tests ${args[@]+"${args[@]}"}
+else
+    run "$python" -m benchmarks.learning --tiny ${args[@]+"${args[@]}"}
+fi

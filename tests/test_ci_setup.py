@@ -1,0 +1,85 @@
+"""What CI and a newcomer's first commands rely on: one torch thread per test process, and
+`./quickstart.sh`'s set-up steps (checked by its --dry-run, never by installing)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = REPO_ROOT / "quickstart.sh"
+
+
+def test_tests_run_torch_on_one_thread():
+    """conftest: one intra-op thread unless OMP_NUM_THREADS says otherwise; subprocesses inherit the variable."""
+    assert torch.get_num_threads() == int(os.environ.get("OMP_NUM_THREADS", "0"))
+
+
+def dry_run(*args: str, venv: str | Path) -> list[str]:
+    """The commands `quickstart.sh --dry-run` prints for the environment `venv`, without their `+ ` prefix."""
+    env = {**os.environ, "VENV": str(venv)}
+    done = subprocess.run(["bash", str(QUICKSTART), "--dry-run", *args], cwd="/", env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [line.removeprefix("+ ") for line in done.stdout.splitlines()]
+
+
+def test_quickstart_script_parses():
+    done = subprocess.run(["bash", "-n", str(QUICKSTART)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(["bash", "-n", str(REPO_ROOT / ".ci" / "run")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_quickstart_sets_up_a_fresh_machine(tmp_path):
+    """No environment: create it, install the CPU torch, then the project, then run the quickstart offline."""
+    venv = tmp_path / "venv"
+    python = f"{venv}/bin/python"
+    assert dry_run(venv=venv) == [
+        f"python3 -m venv {venv}",
+        f"{python} -m pip install -q --upgrade pip",
+        f"{python} -m pip install -q torch==2.13.0"
+        + (" --index-url https://download.pytorch.org/whl/cpu" if sys.platform.startswith("linux") else ""),
+        f"{python} -m pip install -q -e .[test]",
+        f"{python} -m benchmarks.learning --tiny",
+    ]
+    assert not venv.exists()  # a dry run creates nothing
+
+
+def fake_venv(path: Path, has_torch: bool) -> Path:
+    """A directory shaped like a virtual environment whose `bin/python` is this interpreter, with its site-packages
+    (torch there) or without them (`-S`: no torch)."""
+    (path / "bin").mkdir(parents=True)
+    python = path / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" {"" if has_torch else "-S "}"$@"\n')
+    python.chmod(0o755)
+    return path
+
+
+def test_quickstart_keeps_a_users_torch_and_installs_the_project_once(tmp_path):
+    """An environment with torch (the user's own build, say): torch is left alone; the project is installed until
+    the stamp records this pyproject.toml, then not again; `tests` runs the test suite with the extra arguments."""
+    venv = fake_venv(tmp_path / "venv", has_torch=True)
+    python = f"{venv}/bin/python"
+    assert dry_run("tests", "-k", "learning", venv=venv) == [
+        f"{python} -m pip install -q -e .[test]",
+        f"{python} -m pytest -q tests -k learning",
+    ]
+    stamp = venv / ".grpo-ext-installed"
+    cksum = subprocess.run(["cksum"], stdin=(REPO_ROOT / "pyproject.toml").open(), capture_output=True, text=True)
+    stamp.write_text(f"pyproject.toml {cksum.stdout.strip()}\n")
+    assert dry_run("--seeds", "0", "1", venv=venv) == [f"{python} -m benchmarks.learning --tiny --seeds 0 1"]
+    stamp.write_text("pyproject.toml 1 2\n")  # pyproject.toml changed since: install again
+    assert dry_run(venv=venv)[0] == f"{python} -m pip install -q -e .[test]"
+
+
+def test_quickstart_installs_torch_into_an_environment_without_it(tmp_path):
+    venv = fake_venv(tmp_path / "venv", has_torch=False)
+    commands = dry_run(venv=venv)
+    assert commands[0].startswith(f"{venv}/bin/python -m pip install -q torch==2.13.0")
+    assert commands[1:] == [f"{venv}/bin/python -m pip install -q -e .[test]",
+                            f"{venv}/bin/python -m benchmarks.learning --tiny"]
