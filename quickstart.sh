@@ -8,8 +8,9 @@
 # Further arguments go to the command (./quickstart.sh --seeds 0 1 2; ./quickstart.sh tests -k learning).
 # Set-up, each step only when it is needed:
 #   1. create the virtual environment $VENV (default .venv beside this script) if it does not exist;
-#   2. install torch 2.13.0, the CPU build, if that environment has no torch (bring your own build for a GPU by
-#      installing it into the environment first: it is then left alone);
+#   2. install torch 2.13.0 if that environment has no torch, from $TORCH_INDEX_URL when it is set (on Linux, PyPI's
+#      torch is the CUDA build; TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu gives the CPU one). Bring your own
+#      build for a GPU by installing it into the environment first: it is then left alone;
 #   3. install the project with its test extras (pip install -e ".[test]") if pyproject.toml changed since the
 #      last install (recorded in $VENV/.grpo-ext-installed).
 set -euo pipefail
@@ -17,7 +18,7 @@ cd "$(dirname "$0")"
 
 VENV="${VENV:-.venv}"
 TORCH_VERSION=2.13.0
-CPU_TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX_URL="${TORCH_INDEX_URL:-}"
 
 dry_run=0
 args=()
@@ -42,12 +43,9 @@ if [[ ! -x $python ]]; then
 fi
 # find_spec: whether torch is installed, without the seconds that importing it takes
 if [[ ! -x $python ]] || ! "$python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)"; then
-    if [[ $(uname -s) == Linux ]]; then
-        # PyPI's Linux torch is the CUDA build (several GB of nvidia-* wheels); the CPU build lives on PyTorch's index.
-        run "$python" -m pip install -q "torch==$TORCH_VERSION" --index-url "$CPU_TORCH_INDEX"
-    else
-        run "$python" -m pip install -q "torch==$TORCH_VERSION"  # macOS and Windows wheels on PyPI are CPU builds
-    fi
+    # pinned and installed first: a bare `torch` requirement resolved later would pull the newest (CUDA) build.
+    # No index is forced: a machine whose pip is configured with a local CPU wheel (as CI's is) must keep using it.
+    run "$python" -m pip install -q "torch==$TORCH_VERSION" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
 stamp="$VENV/.grpo-ext-installed"
 installed_for="pyproject.toml $(cksum < pyproject.toml)"

@@ -19,9 +19,9 @@ def test_tests_run_torch_on_one_thread():
     assert torch.get_num_threads() == int(os.environ.get("OMP_NUM_THREADS", "0"))
 
 
-def dry_run(*args: str, venv: str | Path) -> list[str]:
+def dry_run(*args: str, venv: str | Path, **env_vars: str) -> list[str]:
     """The commands `quickstart.sh --dry-run` prints for the environment `venv`, without their `+ ` prefix."""
-    env = {**os.environ, "VENV": str(venv)}
+    env = {**{k: v for k, v in os.environ.items() if k != "TORCH_INDEX_URL"}, "VENV": str(venv), **env_vars}
     done = subprocess.run(["bash", str(QUICKSTART), "--dry-run", *args], cwd="/", env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -42,12 +42,13 @@ def test_quickstart_sets_up_a_fresh_machine(tmp_path):
     assert dry_run(venv=venv) == [
         f"python3 -m venv {venv}",
         f"{python} -m pip install -q --upgrade pip",
-        f"{python} -m pip install -q torch==2.13.0"
-        + (" --index-url https://download.pytorch.org/whl/cpu" if sys.platform.startswith("linux") else ""),
+        f"{python} -m pip install -q torch==2.13.0",
         f"{python} -m pip install -q -e .[test]",
         f"{python} -m benchmarks.learning --tiny",
     ]
     assert not venv.exists()  # a dry run creates nothing
+    index = "https://download.pytorch.org/whl/cpu"
+    assert dry_run(venv=venv, TORCH_INDEX_URL=index)[2] == f"{python} -m pip install -q torch==2.13.0 --index-url {index}"
 
 
 def fake_venv(path: Path, has_torch: bool) -> Path:
