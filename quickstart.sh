@@ -2,7 +2,7 @@
 # One command from a fresh checkout to a run, doing its own set-up (README "Install"):
 #
 #   ./quickstart.sh              set up, then the offline quickstart: python -m benchmarks.learning --tiny
-#   ./quickstart.sh tests        set up, then the test suite (what CI runs: .ci/run calls this)
+#   ./quickstart.sh tests        set up, then the test suite on 2 workers (what CI runs: .ci/run calls this)
 #   ./quickstart.sh --dry-run    print the commands it would run, run nothing
 #
 # Further arguments go to the command (./quickstart.sh --seeds 0 1 2; ./quickstart.sh tests -k learning).
@@ -56,7 +56,9 @@ fi
 
 export HF_HUB_OFFLINE=1
 if [[ $action == tests ]]; then
-    run "$python" -m pytest -q tests ${args[@]+"${args[@]}"}
+    # two workers (pytest-xdist), a test file each at a time: the tests are single-threaded, so 2 cores run two files
+    # at once; PYTEST_WORKERS changes the count (0: no workers, one process)
+    run "$python" -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadfile tests ${args[@]+"${args[@]}"}
 else
     run "$python" -m benchmarks.learning --tiny ${args[@]+"${args[@]}"}
 fi

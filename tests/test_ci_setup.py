@@ -68,7 +68,7 @@ def test_quickstart_keeps_a_users_torch_and_installs_the_project_once(tmp_path):
     python = f"{venv}/bin/python"
     assert dry_run("tests", "-k", "learning", venv=venv) == [
         f"{python} -m pip install -q -e .[test]",
-        f"{python} -m pytest -q tests -k learning",
+        f"{python} -m pytest -q -n 2 --dist loadfile tests -k learning",
     ]
     stamp = venv / ".grpo-ext-installed"
     cksum = subprocess.run(["cksum"], stdin=(REPO_ROOT / "pyproject.toml").open(), capture_output=True, text=True)
