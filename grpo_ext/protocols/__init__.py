@@ -330,6 +330,21 @@ def _minerva_score() -> Score:
 LM_EVAL = "lm-eval 0.4.13 (EleutherAI/lm-evaluation-harness)"
 QWEN = "QwenLM/Qwen2.5-Math evaluation/ @ a45202bd16f1ec06f433442dc1152d0074773465"
 
+def _qwen_instruct_protocol(name: str, template: str) -> Protocol:
+    """One of Qwen2.5-Math's zero-shot chat prompts (`PROMPT_TEMPLATES[template]`): they differ only in the prompt."""
+    return Protocol(
+        name=name,
+        source=f"{QWEN} utils.py PROMPT_TEMPLATES['{template}'], math_eval.py, parser.py",
+        datasets=("gsm8k", "math", "math500"),
+        render=_qwen_render(name),
+        stop=QWEN_STOP,
+        max_new_tokens=QWEN_MAX_TOKENS,
+        scores=(_qwen_score(),),
+        notes="extraction is parser.extract_answer before strip_string; equivalence is rewards.answers_match "
+        "(math-verify) instead of grader.math_equal",
+    )
+
+
 PROTOCOLS: dict[str, Protocol] = {
     "chat": Protocol(
         name="chat",
@@ -376,28 +391,8 @@ PROTOCOLS: dict[str, Protocol] = {
         notes="exact_match's is_equiv (sympy parse_latex) is replaced by rewards.answers_match (math-verify); "
         "lm-eval's second score, math_verify on the whole completion, is not computed",
     ),
-    "qwen25_math_cot": Protocol(
-        name="qwen25_math_cot",
-        source=f"{QWEN} utils.py PROMPT_TEMPLATES['qwen25-math-cot'], math_eval.py, parser.py",
-        datasets=("gsm8k", "math", "math500"),
-        render=_qwen_render("qwen25_math_cot"),
-        stop=QWEN_STOP,
-        max_new_tokens=QWEN_MAX_TOKENS,
-        scores=(_qwen_score(),),
-        notes="extraction is parser.extract_answer before strip_string; equivalence is rewards.answers_match "
-        "(math-verify) instead of grader.math_equal",
-    ),
-    "qwen_boxed": Protocol(
-        name="qwen_boxed",
-        source=f"{QWEN} utils.py PROMPT_TEMPLATES['qwen-boxed'], math_eval.py, parser.py",
-        datasets=("gsm8k", "math", "math500"),
-        render=_qwen_render("qwen_boxed"),
-        stop=QWEN_STOP,
-        max_new_tokens=QWEN_MAX_TOKENS,
-        scores=(_qwen_score(),),
-        notes="extraction is parser.extract_answer before strip_string; equivalence is rewards.answers_match "
-        "(math-verify) instead of grader.math_equal",
-    ),
+    "qwen25_math_cot": _qwen_instruct_protocol("qwen25_math_cot", "qwen25-math-cot"),
+    "qwen_boxed": _qwen_instruct_protocol("qwen_boxed", "qwen-boxed"),
 }
 
 
