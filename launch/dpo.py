@@ -46,7 +46,7 @@ def train(argv: list[str] | None = None):
     """Parse arguments (`argv` or `sys.argv[1:]`), sample (or read the samples), pair, train, save.
 
     Returns the trainer, or None with `--sample_only`."""
-    from trl import DPOTrainer, get_peft_config, get_quantization_config
+    from trl import DPOTrainer
 
     from grpo_ext.paradigm import dpo_pairs
 
@@ -64,15 +64,8 @@ def train(argv: list[str] | None = None):
             f"no problem in {script_args.samples_file} has both a correct and an incorrect sample: no DPO pair "
             "(more --num_samples or another --sampling_temperature)"
         )
-    trainer = DPOTrainer(
-        model=model_args.model_name_or_path,
-        args=training_args,
-        train_dataset=train_dataset,
-        peft_config=get_peft_config(model_args),
-        quantization_config=get_quantization_config(model_args),
-    )
-    trainer.accelerator.print(f"DPO: {len(train_dataset)} pairs from {len(problems)} problems")
-    return train_and_save(trainer, script_args, training_args, model_args, argv)
+    return train_and_save(DPOTrainer, train_dataset, script_args, training_args, model_args, argv,
+                          summary=f"DPO: {len(train_dataset)} pairs from {len(problems)} problems")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -159,7 +159,7 @@ def train(argv: list[str] | None = None):
     """Parse arguments (`argv` or `sys.argv[1:]`), sample (or read the samples), fine-tune, save.
 
     Returns the trainer, or None with `--sample_only`."""
-    from trl import SFTTrainer, get_peft_config, get_quantization_config
+    from trl import SFTTrainer
 
     from grpo_ext.paradigm import rft_dataset
 
@@ -174,15 +174,8 @@ def train(argv: list[str] | None = None):
             f"no sample of the {sum(map(len, samples))} in {script_args.samples_file} is correct: nothing to "
             "fine-tune on (more --num_samples, another --sampling_temperature, or a stronger starting model)"
         )
-    trainer = SFTTrainer(
-        model=model_args.model_name_or_path,
-        args=training_args,
-        train_dataset=train_dataset,
-        peft_config=get_peft_config(model_args),
-        quantization_config=get_quantization_config(model_args),
-    )
-    trainer.accelerator.print(f"RFT: {len(train_dataset)} distinct correct samples of {len(problems)} problems")
-    return train_and_save(trainer, script_args, training_args, model_args, argv)
+    return train_and_save(SFTTrainer, train_dataset, script_args, training_args, model_args, argv,
+                          summary=f"RFT: {len(train_dataset)} distinct correct samples of {len(problems)} problems")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -55,7 +55,7 @@ def make_parser():
 
 def train(argv: list[str] | None = None):
     """Parse arguments (`argv` or `sys.argv[1:]`), fine-tune, save. Returns the trainer."""
-    from trl import SFTTrainer, get_peft_config, get_quantization_config
+    from trl import SFTTrainer
 
     from grpo_ext.data import resolve_dataset_name
 
@@ -69,20 +69,26 @@ def train(argv: list[str] | None = None):
     )
 
     os.makedirs(training_args.output_dir, exist_ok=True)
-    trainer = SFTTrainer(
+    return train_and_save(SFTTrainer, train_dataset, script_args, training_args, model_args, argv)
+
+
+def train_and_save(trainer_cls, train_dataset, script_args, training_args, model_args, argv: list[str] | None,
+                   summary: str | None = None):
+    """What every offline entry point (`sft.py`, `rft.py`, `dpo.py`) does with its TRL trainer class and data: build
+    the trainer (PEFT and quantization from `model_args`), check the launch took effect, print `summary`, log
+    metrics and the resolved config, train, save, push, and end the launch safely. Returns the trainer."""
+    from trl import get_peft_config, get_quantization_config
+
+    trainer = trainer_cls(
         model=model_args.model_name_or_path,
         args=training_args,
         train_dataset=train_dataset,
         peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),
     )
-    return train_and_save(trainer, script_args, training_args, model_args, argv)
-
-
-def train_and_save(trainer, script_args, training_args, model_args, argv: list[str] | None):
-    """What every offline entry point (`sft.py`, `rft.py`, `dpo.py`) does once its TRL trainer is built: check the
-    launch took effect, log metrics and the resolved config, train, save, push, and end the launch safely."""
     check_distributed_launch(trainer.accelerator)
+    if summary:
+        trainer.accelerator.print(summary)
     metrics_path = os.path.join(training_args.output_dir, METRICS_FILE)
     trainer.add_callback(MetricsLogCallback(metrics_path))
     if trainer.accelerator.is_main_process:
