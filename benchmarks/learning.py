@@ -3,6 +3,7 @@ r"""Does it learn? GRPO with outcome supervision, GRPO with process supervision 
     python -m benchmarks.learning --tiny                  # the offline quickstart: 2 CPU cores, a few minutes
     python -m benchmarks.learning --output_dir DIR        # the GPU size
     python -m benchmarks.learning --seeds 0 1 2           # several RL seeds from the same warm start
+    python -m benchmarks.learning --tiny --warm_start_from DIR   # RL only, from a saved warm start
 
 The task (`benchmarks.arithmetic_task`): generated multi-step arithmetic word problems whose solutions are one
 equation per line ("23 + 45 = 68") ending in `\boxed{}`, with a held-out test set of 500. The run:
@@ -23,7 +24,9 @@ equation per line ("23 + 45 = 68") ending in `\boxed{}`, with a held-out test se
 4. Before and after: greedy accuracy, maj@8 and the mean accuracy of 8 samples at temperature 1 on the test set
    (`grpo_ext.evaluation`'s generator and scoring); reward curves (`learning_rewards.png`).
 
-Results go to `--output_dir` as `learning.json`, `learning.md` and the plot.
+Results go to `--output_dir` as `learning.json`, `learning.md` and the plot. Every run saves its warm start (model and
+tokenizer) to `--work_dir`/warm_start; `--warm_start_from` that directory skips steps 1-2 and starts the RL from it
+(the test suite does so from `tests/fixtures/learning_warm_start`, saved by the command in its README).
 """
 
 from __future__ import annotations
@@ -329,7 +332,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("sft_steps", "grpo_steps", "test_problems"):
         parser.add_argument(f"--{name}", type=int, help=f"override the size's {name}")
     parser.add_argument("--work_dir", help="where checkpoints go (default: a temporary directory)")
+    parser.add_argument("--warm_start_from", help="a warm start saved by an earlier run (its --work_dir/warm_start): "
+                        "skip the model's initialisation and the SFT, and run the RL from it")
     args = parser.parse_args(argv)
+    if args.warm_start_from and not (Path(args.warm_start_from) / "config.json").is_file():
+        parser.error(f"--warm_start_from {args.warm_start_from}: no saved model there (no config.json)")
     for name in ("sft_steps", "grpo_steps", "test_problems"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -337,9 +344,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def train_warm_start(size: LearningSize, problems, work_dir: Path, device: str, seed: int):
+    """Build the model and tokenizer (`work_dir`/init), fit them to the buggy pupil's solutions of `problems` and save
+    them to `work_dir`/warm_start; returns that path, the tokenizer, the model and the mean loss of the last 20
+    steps."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+    sft_rows = warm_start_rows(problems, size.buggy_fraction, seed=0)
+    set_seed(seed)
+    init_path = build_model(size, [row["prompt"] + row["completion"] for row in sft_rows], work_dir / "init", seed)
+    tokenizer = AutoTokenizer.from_pretrained(init_path)
+    model = AutoModelForCausalLM.from_pretrained(init_path).to(device)
+    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
+          f"device {device}")
+    losses = warm_start(model, tokenizer, sft_rows, size, seed=seed)
+    path = str(work_dir / "warm_start")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path, tokenizer, model, statistics.mean(losses[-20:])
+
+
 def run(args: argparse.Namespace) -> dict:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     size = SIZES["tiny" if args.tiny else "full"]
     overrides = {name: getattr(args, name) for name in ("sft_steps", "grpo_steps", "test_problems")
@@ -354,29 +381,25 @@ def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
 
     splits = build_splits(size, rl_prompts=size.grpo_steps * size.prompts_per_step)
-    sft_rows = warm_start_rows(splits["train"], size.buggy_fraction, seed=0)
     test_rows, prompt_rows = rl_rows(splits["test"]), rl_rows(splits["rl"])
-    corpus = [row["prompt"] + row["completion"] for row in sft_rows]
-
-    set_seed(args.warm_start_seed)
-    init_path = build_model(size, corpus, work_dir / "init", seed=args.warm_start_seed)
-    tokenizer = AutoTokenizer.from_pretrained(init_path)
-    model = AutoModelForCausalLM.from_pretrained(init_path).to(device)
-    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
-          f"device {device}")
     t0 = time.perf_counter()
-    losses = warm_start(model, tokenizer, sft_rows, size, seed=args.warm_start_seed)
+    if args.warm_start_from:
+        warm_path, final_loss = args.warm_start_from, None
+        tokenizer = AutoTokenizer.from_pretrained(warm_path)
+        model = AutoModelForCausalLM.from_pretrained(warm_path).to(device)
+    else:
+        warm_path, tokenizer, model, final_loss = train_warm_start(
+            size, splits["train"], work_dir, device, args.warm_start_seed
+        )
     sft_seconds = time.perf_counter() - t0
-    warm_path = str(work_dir / "warm_start")
-    model.save_pretrained(warm_path)
-    tokenizer.save_pretrained(warm_path)
     before = evaluate_accuracy(model, tokenizer, test_rows, size)
     print(f"warm start: {before} ({sft_seconds:.0f} s)")
 
     results = {
         "size": dataclasses.asdict(size),
         "command": "python -m benchmarks.learning " + " ".join(args.argv),
-        "warm_start": {"accuracy": before, "seconds": sft_seconds, "final_loss": statistics.mean(losses[-20:])},
+        "warm_start": {"accuracy": before, "seconds": sft_seconds, "final_loss": final_loss,
+                       "from": args.warm_start_from or "trained in this run"},
         "methods": {},
     }
     for method in args.methods:
