@@ -42,13 +42,13 @@ def test_quickstart_sets_up_a_fresh_machine(tmp_path):
     assert dry_run(venv=venv) == [
         f"python3 -m venv {venv}",
         f"{python} -m pip install -q --upgrade pip",
-        f"{python} -m pip install -q torch==2.13.0",
-        f"{python} -m pip install -q -e .[test]",
+        f"{python} -m pip install -q --no-compile torch==2.13.0",
+        f"{python} -m pip install -q --no-compile -e .[test]",
         f"{python} -m benchmarks.learning --tiny",
     ]
     assert not venv.exists()  # a dry run creates nothing
     index = "https://download.pytorch.org/whl/cpu"
-    assert dry_run(venv=venv, TORCH_INDEX_URL=index)[2] == f"{python} -m pip install -q torch==2.13.0 --index-url {index}"
+    assert dry_run(venv=venv, TORCH_INDEX_URL=index)[2] == f"{python} -m pip install -q --no-compile torch==2.13.0 --index-url {index}"
 
 
 def fake_venv(path: Path, has_torch: bool) -> Path:
@@ -67,7 +67,7 @@ def test_quickstart_keeps_a_users_torch_and_installs_the_project_once(tmp_path):
     venv = fake_venv(tmp_path / "venv", has_torch=True)
     python = f"{venv}/bin/python"
     assert dry_run("tests", "-k", "learning", venv=venv) == [
-        f"{python} -m pip install -q -e .[test]",
+        f"{python} -m pip install -q --no-compile -e .[test]",
         f"{python} -m pytest -q -n 2 --dist loadfile tests -k learning",
     ]
     stamp = venv / ".grpo-ext-installed"
@@ -75,12 +75,12 @@ def test_quickstart_keeps_a_users_torch_and_installs_the_project_once(tmp_path):
     stamp.write_text(f"pyproject.toml {cksum.stdout.strip()}\n")
     assert dry_run("--seeds", "0", "1", venv=venv) == [f"{python} -m benchmarks.learning --tiny --seeds 0 1"]
     stamp.write_text("pyproject.toml 1 2\n")  # pyproject.toml changed since: install again
-    assert dry_run(venv=venv)[0] == f"{python} -m pip install -q -e .[test]"
+    assert dry_run(venv=venv)[0] == f"{python} -m pip install -q --no-compile -e .[test]"
 
 
 def test_quickstart_installs_torch_into_an_environment_without_it(tmp_path):
     venv = fake_venv(tmp_path / "venv", has_torch=False)
     commands = dry_run(venv=venv)
-    assert commands[0].startswith(f"{venv}/bin/python -m pip install -q torch==2.13.0")
-    assert commands[1:] == [f"{venv}/bin/python -m pip install -q -e .[test]",
+    assert commands[0].startswith(f"{venv}/bin/python -m pip install -q --no-compile torch==2.13.0")
+    assert commands[1:] == [f"{venv}/bin/python -m pip install -q --no-compile -e .[test]",
                             f"{venv}/bin/python -m benchmarks.learning --tiny"]
