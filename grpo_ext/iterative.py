@@ -401,7 +401,7 @@ class RewardModelRefresher:
             )
             rows = [
                 {"text": orm_text(r["prompt"], r["completion"], self.tokenizer), "label": y}
-                for r, y in zip(rollouts, labels)
+                for r, y in zip(rollouts, labels) if y is not None  # unscorable: no label
             ]
             return rows, cost
         examples, rm_prompts = [], []
@@ -418,7 +418,8 @@ class RewardModelRefresher:
             examples, sampler, k=self.args.rm_label_num_continuations, mode=self.args.rm_label_mode,
             scorer=self.scorer, separator=self.step_separator,
         )
-        rows = [{"prompt": p, "steps": list(ex[1]), "labels": y} for p, ex, y in zip(rm_prompts, examples, labels)]
+        rows = [{"prompt": p, "steps": list(ex[1]), "labels": y}
+                for p, ex, y in zip(rm_prompts, examples, labels) if y is not None]  # unscorable: no labels
         return rows, cost
 
     # -- refresh --------------------------------------------------------------------------------------------
@@ -652,6 +653,8 @@ def describe_refresh(metrics: dict[str, float], kind: str, global_step: int, sav
         f"{metrics['rm/loss_before']:.4f} -> {metrics['rm/loss_after']:.4f}, accuracy "
         f"{metrics['rm/accuracy_before']:.3f} -> {metrics['rm/accuracy_after']:.3f}"
     )
+    if metrics.get("rm/label_num_unscorable"):
+        line += f"; {int(metrics['rm/label_num_unscorable'])} unscorable rollouts left unlabelled"
     if "rm/reference_reset" in metrics:
         line += "; reference reset to the policy" if metrics["rm/reference_reset"] else "; no reference to reset"
     if saved_to is not None:

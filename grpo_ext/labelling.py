@@ -12,8 +12,12 @@
   The last step needs no sampling: its prefix is the whole solution, so label_n is the solution's own
   correctness (1 or 0 in both modes).
 
-Scorers have the signature `scorer(completions: list[str], golds: list[str]) -> list[float | None]`
-(None = unscorable, counted as wrong); continuation samplers `generate(prefixes: list[str], k) -> list[list[str]]`.
+Scorers have the signature `scorer(completions: list[str], golds: list[str]) -> list[float | None]`; None (or
+NaN) means unscorable, as `rewards.accuracy_reward` says of a gold answer it cannot read. An unscorable rollout
+carries no information about its correctness, so it gets no label (None) and stays out of RM training, rather than
+teaching the RM that it is wrong; a continuation scored None counts as not reaching the answer (its solution's own
+score decides whether the rollout is labelled at all). Continuation samplers are
+`generate(prefixes: list[str], k) -> list[list[str]]`.
 Both are injectable, so the labeller is tested with a scripted policy.
 """
 
@@ -58,18 +62,23 @@ def get_label_scorer(name: str) -> Scorer:
 
 
 def _is_correct(score) -> bool:
-    return score is not None and score == score and float(score) >= 0.5  # None / NaN count as wrong
+    return not _unscorable(score) and float(score) >= 0.5
+
+
+def _unscorable(score) -> bool:
+    return score is None or score != score  # None or NaN
 
 
 @dataclass
 class LabellingCost:
     """What automatic labelling cost: continuations sampled, tokens generated (when the sampler counts them),
-    scorer calls and wall-clock seconds."""
+    scorer calls, wall-clock seconds, and the rollouts left unlabelled because they were unscorable."""
 
     num_continuations: int = 0
     num_generated_tokens: int = 0
     num_scored: int = 0
     seconds: float = 0.0
+    num_unscorable: int = 0
 
     def __iadd__(self, other: "LabellingCost"):
         for k, v in asdict(other).items():
@@ -82,15 +91,17 @@ class LabellingCost:
 
 def orm_labels(
     prompts: Sequence, completions: Sequence[str], golds: Sequence[str], scorer: Scorer = accuracy_scorer
-) -> tuple[list[int], LabellingCost]:
-    """0/1 outcome labels: 1 when the completion's answer matches the gold answer. `prompts` are unused by the
-    rule-based scorer but kept so the signature matches the rows it labels."""
+) -> tuple[list[int | None], LabellingCost]:
+    """0/1 outcome labels: 1 when the completion's answer matches the gold answer, None when the scorer cannot
+    score it (no label). `prompts` are unused by the rule-based scorer but kept so the signature matches the rows
+    it labels."""
     if not (len(prompts) == len(completions) == len(golds)):
         raise ValueError(f"lengths differ: {len(prompts)} prompts, {len(completions)} completions, {len(golds)} golds")
     start = time.perf_counter()
     scores = scorer(list(completions), list(golds))
-    labels = [int(_is_correct(s)) for s in scores]
-    return labels, LabellingCost(num_scored=len(labels), seconds=time.perf_counter() - start)
+    labels = [None if _unscorable(s) else int(_is_correct(s)) for s in scores]
+    return labels, LabellingCost(num_scored=len(labels), seconds=time.perf_counter() - start,
+                                 num_unscorable=labels.count(None))
 
 
 def step_prefix(prompt: str, steps: Sequence[str], i: int, separator: str = DEFAULT_STEP_SEPARATOR) -> str:
@@ -124,10 +135,11 @@ def math_shepherd_labels_batch(
     mode: str = "hard",
     scorer: Scorer = accuracy_scorer,
     separator: str = DEFAULT_STEP_SEPARATOR,
-) -> tuple[list[list[float]], LabellingCost]:
+) -> tuple[list[list[float] | None], LabellingCost]:
     """Math-Shepherd step labels for many `(prompt, steps, gold)` or `(prompt, steps, gold, completion)` at once
     (one sampler call for all prefixes). See the module docstring for the formula and `solution_prefixes` for the
-    prefix text: the policy continues `prompt + prefix_i`, and the scorer sees `prefix_i + continuation`."""
+    prefix text: the policy continues `prompt + prefix_i`, and the scorer sees `prefix_i + continuation`. An
+    example whose whole solution is unscorable gets None instead of labels."""
     if mode not in ("hard", "soft"):
         raise ValueError(f"rm_label_mode must be 'hard' or 'soft', got {mode!r}")
     if k < 1:
@@ -151,21 +163,24 @@ def math_shepherd_labels_batch(
     for ex, (_, full) in zip(examples, solved):  # the last step: the whole solution's own correctness
         texts.append(full)
         golds.append(ex[2])
-    correct = [_is_correct(s) for s in scorer(texts, golds)] if texts else []
+    scores = scorer(texts, golds) if texts else []
+    correct = [_is_correct(s) for s in scores]
 
     labels = [[0.0] * len(ex[1]) for ex in examples]
     for j, (e, i) in enumerate(owners):
         hits = sum(correct[j * k : (j + 1) * k])
         labels[e][i] = float(hits >= 1) if mode == "hard" else hits / k
-    tail = correct[len(owners) * k :]
+    tail = scores[len(owners) * k :]
     for e, ex in enumerate(examples):
-        labels[e][len(ex[1]) - 1] = float(tail[e])
+        labels[e][len(ex[1]) - 1] = float(_is_correct(tail[e]))
+    labels = [None if _unscorable(score) else example for example, score in zip(labels, tail)]
 
     cost = LabellingCost(
         num_continuations=len(prefixes) * k,
         num_generated_tokens=getattr(generate_continuations, "num_generated_tokens", 0) - tokens_before,
         num_scored=len(texts),
         seconds=time.perf_counter() - start,
+        num_unscorable=labels.count(None),
     )
     return labels, cost
 

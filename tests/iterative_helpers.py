@@ -42,9 +42,10 @@ def tiny_orm(seed: int = 0):
 
 
 def last_number_scorer(completions, golds):
-    """Toy rule-based scorer: 1.0 if the last integer in the completion equals the gold, None if none."""
+    """Toy rule-based scorer with `rewards.accuracy_reward`'s contract: 1.0 if the last integer in the completion
+    equals the gold, 0.0 otherwise (no number included), None when there is no gold to compare with (empty)."""
     out = []
     for text, gold in zip(completions, golds):
         nums = re.findall(r"-?\d+", text)
-        out.append(None if not nums else float(nums[-1] == str(gold)))
+        out.append(None if not str(gold).strip() else float(bool(nums) and nums[-1] == str(gold)))
     return out

@@ -156,6 +156,17 @@ def test_refresh_fires_every_n_steps_and_labels_the_iteration_rollouts(tmp_path)
     assert not _orm_refresher(refresh_steps=0).should_refresh(3)
 
 
+def test_refresh_trains_on_scorable_rollouts_only(tmp_path):
+    refresher = _orm_refresher(refresh_steps=1)
+    prompts, completions, golds = _rollouts(1, n=4)
+    golds[1] = ""  # no gold to compare with: last_number_scorer (like accuracy_reward) scores None
+    refresher.record(prompts, completions, golds)
+    metrics = refresher.refresh()
+    assert metrics["rm/num_new_rows"] == 3.0 and metrics["rm/label_num_unscorable"] == 1.0
+    assert [row["text"] for row in refresher.buffer.rows] == [p + c for p, c, g in zip(prompts, completions, golds) if g]
+    assert "1 unscorable rollouts left unlabelled" in iterative.describe_refresh(metrics, "orm", 1)
+
+
 def test_training_mix_has_the_replay_fraction(monkeypatch):
     seen = []
     real = iterative.train_reward_model

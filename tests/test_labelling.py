@@ -93,9 +93,29 @@ def test_math_shepherd_rejects_bad_options_and_bad_samplers():
         math_shepherd_labels(PROMPT, STEPS, "14", lambda p, k: [["x"]] * len(p), k=4, scorer=last_number_scorer)
 
 
-def test_orm_labels_treat_unscorable_as_wrong():
-    labels, cost = orm_labels(["q"] * 4, ["7", "8", "no number", "x 7"], ["7", "7", "7", "7"], last_number_scorer)
-    assert labels == [1, 0, 0, 1] and cost.num_scored == 4
+def test_orm_labels_leave_unscorable_rollouts_unlabelled():
+    """An unscorable rollout says nothing about correctness: no label, rather than a 0 that teaches the RM that a
+    possibly right solution is wrong."""
+    labels, cost = orm_labels(["q"] * 4, ["7", "8", "7", "no number"], ["7", "7", "", "7"], last_number_scorer)
+    assert labels == [1, 0, None, 0] and cost.num_scored == 4 and cost.num_unscorable == 1
+    nan_scorer = lambda completions, golds: [float("nan"), 1.0]  # noqa: E731
+    assert orm_labels(["q"] * 2, ["a", "b"], ["1", "1"], nan_scorer)[0] == [None, 1]
+
+
+def test_orm_labels_with_the_default_scorer_leave_an_unreadable_gold_unlabelled():
+    """`rewards.accuracy_reward` scores None when it finds no gold answer: a right-looking solution then gets no
+    label, while a readable gold still labels a wrong one 0."""
+    labels, cost = orm_labels(["q"] * 3, [r"\boxed{7}", r"\boxed{7}", r"\boxed{8}"], ["", "7", "7"])
+    assert labels == [None, 1, 0] and cost.num_unscorable == 1
+
+
+def test_math_shepherd_leaves_an_unscorable_solution_unlabelled():
+    steps = ["3 + 4 = 7", "so 7"]
+    policy = ScriptedPolicy({step_prefix("P ", steps, 1): ["7", "7"]})
+    labels, cost = math_shepherd_labels_batch(  # the first has no gold to compare with: last_number_scorer's None
+        [("P ", steps, ""), ("P ", ["7"], "7")], policy, k=2, scorer=last_number_scorer
+    )
+    assert labels == [None, [1.0]] and cost.num_unscorable == 1
     with pytest.raises(ValueError, match="lengths differ"):
         orm_labels(["q"], ["7", "8"], ["7"], last_number_scorer)
 
