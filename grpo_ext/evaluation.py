@@ -103,7 +103,7 @@ def summarize(records: Sequence[dict], ks: Sequence[int]) -> dict[str, float]:
         metrics[f"pass@{k}"] = sum(pass_at_k(len(r["corrects"]), sum(r["corrects"]), k) for r in records) / len(records)
     if n > 1:
         for k in ks:
-            if k <= n:
+            if k <= n and str(k) in records[0].get("maj", {}):
                 metrics[f"maj@{k}"] = sum(bool(r["maj"][str(k)]) for r in records) / len(records)
     return metrics
 
@@ -406,10 +406,16 @@ def score_with(
 ) -> list[dict[str, Any]]:
     """`score_problems` for a protocol's `Score` (`grpo_ext.protocols`): its extraction and gold; with
     `score.exact` an answer is correct when it equals the gold string, else by `rewards.answers_match`; maj@k groups
-    answers by equality when `exact`, else by `rewards.answers_match`."""
-    from rewards import match_many
+    answers by equality when `exact`, else by `rewards.answers_match`. A `whole_text` score's verdicts are
+    `rewards.match_texts` on (completion, gold) and it has no maj@k."""
+    from rewards import match_many, match_texts
 
     golds = [score.gold(row) for row in rows]
+    if score.whole_text:
+        pairs = [(text, gold) for texts, gold in zip(completions, golds) if gold is not None for text in texts]
+        verdicts = iter(match_texts(pairs, timeout=timeout))
+        corrects = [[gold is not None and bool(next(verdicts)) for _ in texts] for texts, gold in zip(completions, golds)]
+        return _records(completions, [[None] * len(texts) for texts in completions], corrects, (), None)
     extracted = [[score.extract(text) for text in texts] for texts in completions]
     # one verdict per (answered sample, readable gold), in order; exact scores compare strings, the others go to
     # math-verify in one batch

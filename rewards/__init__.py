@@ -22,7 +22,7 @@ from .accuracy import (
     extract_prediction,
     grade_completions,
 )
-from .equivalence import answers_match, clear_cache, match_many
+from .equivalence import answers_match, clear_cache, match_many, match_texts
 from .extraction import completion_text, extract_answer, extract_gold, last_boxed
 from .pool import VerifierPool, get_default_pool
 from .shaping import (
@@ -64,6 +64,7 @@ __all__ = [
     "last_boxed",
     "length_penalty_reward",
     "match_many",
+    "match_texts",
     "reasoning_steps_reward",
     "soft_overlong_punishment",
 ]

@@ -276,6 +276,36 @@ def test_minerva_extraction_and_gold_are_lm_eval_s(shared_data):
         assert minerva_normalize_final_answer(raw) == ref["normalize_final_answer"](raw) == normalized, raw
 
 
+def test_minerva_math_verify_score_is_lm_eval_s(shared_data):
+    """lm-eval's second Minerva score, its own `process_results` run here for `math_verify` (exact_match is
+    compared above; its sympy `is_equiv` is stubbed out since it needs antlr 4.11), against ours on MATH-500 rows:
+    each row's own solution, a Minerva-style final answer (right, then wrong), another row's solution."""
+    from math_verify import parse, verify
+
+    from grpo_ext.data import load_math_dataset
+    from grpo_ext.evaluation import score_with, summarize
+
+    ref = lift(LM_EVAL_DIR / "tasks" / "minerva_math" / "utils.py",
+               ["process_results", "get_unnormalized_answer", "normalize_final_answer", "SUBSTITUTIONS",
+                "REMOVED_EXPRESSIONS"])
+    ref.update(parse=parse, verify=verify, is_equiv=lambda a, b: False)  # the names its module imports
+    rows = list(load_math_dataset("math500", data_files=str(shared_data / "math500" / "test.jsonl"), limit=30))
+    completions = [
+        [row["solution"], f"Final Answer: The final answer is ${row['answer']}$. I hope it is correct.",
+         "Final Answer: The final answer is $-123456$. I hope it is correct.", rows[(i + 1) % len(rows)]["solution"]]
+        for i, row in enumerate(rows)
+    ]
+    score = get_protocol("minerva_math_4shot").scores[1]
+    assert score.name == "math_verify"
+    records = score_with(score, completions, rows, ks=[1, 4])
+    expected = [[ref["process_results"]({"solution": row["solution"], "answer": ""}, [text])["math_verify"] == 1
+                 for text in texts] for row, texts in zip(rows, completions)]
+    assert [r["corrects"] for r in records] == expected
+    assert all(r[0] for r in expected) and sum(r[1] for r in expected) >= 25 and not any(r[2] for r in expected)
+    summary = summarize(records, ks=[1, 4])
+    assert "maj@4" not in summary and summary["pass@4"] >= summary["pass@1"] > 0
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Qwen2.5-Math evaluation
 # ---------------------------------------------------------------------------------------------------------------------

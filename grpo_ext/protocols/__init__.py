@@ -10,7 +10,7 @@ data files beside this module, each naming its source.
 | `chat` | this project | the tokenizer's chat template, `grpo_ext.data.make_prompt` | `accuracy` (`rewards`) |
 | `lm_eval_gsm8k` | lm-evaluation-harness `gsm8k` | "Question: ...\\nAnswer:", 5 shots from train, seed 1234 | `strict-match`, `flexible-extract` |
 | `gsm8k_cot_8shot` | lm-evaluation-harness `gsm8k_cot` | "Q: ...\\nA:", the 8 fixed chain-of-thought exemplars | `strict-match`, `flexible-extract` |
-| `minerva_math_4shot` | lm-evaluation-harness `minerva_math_*` | "Problem:\\n...\\n\\nSolution:", the 4 Minerva exemplars | `exact_match` |
+| `minerva_math_4shot` | lm-evaluation-harness `minerva_math_*` | "Problem:\\n...\\n\\nSolution:", the 4 Minerva exemplars | `exact_match`, `math_verify` |
 | `qwen25_math_cot` | Qwen2.5-Math `evaluation/` prompt type `qwen25-math-cot` | fixed ChatML string, boxed instruction as system | `accuracy` |
 | `qwen_boxed` | Qwen2.5-Math `evaluation/` prompt type `qwen-boxed` | fixed ChatML string, "You are a helpful assistant." | `accuracy` |
 | `qwen25_math_fewshot_cot` | Qwen2.5-Math `evaluation/` prompt type `cot` (base models) | "Question: ...\nAnswer:", Qwen's GSM8K or MATH exemplars | `accuracy` |
@@ -230,12 +230,16 @@ def load_exemplars(name: str) -> tuple[dict, ...]:
 class Score:
     """One way of scoring a completion: `extract(text)` gives the answer (None: no answer); `gold(row)` the
     reference; `match(pred, gold)` decides. `exact` = matching is equality of the extracted strings (so majority
-    votes group by equality); otherwise votes group by `rewards.answers_match`."""
+    votes group by equality); otherwise votes group by `rewards.answers_match`. `whole_text` = the verdict is
+    math-verify's own reading of the whole completion against `gold(row)`, `verify(parse(gold), parse(text))`
+    (`rewards.match_texts`, bounded in time); `extract` is then unused and there is no answer to vote on, so no
+    maj@k."""
 
     name: str
     extract: Callable[[str], str | None]
     gold: Callable[[dict], str | None]
     exact: bool = True
+    whole_text: bool = False
 
 
 @dataclass(frozen=True)
@@ -327,6 +331,11 @@ def _minerva_score() -> Score:
     return Score("exact_match", extract, lambda row: minerva_gold(row["solution"]), exact=False)
 
 
+# lm-eval's minerva_math process_results: math_verify = verify(gold=parse(doc["solution"]), target=parse(completion))
+MINERVA_MATH_VERIFY = Score("math_verify", lambda text: None, lambda row: row["solution"], exact=False,
+                            whole_text=True)
+
+
 LM_EVAL = "lm-eval 0.4.13 (EleutherAI/lm-evaluation-harness)"
 QWEN = "QwenLM/Qwen2.5-Math evaluation/ @ a45202bd16f1ec06f433442dc1152d0074773465"
 
@@ -385,11 +394,12 @@ PROTOCOLS: dict[str, Protocol] = {
         render=_render_minerva,
         stop=("Problem:",),
         max_new_tokens=LM_EVAL_MAX_GEN_TOKS,
-        scores=(_minerva_score(),),
+        scores=(_minerva_score(), MINERVA_MATH_VERIFY),
         num_few_shot=4,
         fixed_exemplars="minerva_math_4shot",
         notes="exact_match's is_equiv (sympy parse_latex) is replaced by rewards.answers_match (math-verify); "
-        "lm-eval's second score, math_verify on the whole completion, is not computed",
+        "math_verify is lm-eval's second score, math-verify on the whole completion and solution, here bounded in "
+        "time and reading the last 100,000 characters of each (rewards.match_texts)",
     ),
     "qwen25_math_cot": _qwen_instruct_protocol("qwen25_math_cot", "qwen25-math-cot"),
     "qwen_boxed": _qwen_instruct_protocol("qwen_boxed", "qwen-boxed"),
