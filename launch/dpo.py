@@ -16,9 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from launch.common import run_entry_point
-from launch.rft import OfflineSamplingArguments, load_or_sample
+from launch.rft import OfflineSamplingArguments, offline_parser, parse_and_sample
 from launch.sft import train_and_save
-from launch.train_grpo import load_training_problems, parse_training_args
 
 
 @dataclass
@@ -36,10 +35,9 @@ class DPOScriptArguments(OfflineSamplingArguments):
 
 
 def make_parser():
-    from trl import DPOConfig, ModelConfig, TrlParser
+    from trl import DPOConfig
 
-    # allow_abbrev=False: a misspelt or truncated option is an error, never a silent prefix match
-    return TrlParser((DPOScriptArguments, DPOConfig, ModelConfig), prog="grpo-ext-dpo", allow_abbrev=False)
+    return offline_parser(DPOScriptArguments, DPOConfig, "grpo-ext-dpo")
 
 
 def train(argv: list[str] | None = None):
@@ -50,11 +48,10 @@ def train(argv: list[str] | None = None):
 
     from grpo_ext.paradigm import dpo_pairs
 
-    script_args, training_args, model_args = parse_training_args(make_parser(), argv)
-    problems = load_training_problems(script_args)
-    samples = load_or_sample(script_args, training_args, model_args, problems)
-    if script_args.sample_only:
+    parsed = parse_and_sample(make_parser(), argv)
+    if parsed is None:
         return None
+    script_args, training_args, model_args, problems, samples = parsed
     train_dataset = dpo_pairs(
         problems["prompt"], samples, problems["answer"],
         max_pairs_per_prompt=script_args.max_pairs_per_prompt, seed=training_args.seed,

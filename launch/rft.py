@@ -148,11 +148,30 @@ def load_or_sample(script_args, training_args, model_args, problems) -> list[lis
     return samples
 
 
-def make_parser():
-    from trl import ModelConfig, SFTConfig, TrlParser
+def offline_parser(script_arguments_cls, training_config_cls, prog: str):
+    """The TrlParser of an offline entry point: its script arguments, TRL's trainer config, TRL's ModelConfig."""
+    from trl import ModelConfig, TrlParser
 
     # allow_abbrev=False: a misspelt or truncated option is an error, never a silent prefix match
-    return TrlParser((RFTScriptArguments, SFTConfig, ModelConfig), prog="grpo-ext-rft", allow_abbrev=False)
+    return TrlParser((script_arguments_cls, training_config_cls, ModelConfig), prog=prog, allow_abbrev=False)
+
+
+def make_parser():
+    from trl import SFTConfig
+
+    return offline_parser(RFTScriptArguments, SFTConfig, "grpo-ext-rft")
+
+
+def parse_and_sample(parser, argv: list[str] | None):
+    """Parse `argv`, load the training problems and their samples (read from `--samples_file`, or drawn now and
+    written there). Returns (script_args, training_args, model_args, problems, samples), or None with
+    `--sample_only` (the samples are written; nothing to train)."""
+    script_args, training_args, model_args = parse_training_args(parser, argv)
+    problems = load_training_problems(script_args)
+    samples = load_or_sample(script_args, training_args, model_args, problems)
+    if script_args.sample_only:
+        return None
+    return script_args, training_args, model_args, problems, samples
 
 
 def train(argv: list[str] | None = None):
@@ -163,11 +182,10 @@ def train(argv: list[str] | None = None):
 
     from grpo_ext.paradigm import rft_dataset
 
-    script_args, training_args, model_args = parse_training_args(make_parser(), argv)
-    problems = load_training_problems(script_args)
-    samples = load_or_sample(script_args, training_args, model_args, problems)
-    if script_args.sample_only:
+    parsed = parse_and_sample(make_parser(), argv)
+    if parsed is None:
         return None
+    script_args, training_args, model_args, problems, samples = parsed
     train_dataset = rft_dataset(problems["prompt"], samples, problems["answer"])
     if len(train_dataset) == 0:
         raise ValueError(

@@ -16,15 +16,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from launch.common import check_distributed_launch, end_launch, run_entry_point
+from launch.common import check_distributed_launch, run_entry_point
 from launch.train_grpo import (
     METRICS_FILE,
-    RESOLVED_CONFIG_FILE,
     MetricsLogCallback,
     ProblemDataArguments,
     load_training_problems,
     parse_training_args,
-    write_resolved_config,
+    run_and_save,
 )
 
 
@@ -89,25 +88,8 @@ def train_and_save(trainer_cls, train_dataset, script_args, training_args, model
     check_distributed_launch(trainer.accelerator)
     if summary:
         trainer.accelerator.print(summary)
-    metrics_path = os.path.join(training_args.output_dir, METRICS_FILE)
-    trainer.add_callback(MetricsLogCallback(metrics_path))
-    if trainer.accelerator.is_main_process:
-        if os.path.exists(metrics_path) and not training_args.resume_from_checkpoint:
-            os.remove(metrics_path)  # a fresh run starts a fresh log; a resumed one appends
-        write_resolved_config(
-            os.path.join(training_args.output_dir, RESOLVED_CONFIG_FILE),
-            argv,
-            script_arguments=script_args,
-            training_arguments=training_args,
-            model_arguments=model_args,
-        )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    trainer.accelerator.print(f"Model, tokenizer and logs saved to {training_args.output_dir}")
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
-    end_launch(trainer)
-    return trainer
+    trainer.add_callback(MetricsLogCallback(os.path.join(training_args.output_dir, METRICS_FILE)))
+    return run_and_save(trainer, script_args, training_args, model_args, argv)
 
 
 def main(argv: list[str] | None = None) -> None:

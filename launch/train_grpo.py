@@ -357,6 +357,14 @@ def train(argv: list[str] | None = None):
             max_new_tokens=script_args.math_eval_max_new_tokens,
         ).attach()
 
+    return run_and_save(trainer, script_args, training_args, model_args, argv)
+
+
+def run_and_save(trainer, script_args, training_args, model_args, argv: list[str] | None):
+    """What every entry point does once its trainer is built (with a `MetricsLogCallback` writing METRICS_FILE):
+    start a fresh metrics log unless resuming, write the resolved config, train, save, push, and end the launch
+    safely. Returns the trainer."""
+    metrics_path = os.path.join(training_args.output_dir, METRICS_FILE)
     if trainer.accelerator.is_main_process:
         if os.path.exists(metrics_path) and not training_args.resume_from_checkpoint:
             os.remove(metrics_path)  # a fresh run starts a fresh log; a resumed one appends
@@ -367,7 +375,6 @@ def train(argv: list[str] | None = None):
             training_arguments=training_args,
             model_arguments=model_args,
         )
-
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     trainer.accelerator.print(f"Model, tokenizer and logs saved to {training_args.output_dir}")
