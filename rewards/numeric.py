@@ -24,24 +24,31 @@ _MAX_TOKENS = 200
 _COMMANDS_AS_TIMES = {"\\cdot", "\\times"}
 
 
-class _Refuse(Exception):
-    pass
+class Refuse(Exception):
+    """A token this package's readers do not accept: the reader answers "don't know" (None)."""
 
 
-class _Parser:
-    def __init__(self, tokens: list[str]):
-        self.tokens = tokens
-        self.i = 0
+class TokenCursor:
+    """`peek` and `take` over the token list `toks` from position `i`; a missing or unexpected token refuses."""
+
+    toks: list[str]
+    i: int
 
     def peek(self) -> str | None:
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
+        return self.toks[self.i] if self.i < len(self.toks) else None
 
     def take(self, expected: str | None = None) -> str:
         token = self.peek()
         if token is None or (expected is not None and token != expected):
-            raise _Refuse
+            raise Refuse
         self.i += 1
         return token
+
+
+class _Parser(TokenCursor):
+    def __init__(self, tokens: list[str]):
+        self.toks = tokens
+        self.i = 0
 
     def expr(self) -> float:
         value = self.term()
@@ -58,15 +65,15 @@ class _Parser:
                 right = self.unary()
                 if token == "/":
                     if right == 0:
-                        raise _Refuse
+                        raise Refuse
                     value /= right
                 else:
                     value *= right
             elif token is not None and (token in ("(", "{", "\\frac", "\\sqrt", "\\pi") or token[0].isdigit()):
-                if token == "\\frac" and self.tokens[self.i - 1][0].isdigit():
-                    raise _Refuse  # 1\frac{4}{5} may be a mixed number
+                if token == "\\frac" and self.toks[self.i - 1][0].isdigit():
+                    raise Refuse  # 1\frac{4}{5} may be a mixed number
                 if token[0].isdigit():
-                    raise _Refuse  # "2 3" is not a product
+                    raise Refuse  # "2 3" is not a product
                 value *= self.power()  # implicit product: 2\pi, 3\sqrt{5}, 2(1+x)
             else:
                 return value
@@ -84,10 +91,10 @@ class _Parser:
             # Only `^{...}` or a single digit: `2^10` and `2^-1` are ambiguous in LaTeX.
             token = self.peek()
             if token != "{" and not (token is not None and token.isdigit() and len(token) == 1):
-                raise _Refuse
+                raise Refuse
             exponent = self.atom()
             if abs(exponent) > 1000 or (base < 0 and exponent != int(exponent)) or (base == 0 and exponent < 0):
-                raise _Refuse
+                raise Refuse
             return base**exponent
         return base
 
@@ -115,7 +122,7 @@ class _Parser:
             numerator = self.group() if self.peek() == "{" else self.single_digit()
             denominator = self.group() if self.peek() == "{" else self.single_digit()
             if denominator == 0:
-                raise _Refuse
+                raise Refuse
             return numerator / denominator
         if token == "\\sqrt":
             index = 2.0
@@ -124,21 +131,21 @@ class _Parser:
                 index = self.expr()
                 self.take("]")
                 if index != int(index) or index < 2:
-                    raise _Refuse
+                    raise Refuse
             radicand = self.group() if self.peek() == "{" else self.single_digit()
             if radicand < 0:
-                raise _Refuse
+                raise Refuse
             return radicand ** (1.0 / index)
-        raise _Refuse
+        raise Refuse
 
     def single_digit(self) -> float:
         token = self.take()
         if not token.isdigit():
-            raise _Refuse
+            raise Refuse
         if len(token) > 1:  # \frac12: the tokenizer read "12"; LaTeX takes one digit per argument
             if len(token) != 2:
-                raise _Refuse
-            self.tokens.insert(self.i, token[1])
+                raise Refuse
+            self.toks.insert(self.i, token[1])
             token = token[0]
         return float(token)
 
@@ -155,7 +162,7 @@ def numeric_value(normalized: str) -> float | None:
         value = parser.expr()
         if parser.peek() is not None:
             return None
-    except (_Refuse, OverflowError, ZeroDivisionError, ValueError, RecursionError):
+    except (Refuse, OverflowError, ZeroDivisionError, ValueError, RecursionError):
         return None
     return value if isinstance(value, float) and math.isfinite(value) else None
 

@@ -38,6 +38,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from .numeric import Refuse, TokenCursor
+
 __all__ = ["answer_shape", "structurally_different"]
 
 _MAX_CHARS = 300
@@ -84,17 +86,13 @@ def _context():
     return context
 
 
-class _Refuse(Exception):
-    pass
-
-
 def _sample_values(letter: str, point: int):
     mpf = _context().mpf
     # Distinct, unremarkable values in (1, 5): a nonzero polynomial of small degree vanishes at neither point.
     return 1 + mpf(ord(letter) - 96) / 7 + mpf(point + 1) / mpf(13) * mpf(2).sqrt()
 
 
-class _Expression:
+class _Expression(TokenCursor):
     """Recursive-descent reader of one scalar entry; `value(point)` evaluates it at a sample point."""
 
     def __init__(self, tokens: list[str]):
@@ -104,20 +102,10 @@ class _Expression:
         self.toks, self.i, self.point, self.letters = list(self.tokens), 0, point, set()
         result = self.expr()
         if self.i != len(self.toks):
-            raise _Refuse
+            raise Refuse
         return result
 
     # grammar --------------------------------------------------------------------------------------------
-    def peek(self) -> str | None:
-        return self.toks[self.i] if self.i < len(self.toks) else None
-
-    def take(self, expected: str | None = None) -> str:
-        token = self.peek()
-        if token is None or (expected is not None and token != expected):
-            raise _Refuse
-        self.i += 1
-        return token
-
     def expr(self):
         value = self.term()
         while self.peek() in ("+", "-"):
@@ -134,15 +122,15 @@ class _Expression:
                 right = self.unary()
                 if token == "/":
                     if abs(right) < 1 / _MAGNITUDE_CAP:
-                        raise _Refuse
+                        raise Refuse
                     value, divided = value / right, True
                 else:
                     value = value * right
             elif token is not None and (token in ("\\frac", "\\sqrt", "\\pi") or token.isalpha()):
                 if divided:
-                    raise _Refuse  # `1/2x` is 1/(2x) in math-verify
+                    raise Refuse  # `1/2x` is 1/(2x) in math-verify
                 if token.startswith("\\") and token.endswith("frac") and self.toks[self.i - 1][0].isdigit():
-                    raise _Refuse  # `3\frac{1}{2}` is the mixed number 7/2
+                    raise Refuse  # `3\frac{1}{2}` is the mixed number 7/2
                 value = value * self.power()
             else:
                 return value
@@ -167,12 +155,12 @@ class _Expression:
             self.take()
             exponent = int(token)
         else:
-            raise _Refuse  # `2^10`, `2^-1`, `a^b` are read differently by different graders
+            raise Refuse  # `2^10`, `2^-1`, `a^b` are read differently by different graders
         if self.peek() == "^" or abs(exponent) > 100:
-            raise _Refuse
+            raise Refuse
         integral = exponent == int(exponent)
         if (base_has_letters and not integral) or (base < 0 and not integral) or (base == 0 and exponent <= 0):
-            raise _Refuse
+            raise Refuse
         return _capped(base ** (int(exponent) if integral else exponent))
 
     def group(self):
@@ -187,7 +175,7 @@ class _Expression:
             return self.group()
         token = self.take()
         if not token.isdigit() or len(token) > 2:
-            raise _Refuse
+            raise Refuse
         if len(token) == 2:
             self.toks.insert(self.i, token[1])
         return int(token[0])
@@ -207,13 +195,13 @@ class _Expression:
             value = self.expr()
             self.take(")" if token == "(" else "}")
             if self.peek() == "(":
-                raise _Refuse  # `(3)(4)` is 7 in math-verify
+                raise Refuse  # `(3)(4)` is 7 in math-verify
             return value
         if token in ("\\frac", "\\dfrac", "\\tfrac"):
             numerator = self.argument()
             denominator = self.argument()
             if abs(denominator) < 1 / _MAGNITUDE_CAP:
-                raise _Refuse
+                raise Refuse
             return _capped(numerator / denominator)
         if token == "\\sqrt":
             index = 2
@@ -222,18 +210,18 @@ class _Expression:
                 index = self.expr()
                 self.take("]")
                 if index != int(index) or not 2 <= index <= 100:
-                    raise _Refuse
+                    raise Refuse
             letters_before = len(self.letters)
             radicand = self.argument()
             if radicand < 0 or len(self.letters) > letters_before:
-                raise _Refuse
+                raise Refuse
             return radicand ** (mpf(1) / int(index))
-        raise _Refuse
+        raise Refuse
 
 
 def _capped(value):
     if not abs(value) <= _MAGNITUDE_CAP:
-        raise _Refuse
+        raise Refuse
     return value
 
 
@@ -255,7 +243,7 @@ def _entry_values(tokens: list[str]) -> list[tuple]:
         at = tokens.index("\\pm")
         left, right = _Expression(tokens[:at]), _Expression(tokens[at + 1 :])
         if "\\pm" in tokens[at + 1 :] or not tokens[:at]:
-            raise _Refuse
+            raise Refuse
         return [tuple(left.value(p) + sign * right.value(p) for p in (0, 1)) for sign in (1, -1)]
     expression = _Expression(tokens)
     return [tuple(expression.value(p) for p in (0, 1))]
@@ -269,17 +257,17 @@ def _split_top_level(tokens: list[str], separator: str) -> list[list[str]]:
         elif token in (")", "]", "}", "\\}"):
             depth -= 1
             if depth < 0:
-                raise _Refuse
+                raise Refuse
         if token == separator and depth == 0:
             parts.append(current)
             current = []
         else:
             current.append(token)
     if depth != 0:
-        raise _Refuse
+        raise Refuse
     parts.append(current)
     if any(not part for part in parts):
-        raise _Refuse
+        raise Refuse
     return parts
 
 
@@ -311,41 +299,41 @@ def _without_unit_or_base(answer: str) -> str:
 def _tokens(answer: str) -> list[str]:
     answer = _without_unit_or_base(answer)
     if len(answer) > _MAX_CHARS or not answer.isascii() or _REFUSED_CHARS_RE.search(answer):
-        raise _Refuse
+        raise Refuse
     if _LETTER_RUN_RE.search(_COMMAND_RE.sub(" ", answer)) or _TRAILING_LETTER_RE.search(answer):
-        raise _Refuse
+        raise Refuse
     tokens = [t for t in _TOKEN_RE.findall(answer) if t not in _SPACING]
     if len(tokens) > _MAX_TOKENS or any(t.startswith("\\") and t not in _COMMANDS for t in tokens):
-        raise _Refuse
+        raise Refuse
     return tokens
 
 
 def _matrix(tokens: list[str]) -> tuple:
     env = tokens[1:4]
     if len(env) < 3 or env[0] != "{" or env[1] not in _MATRIX_ENVS or env[2] != "}":
-        raise _Refuse
+        raise Refuse
     if tokens[-4:] != ["\\end", "{", env[1], "}"]:
-        raise _Refuse
+        raise Refuse
     body = tokens[4:-4]
     rows = [_split_top_level(row, "&") for row in _split_top_level(body, "\\\\")]
     if len({len(row) for row in rows}) != 1:
-        raise _Refuse
+        raise Refuse
     entries = [_entry_values(entry) for row in rows for entry in row]
     if any(len(values) != 1 for values in entries):
-        raise _Refuse
+        raise Refuse
     return ("matrix", (len(rows), len(rows[0])), [values[0] for values in entries])
 
 
 def _interval(tokens: list[str]) -> tuple:
     """(lower, upper) of a constant interval with lower < upper, written `(a, b)`, `[a, b)` and so on."""
     if not _enclosed(tokens) or tokens[0] == "\\{" or tokens[-1] == "\\}":
-        raise _Refuse
+        raise Refuse
     ends = _split_top_level(tokens[1:-1], ",")
     if len(ends) != 2:
-        raise _Refuse
+        raise Refuse
     (low,), (high,) = _entry_values(ends[0]), _entry_values(ends[1])
     if not (_close(low[0], low[1]) and _close(high[0], high[1])) or not low[0] < high[0]:
-        raise _Refuse  # variables in an endpoint, or an empty or one-point interval
+        raise Refuse  # variables in an endpoint, or an empty or one-point interval
     return (low[0], high[0], tokens[0] == "[", tokens[-1] == "]")
 
 
@@ -358,10 +346,10 @@ def _union(parts: list[list[str]]) -> tuple:
         if merged:
             last_low, last_high, last_low_closed, last_high_closed = merged[-1]
             if (_close(low, last_high) and low != last_high) or (_close(low, last_low) and low != last_low):
-                raise _Refuse
+                raise Refuse
             if low < last_high or (low == last_high and (last_high_closed or low_closed)):
                 if _close(high, last_high) and high != last_high:
-                    raise _Refuse
+                    raise Refuse
                 top = max(high, last_high)
                 top_closed = (high == top and high_closed) or (last_high == top and last_high_closed)
                 first_closed = last_low_closed or (low_closed and low == last_low)
@@ -396,10 +384,10 @@ def answer_shape(answer: str) -> tuple | None:
         if delimiters in ("()", "[]", "(]", "[)") and len(entries) == 2:
             try:
                 interval = _interval(tokens)
-            except _Refuse:  # variables in an endpoint: a tuple only
+            except Refuse:  # variables in an endpoint: a tuple only
                 pass
         return ("list", delimiters, values, interval)
-    except (_Refuse, ValueError, ZeroDivisionError, OverflowError, RecursionError, TypeError):
+    except (Refuse, ValueError, ZeroDivisionError, OverflowError, RecursionError, TypeError):
         return None
 
 
