@@ -132,7 +132,13 @@ class GRPOTrainer(_TRLGRPOTrainer):
             betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, weight_decay=args.weight_decay,
         )
         self.value_model, self.value_optimizer = self.accelerator.prepare(critic, optimizer)
-        self.add_callback(ValueModelCallback(self))
+        self.value_callback = ValueModelCallback(self)
+        self.add_callback(self.value_callback)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.value_model is not None:  # resuming: the critic and its optimizer too
+            self.value_callback.load(checkpoint)
 
     @property
     def _uses_trl_advantages(self) -> bool:

@@ -17,7 +17,7 @@ import copy
 import os
 
 import torch
-from transformers import AutoModelForTokenClassification, TrainerCallback
+from transformers import AutoConfig, AutoModelForTokenClassification, TrainerCallback
 
 from .iterative import _atomic_torch_save, _write_json
 
@@ -68,9 +68,9 @@ def build_value_model(policy, name_or_path: str | None = None, **from_pretrained
     initialised as transformers initialises a new head). `policy` is the unwrapped policy model (a PEFT model
     contributes its base weights)."""
     if name_or_path is not None:
-        return AutoModelForTokenClassification.from_pretrained(
-            name_or_path, num_labels=1, classifier_dropout=0.0, **from_pretrained_kwargs
-        )
+        config = AutoConfig.from_pretrained(name_or_path, num_labels=1)
+        config.classifier_dropout = 0.0  # not every config class has it: set as an attribute, not a kwarg
+        return AutoModelForTokenClassification.from_pretrained(name_or_path, config=config, **from_pretrained_kwargs)
     if hasattr(policy, "get_base_model"):  # PEFT: the trunk without adapters
         policy = policy.get_base_model()
     config = copy.deepcopy(policy.config)
@@ -117,7 +117,8 @@ def held_tensor_bytes(model=None, optimizer=None) -> dict[str, int]:
 
 class ValueModelCallback(TrainerCallback):
     """Steps the critic's optimizer at every policy optimizer step (after clipping its gradients to
-    `max_grad_norm`), and saves/restores the critic and its optimizer inside TRL's checkpoints.
+    `max_grad_norm`), and saves/restores the critic and its optimizer inside TRL's checkpoints (`load` is called by
+    the trainer's `_load_optimizer_and_scheduler`, which receives the checkpoint path however the run was resumed).
 
     Args:
         trainer: the `grpo_ext.GRPOTrainer` holding `value_model` and `value_optimizer` (prepared by accelerate).
@@ -152,14 +153,8 @@ class ValueModelCallback(TrainerCallback):
                            os.path.join(directory, STATE_FILE))
         _write_json(os.path.join(directory, MARKER_FILE), {"global_step": state.global_step, "files": [STATE_FILE]})
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        checkpoint = args.resume_from_checkpoint if isinstance(args.resume_from_checkpoint, str) else None
-        if checkpoint is None and state.global_step > 0:  # resumed with trainer.train(resume_from_checkpoint=...)
-            checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        if checkpoint is not None:
-            self.load(checkpoint)
-
     def load(self, checkpoint: str) -> None:
+        """Restore what `on_save` wrote in `checkpoint` (the trainer calls it where TRL loads its optimizer)."""
         directory = os.path.join(checkpoint, STATE_DIR_NAME)
         if not os.path.isfile(os.path.join(directory, MARKER_FILE)):
             raise ValueError(
