@@ -14,7 +14,7 @@ from grpo_ext_helpers import digit_reward, generation_batch, make_config, make_t
 
 from grpo_ext.advantages import gae_advantages, ppo_token_rewards, whiten_advantages
 from grpo_ext.kl import per_token_kl
-from grpo_ext.value_model import clipped_value_loss, explained_variance, token_values
+from grpo_ext.value_model import clipped_value_loss, explained_variance, held_tensor_bytes, token_values
 
 HERE = Path(__file__).resolve().parent
 
@@ -56,6 +56,20 @@ def test_explained_variance_hand_worked():
     # V = (1, 1, 1): R - V = (0, 1, 2), Var = 1 = Var(R) -> 0; V = (2, 2, 2) likewise; V = (1, 2, 2): R - V =
     # (0, 0, 1), Var = 1/3 -> 1 - (1/3) / 1 = 2/3
     assert explained_variance(torch.tensor([[1.0, 2.0, 2.0, 0.0]]), returns, mask) == pytest.approx(2 / 3)
+
+
+def test_held_tensor_bytes_counts_live_tensors():
+    # Linear(3, 2) in float32: weight 6 + bias 2 values = 32 bytes; the same again as gradients; AdamW's exp_avg and
+    # exp_avg_sq (64 bytes) plus a float32 `step` scalar per parameter (8 bytes) = 72 bytes
+    layer = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(layer.parameters())
+    assert held_tensor_bytes(layer, optimizer) == {"parameters": 32, "gradients": 0, "optimizer": 0}
+    layer(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    assert held_tensor_bytes(layer, optimizer) == {"parameters": 32, "gradients": 32, "optimizer": 72}
+    tied = torch.nn.Sequential(layer, torch.nn.Linear(3, 2))
+    tied[1].weight = layer.weight  # shared (as tied embeddings are): counted once, plus the second bias's 8 bytes
+    assert held_tensor_bytes(tied)["parameters"] == 32 + 8
 
 
 # ---------------------------------------------------------------------------------------------- the trainer
