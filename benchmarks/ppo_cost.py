@@ -1,9 +1,10 @@
 """What PPO's critic costs over GRPO on the same batch: bytes held and step time.
 
-    python -m benchmarks.ppo_cost [--tiny] [--output_dir DIR] [--rounds N] [--warmup_steps N] [--steps N]
+    python -m benchmarks.ppo_cost [--tiny | --small] [--output_dir DIR] [--rounds N] [--warmup_steps N] [--steps N]
 
-* Model: a randomly initialised Qwen2 (`--tiny`: `benchmarks.common.TINY_SHAPE`, 512-token tokenizer; else
-  Qwen2.5-0.5B's shape with a 16,384-token tokenizer, bf16 on CUDA), saved once and loaded by both trainers.
+* Model: a randomly initialised Qwen2 (`--tiny`: `benchmarks.common.TINY_SHAPE`, 512-token tokenizer, 16 tokens;
+  `--small`: `SMALL_SHAPE` below, 32 tokens, on CPU; else Qwen2.5-0.5B's shape with a 16,384-token tokenizer, 256
+  tokens, bf16 on CUDA), saved once and loaded by both trainers.
 * Workload: one optimizer step = 8 completions (2 prompts x `num_generations=4`) of up to `max_completion_length`
   tokens, `beta=0.04`, a cheap deterministic reward of the text. GRPO: `grpo_ext.GRPOTrainer` defaults (k3 in the
   loss). PPO: `advantage_estimator="gae"` (k1 in the reward, a critic copied from the policy, its own AdamW).
@@ -35,6 +36,8 @@ from .common import (
     write_report,
 )
 
+# Between the tiny shape (whose step is Python overhead) and 0.5B: a CPU can still run it in seconds per step.
+SMALL_SHAPE = dict(hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=1024)
 PROMPTS = ["What is 3 + 4?", "Compute 7 * 2.", "Natalia sold 48 clips in April.", "What is 12 - 5?"]
 VARIANTS = {"grpo": {}, "ppo": {"advantage_estimator": "gae"}}
 
@@ -109,6 +112,7 @@ def run_variant(model_path, work_dir, options, seed, steps, max_completion_lengt
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="the tiny model on CPU (seconds)")
+    parser.add_argument("--small", action="store_true", help="SMALL_SHAPE on CPU (a minute or two)")
     parser.add_argument("--output_dir", default="benchmarks/results")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup_steps", type=int, default=1)
@@ -117,9 +121,11 @@ def main(argv=None) -> dict:
     options = parser.parse_args(argv)
     import torch
 
-    cuda = torch.cuda.is_available() and not options.tiny
+    cuda = torch.cuda.is_available() and not (options.tiny or options.small)
     work_dir = options.work_dir or tempfile.mkdtemp(prefix="ppo_cost_")
-    shape, vocab, length = (TINY_SHAPE, 512, 16) if options.tiny else (QWEN25_05B_SHAPE, 16384, 256)
+    size = "tiny" if options.tiny else "small" if options.small else "full"
+    shape, vocab, length = {"tiny": (TINY_SHAPE, 512, 16), "small": (SMALL_SHAPE, 4096, 32),
+                            "full": (QWEN25_05B_SHAPE, 16384, 256)}[size]
     model_path = save_benchmark_model(f"{work_dir}/model", shape, vocab_size=vocab)
     times = {name: [] for name in VARIANTS}
     bytes_held, peaks = {}, {name: [] for name in VARIANTS}
@@ -157,7 +163,7 @@ def main(argv=None) -> dict:
     if cuda:
         lines.append(f"Peak GPU memory: GRPO {results['peak_memory_gib']['grpo']:.2f} GiB, "
                      f"PPO {results['peak_memory_gib']['ppo']:.2f} GiB.")
-    write_report(options.output_dir, "ppo_cost" + ("_tiny" if options.tiny else ""), results, "\n".join(lines))
+    write_report(options.output_dir, "ppo_cost" + ("" if size == "full" else f"_{size}"), results, "\n".join(lines))
     return results
 
 

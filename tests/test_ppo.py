@@ -148,6 +148,16 @@ def test_one_step_trains_the_critic_not_the_policy_through_the_value_loss(tiny_m
     assert torch.equal(saved.score.weight, trainer.value_model.score.weight)
 
 
+@pytest.mark.parametrize("kl_estimator, kl_in", [("k2", "reward"), ("k3+", "loss"), ("k3", "loss")])
+def test_other_kl_estimators_and_placements_train(tiny_model_path, tmp_path, kl_estimator, kl_in):
+    """Any of our estimators, in the per-token reward or in the loss (then the reward is the score alone)."""
+    trainer = ppo_trainer(tiny_model_path, tmp_path, max_steps=2, beta=0.1, kl_estimator=kl_estimator, kl_in=kl_in)
+    trainer.train()
+    logged = trainer.state.log_history[1]
+    assert torch.isfinite(torch.tensor(logged["loss"]))
+    assert logged["kl"] == pytest.approx(logged[f"kl/{kl_estimator[:2]}"], rel=1e-3)  # the estimator in use
+
+
 def test_critic_starts_as_the_policy_trunk(tiny_model_path, tmp_path):
     trainer = ppo_trainer(tiny_model_path, tmp_path)
     critic = trainer.value_model.model.state_dict()
