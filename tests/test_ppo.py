@@ -201,10 +201,37 @@ def test_defaults_and_num_generations():
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 
-def test_resume_restores_the_critic_bit_for_bit(tiny_model_path, tmp_path):
-    """Run A: 3 steps, a checkpoint every step. Run B: a new trainer resumed from A's checkpoint-2 for step 3. The
-    critic and its optimizer state after step 3 equal A's bit for bit (a critic left at its initial weights would
-    not: its step-3 update differs). 16 prompts, so that the 3 steps stay inside the first epoch."""
+def _resume_worker(tiny_model_path, work_dir, mode):
+    """tests/ppo_resume_worker.py in a fresh process (one thread, as its runs are compared bit for bit)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, str(HERE / "ppo_resume_worker.py"), tiny_model_path, str(work_dir), mode],
+                          cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=1800)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_with_the_critic_of_the_uninterrupted_run(tiny_model_path, tmp_path):
+    """Run A: 3 steps, a checkpoint every step. Run B: the same, SIGKILLed at the start of step 3 (after checkpoint-2),
+    then resumed from checkpoint-2 in a new process. The critic, its AdamW state and the policy after step 3 equal
+    A's bit for bit (a critic left at its initial weights, or one that missed its optimizer state, would not)."""
+    first = _resume_worker(tiny_model_path, tmp_path, "full-then-kill")
+    assert first.returncode == -9, first.stdout[-2000:] + first.stderr[-3000:]  # SIGKILL
+    assert not (tmp_path / "cut.pt").exists()
+    assert (tmp_path / "cut" / "checkpoint-2" / "value_model" / "state.json").is_file()
+    second = _resume_worker(tiny_model_path, tmp_path, "resume")
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
+    full, resumed = torch.load(tmp_path / "full.pt"), torch.load(tmp_path / "cut.pt")
+    for name in ("critic", "policy"):
+        assert full[name].keys() == resumed[name].keys()
+        assert all(torch.equal(full[name][k], resumed[name][k]) for k in full[name]), name
+    for i, state in full["critic_optimizer"].items():
+        assert all(torch.equal(state[k], resumed["critic_optimizer"][i][k]) for k in state)
+    assert resumed["critic_optimizer"][0]["step"].item() == 3
+
+
+def test_resume_from_another_runs_checkpoint_restores_the_critic(tiny_model_path, tmp_path):
+    """`train(resume_from_checkpoint=...)` in one process with a checkpoint outside the new run's output_dir: after
+    step 3 the critic and its AdamW state equal the uninterrupted run's bit for bit."""
 
     def run(output_dir, resume=None):
         trainer = ppo_trainer(tiny_model_path, output_dir, max_steps=3, save_strategy="steps", save_steps=1,
@@ -213,9 +240,7 @@ def test_resume_restores_the_critic_bit_for_bit(tiny_model_path, tmp_path):
         return trainer
 
     full = run(tmp_path / "a")
-    checkpoint = tmp_path / "a" / "checkpoint-2"
-    assert (checkpoint / "value_model" / "state.json").is_file()
-    resumed = run(tmp_path / "b", resume=str(checkpoint))
+    resumed = run(tmp_path / "b", resume=str(tmp_path / "a" / "checkpoint-2"))
     a, b = full.value_model.state_dict(), resumed.value_model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     state_a, state_b = full.value_optimizer.state_dict()["state"], resumed.value_optimizer.state_dict()["state"]
@@ -235,6 +260,7 @@ def test_resume_without_the_critic_state_is_a_clear_error(tiny_model_path, tmp_p
 # ---------------------------------------------------------------------------------------------- 2 processes
 
 
+@pytest.mark.slow
 def test_two_processes_hold_identical_critics_after_a_step(tiny_model_path, tmp_path):
     """accelerate launch on 2 CPU processes, each with its own prompts: after a step both ranks' critics are
     bit-identical and differ from the initial one (the gradients were all-reduced)."""
