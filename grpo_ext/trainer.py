@@ -127,6 +127,8 @@ class GRPOTrainer(_TRLGRPOTrainer):
         weight decay, learning rate `value_learning_rate` or `learning_rate`, constant) and register its callback."""
         critic = build_value_model(self.accelerator.unwrap_model(self.model), self.ext["value_model_name_or_path"])
         critic.train()
+        if args.gradient_checkpointing:  # as the Trainer does for the policy: the critic's activations are as large
+            critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
         optimizer = torch.optim.AdamW(
             critic.parameters(), lr=self.ext["value_learning_rate"] or args.learning_rate,
             betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, weight_decay=args.weight_decay,
@@ -266,6 +268,7 @@ class GRPOTrainer(_TRLGRPOTrainer):
 
         if self.ext["advantage_estimator"] == "gae":
             output.update(self._gae_advantages(output, rewards[process_slice], mask, mode))
+            self._log_completion_advantages(gather(output["advantages"][:, 0]))  # the table: each first token's
             self._log_advantage_statistics(output["advantages"], mask, mode)
             return output
 
@@ -315,7 +318,8 @@ class GRPOTrainer(_TRLGRPOTrainer):
         ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
         attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
         batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
-        with torch.no_grad():
+        critic = self.accelerator.unwrap_model(self.value_model)
+        with torch.no_grad(), disable_gradient_checkpointing(critic, self.args.gradient_checkpointing_kwargs):
             values = token_values(self.value_model, ids, attention, mask.size(1), batch_size)
         scored = ~torch.isnan(scores) & mask.bool().any(dim=1)
         valid = mask * scored.unsqueeze(1).to(mask.dtype)

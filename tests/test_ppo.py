@@ -164,6 +164,7 @@ def test_critic_starts_as_the_policy_trunk(tiny_model_path, tmp_path):
     policy = trainer.model.model.state_dict()
     assert critic.keys() == policy.keys() and all(torch.equal(critic[k], policy[k]) for k in critic)
     assert trainer.value_model.score.out_features == 1
+    assert trainer.args.gradient_checkpointing and trainer.value_model.is_gradient_checkpointing  # TRL's default
     assert trainer.value_optimizer.param_groups[0]["lr"] == trainer.args.learning_rate
     trainer = ppo_trainer(tiny_model_path, tmp_path / "lr", value_learning_rate=3e-4,
                           value_model_name_or_path=tiny_model_path)
