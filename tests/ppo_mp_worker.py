@@ -19,12 +19,14 @@ def main(model_path: str, output_dir: str) -> None:
                            per_device_train_batch_size=2, max_steps=1, value_learning_rate=1e-2)
     critic = trainer.accelerator.unwrap_model(trainer.value_model)
     initial = {k: v.detach().clone() for k, v in critic.state_dict().items()}
-    prompts = []
+    prompts, advantages = [], []
     original = trainer._generate_and_score_completions
 
     def recording(inputs):
         prompts.extend(x["prompt"] for x in inputs)
-        return original(inputs)
+        output = original(inputs)
+        advantages.extend(output["advantages"][output["value_mask"].bool()].tolist())  # valid tokens only
+        return output
 
     trainer._generate_and_score_completions = recording
     trainer.train()
@@ -32,8 +34,10 @@ def main(model_path: str, output_dir: str) -> None:
     torch.save({**{k: v.detach().clone() for k, v in critic.state_dict().items()}, "initial": initial},
                f"{output_dir}/critic_rank{rank}.pt")
     every_rank = gather_object([prompts])
+    every_rank_advantages = gather_object([advantages])
     if trainer.accelerator.is_main_process:
-        report = {"num_processes": trainer.accelerator.num_processes, "prompts_differ": every_rank[0] != every_rank[1]}
+        report = {"num_processes": trainer.accelerator.num_processes, "prompts_differ": every_rank[0] != every_rank[1],
+                  "advantages": every_rank_advantages}
         with open(f"{output_dir}/report.json", "w") as handle:
             json.dump(report, handle)
     trainer.accelerator.end_training()  # gloo threads left alive can abort the process at teardown

@@ -264,7 +264,9 @@ def test_resume_without_the_critic_state_is_a_clear_error(tiny_model_path, tmp_p
 @pytest.mark.slow
 def test_two_processes_hold_identical_critics_after_a_step(tiny_model_path, tmp_path):
     """accelerate launch on 2 CPU processes, each with its own prompts: after a step both ranks' critics are
-    bit-identical and differ from the initial one (the gradients were all-reduced)."""
+    bit-identical and differ from the initial one (the gradients were all-reduced), and the advantages were whitened
+    over both ranks' tokens (mean 0, Bessel variance 1 over all of them; whitening each rank's own n tokens would
+    leave a variance of (N - 2) / (N - 1) over the N = 2n)."""
     from launch_helpers import launch_two_cpu_processes
 
     launch_two_cpu_processes(HERE / "ppo_mp_worker.py", tiny_model_path, str(tmp_path))
@@ -274,3 +276,6 @@ def test_two_processes_hold_identical_critics_after_a_step(tiny_model_path, tmp_
     initial = ranks[0].pop("initial"), ranks[1].pop("initial")
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
     assert any(not torch.equal(ranks[0][k], initial[0][k]) for k in ranks[0])
+    advantages = torch.tensor([a for rank in report["advantages"] for a in rank], dtype=torch.float64)
+    assert all(report["advantages"]) and advantages.numel() >= 8
+    assert abs(advantages.mean().item()) < 1e-5 and advantages.var().item() == pytest.approx(1.0, abs=1e-5)
