@@ -156,10 +156,13 @@ def main(argv=None) -> dict:
             lines.append(f"| {name} | {model} | {counts['parameters']:,} | {counts['gradients']:,} "
                          f"| {counts['optimizer']:,} |")
     totals = {name: sum(sum(c.values()) for c in per_model.values()) for name, per_model in bytes_held.items()}
-    lines += ["", f"Total bytes held: GRPO {totals['grpo']:,}, PPO {totals['ppo']:,} "
-              f"(x{totals['ppo'] / totals['grpo']:.2f}).",
-              f"Median step: GRPO {step_time['grpo']['median']:.3f} s, PPO {step_time['ppo']['median']:.3f} s "
-              f"(PPO/GRPO = {ratio:.2f}; {step_time['grpo']['n']} steps each, alternating rounds)."]
+    lines += [
+        "",
+        (f"Total bytes held: GRPO {totals['grpo']:,}, PPO {totals['ppo']:,} "
+         f"(x{totals['ppo'] / totals['grpo']:.2f})."),
+        (f"Median step: GRPO {step_time['grpo']['median']:.3f} s, PPO {step_time['ppo']['median']:.3f} s "
+         f"(PPO/GRPO = {ratio:.2f}; {step_time['grpo']['n']} steps each, alternating rounds)."),
+    ]
     if cuda:
         lines.append(f"Peak GPU memory: GRPO {results['peak_memory_gib']['grpo']:.2f} GiB, "
                      f"PPO {results['peak_memory_gib']['ppo']:.2f} GiB.")

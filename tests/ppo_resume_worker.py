@@ -19,7 +19,7 @@ import torch
 from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grpo_ext_helpers import make_trainer, tiny_dataset  # noqa: E402
+from grpo_ext_helpers import make_trainer, tiny_dataset
 
 torch.set_num_threads(1)  # the runs are compared bit for bit: same thread count in every process
 

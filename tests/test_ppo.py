@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from grpo_ext_helpers import single_torch_thread  # noqa: F401 (autouse fixture)
-from grpo_ext_helpers import digit_reward, generation_batch, make_config, make_trainer, scripted_rollout, tiny_dataset
+from grpo_ext_helpers import (
+    digit_reward,
+    generation_batch,
+    make_config,
+    make_trainer,
+    scripted_rollout,
+    single_torch_thread,  # noqa: F401 (autouse fixture)
+    tiny_dataset,
+)
 
 from grpo_ext.advantages import gae_advantages, ppo_token_rewards, whiten_advantages
 from grpo_ext.kl import per_token_kl
@@ -207,7 +214,7 @@ def _resume_worker(tiny_model_path, work_dir, mode):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
            "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, str(HERE / "ppo_resume_worker.py"), tiny_model_path, str(work_dir), mode],
-                          cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=1800)
+                          check=False, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=1800)
 
 
 @pytest.mark.slow
