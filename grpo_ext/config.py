@@ -15,7 +15,7 @@ from .steps import STEP_SPLITTERS
 
 KL_PLACEMENTS = ("loss", "reward")
 SUPERVISIONS = ("outcome", "process")
-ADVANTAGE_ESTIMATORS = ("grpo", "online_rft")
+ADVANTAGE_ESTIMATORS = ("grpo", "online_rft", "gae")
 PROCESS_OUTCOME_MODES = ("last_step", "none")
 # The options GRPOConfig adds to TRL's (the iterative-RL ones come from IterativeRLConfig).
 DEEPSEEKMATH_OPTIONS = (
@@ -28,6 +28,14 @@ DEEPSEEKMATH_OPTIONS = (
     "advantage_estimator",
     "rft_correct_threshold",
     "compile_generation",
+    "value_model_name_or_path",
+    "value_head_on_policy",
+    "vf_coef",
+    "cliprange_value",
+    "gamma",
+    "lam",
+    "whiten_advantages",
+    "value_learning_rate",
 )
 
 
@@ -39,13 +47,16 @@ class GRPOConfig(IterativeRLConfig, _TRLGRPOConfig):
     [`grpo_ext.iterative.IterativeRLConfig`] and are described in `docs/iterative_rl.md`.
 
     Parameters:
-        kl_estimator (`str`, defaults to `"k3"`):
+        kl_estimator (`str`, defaults to `"k3"`, `"k1"` under `advantage_estimator="gae"`):
             Per-token estimator of KL(pi_theta || pi_ref): `"k1"`, `"k2"`, `"k3"` (DeepSeekMath, TRL) or `"k3+"`
-            (value of k3, gradient of k2). See [`grpo_ext.kl.per_token_kl`].
-        kl_in (`str`, defaults to `"loss"`):
+            (value of k3, gradient of k2). See [`grpo_ext.kl.per_token_kl`]. PPO's default is k1, the
+            log-ratio DeepSeekMath's equation 2 writes.
+        kl_in (`str`, defaults to `"loss"`, `"reward"` under `advantage_estimator="gae"`):
             `"loss"`: `beta * KL` is added to the per-token loss (DeepSeekMath, TRL). `"reward"`: `beta` times the
             per-sequence sum of the detached estimate is subtracted from each completion's reward before group
-            normalisation (PPO-style); the loss then carries no KL term.
+            normalisation (PPO-style); the loss then carries no KL term. Under `"gae"`, `"reward"` puts
+            `-beta * KL_t` into every token's reward (DeepSeekMath eq. 2), and `"loss"` keeps TRL's KL term in the
+            loss with the score alone as the reward.
         supervision (`str`, defaults to `"outcome"`):
             `"outcome"`: TRL's group-normalised sequence advantage. `"process"`: step rewards from a process reward
             model, normalised over the group's steps; token advantage = sum of the normalised rewards of the steps
@@ -60,8 +71,9 @@ class GRPOConfig(IterativeRLConfig, _TRLGRPOConfig):
             Under process supervision, what to do with the outcome reward functions' weighted sum: `"last_step"` adds
             it to the reward of each completion's last step; `"none"` ignores them (they are still logged).
         advantage_estimator (`str`, defaults to `"grpo"`):
-            `"grpo"` or `"online_rft"` (DeepSeekMath section 5.2.1: gradient coefficient 1 for completions whose
-            reward marks them correct, 0 otherwise).
+            `"grpo"`, `"online_rft"` (DeepSeekMath section 5.2.1: gradient coefficient 1 for completions whose
+            reward marks them correct, 0 otherwise) or `"gae"` (PPO: a learned value model and GAE over each
+            completion's tokens; no group statistics, so `num_generations=1` is allowed). See docs/grpo_ext.md.
         rft_correct_threshold (`float`, defaults to `1.0`):
             Under Online RFT, a completion is correct when its weighted outcome reward is `>=` this value.
         compile_generation (`bool`, defaults to `False`):
@@ -69,17 +81,37 @@ class GRPOConfig(IterativeRLConfig, _TRLGRPOConfig):
             and `generation_kwargs` cannot turn it back on). Needs `cache_implementation="static"` and
             transformers generation (not vLLM); transformers compiles on CUDA-like devices only. Measure it with
             `benchmarks/generation.py` (docs/benchmarks.md) before relying on it.
+        value_model_name_or_path (`str` or `None`, defaults to `None`):
+            PPO's value model (critic): a token-classification model with one label loaded from this path, or, with
+            `None`, the policy's architecture and weights with a scalar head. It must share the policy's tokenizer.
+        value_head_on_policy (`bool`, defaults to `False`):
+            A value head sharing the policy's trunk. Not implemented yet: `True` is an error.
+        vf_coef (`float`, defaults to `0.1`):
+            Weight of the value loss in the step's loss (TRL's former PPOTrainer's default).
+        cliprange_value (`float`, defaults to `0.2`):
+            The value loss is 0.5 * max((V - R)^2, (clip(V, V_old - c, V_old + c) - R)^2), c this value.
+        gamma (`float`, defaults to `1.0`):
+            GAE's discount over the tokens of a completion.
+        lam (`float`, defaults to `0.95`):
+            GAE's lambda.
+        whiten_advantages (`bool`, defaults to `True`):
+            Whiten the GAE advantages over the valid tokens of the whole batch (all processes), as TRL's former
+            PPOTrainer always did. The value targets (returns) are not whitened.
+        value_learning_rate (`float` or `None`, defaults to `None`):
+            AdamW learning rate of the value model (constant); `None` uses `learning_rate`.
     """
 
-    kl_estimator: str = field(
-        default="k3",
-        metadata={"help": "KL estimator: 'k1', 'k2', 'k3' (DeepSeekMath/TRL default) or 'k3+' (k3 value, k2 gradient).",
+    kl_estimator: str | None = field(
+        default=None,
+        metadata={"help": "KL estimator: 'k1', 'k2', 'k3' (DeepSeekMath/TRL default) or 'k3+' (k3 value, k2 gradient). "
+                  "Default: 'k3', or 'k1' under advantage_estimator='gae' (DeepSeekMath eq. 2).",
                   "choices": list(KL_ESTIMATORS)},
     )
-    kl_in: str = field(
-        default="loss",
+    kl_in: str | None = field(
+        default=None,
         metadata={"help": "Where the KL penalty goes: 'loss' (DeepSeekMath/TRL) or 'reward' (PPO-style, subtracted "
-                  "from each completion's reward before group normalisation).", "choices": list(KL_PLACEMENTS)},
+                  "from each completion's reward before group normalisation; per token under 'gae'). Default: "
+                  "'loss', or 'reward' under advantage_estimator='gae'.", "choices": list(KL_PLACEMENTS)},
     )
     supervision: str = field(
         default="outcome",
@@ -102,8 +134,8 @@ class GRPOConfig(IterativeRLConfig, _TRLGRPOConfig):
     )
     advantage_estimator: str = field(
         default="grpo",
-        metadata={"help": "'grpo' (group-normalised) or 'online_rft' (coefficient 1 for correct completions, else 0).",
-                  "choices": list(ADVANTAGE_ESTIMATORS)},
+        metadata={"help": "'grpo' (group-normalised), 'online_rft' (coefficient 1 for correct completions, else 0) or "
+                  "'gae' (PPO with a value model).", "choices": list(ADVANTAGE_ESTIMATORS)},
     )
     rft_correct_threshold: float = field(
         default=1.0,
@@ -116,15 +148,42 @@ class GRPOConfig(IterativeRLConfig, _TRLGRPOConfig):
                   "cache_implementation='static'; not with use_vllm)."},
     )
 
+    value_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "PPO ('gae'): value model to load (token classification, 1 label); None: a copy of the "
+                  "policy's weights with a scalar head."},
+    )
+    value_head_on_policy: bool = field(
+        default=False,
+        metadata={"help": "PPO ('gae'): a value head on the policy's trunk instead of a separate value model (not "
+                  "implemented yet)."},
+    )
+    vf_coef: float = field(default=0.1, metadata={"help": "PPO ('gae'): weight of the value loss."})
+    cliprange_value: float = field(
+        default=0.2, metadata={"help": "PPO ('gae'): values are clipped to V_old +/- this in the value loss."}
+    )
+    gamma: float = field(default=1.0, metadata={"help": "PPO ('gae'): GAE discount over a completion's tokens."})
+    lam: float = field(default=0.95, metadata={"help": "PPO ('gae'): GAE lambda."})
+    whiten_advantages: bool = field(
+        default=True, metadata={"help": "PPO ('gae'): whiten the advantages over the batch's valid tokens."}
+    )
+    value_learning_rate: float | None = field(
+        default=None, metadata={"help": "PPO ('gae'): the value model's AdamW learning rate; None: learning_rate."}
+    )
+
     def __post_init__(self):
-        super().__post_init__()
+        self.kl_estimator, self.kl_in = resolve_kl_defaults(self.advantage_estimator, self.kl_estimator, self.kl_in)
+        if self.advantage_estimator == "gae" and self.num_generations == 1:
+            _trl_post_init_with_one_generation(self)
+        else:
+            super().__post_init__()
         _check_choice("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
         _check_choice("kl_in", self.kl_in, KL_PLACEMENTS)
         _check_choice("supervision", self.supervision, SUPERVISIONS)
         _check_choice("step_splitter", self.step_splitter, STEP_SPLITTERS)
         _check_choice("process_outcome_reward", self.process_outcome_reward, PROCESS_OUTCOME_MODES)
         _check_choice("advantage_estimator", self.advantage_estimator, ADVANTAGE_ESTIMATORS)
-        if self.kl_in == "reward" and self.beta == 0.0:
+        if self.kl_in == "reward" and self.beta == 0.0 and self.advantage_estimator != "gae":
             raise ValueError(
                 "GRPOConfig: kl_in='reward' needs a KL coefficient, but beta=0.0 (no reference model is loaded). "
                 "Set beta > 0 (DeepSeekMath uses 0.04) or use kl_in='loss'."
@@ -137,6 +196,60 @@ class GRPOConfig(IterativeRLConfig, _TRLGRPOConfig):
             )
         if self.supervision == "process" and not self.step_delimiter:
             raise ValueError("GRPOConfig: step_delimiter must be a non-empty string under supervision='process'.")
+        if self.advantage_estimator == "gae":
+            _check_ppo_options(self)
+
+
+def resolve_kl_defaults(advantage_estimator: str, kl_estimator: str | None, kl_in: str | None) -> tuple[str, str]:
+    """`kl_estimator` and `kl_in` left at None take their estimator's default: k1 in the reward for PPO (DeepSeekMath
+    eq. 2: r_t = r_phi * 1[last] - beta * log(pi/pi_ref)), k3 in the loss otherwise (DeepSeekMath's GRPO, TRL)."""
+    ppo = advantage_estimator == "gae"
+    return kl_estimator or ("k1" if ppo else "k3"), kl_in or ("reward" if ppo else "loss")
+
+
+def _trl_post_init_with_one_generation(config) -> None:
+    """TRL's `__post_init__` with `num_generations=1`, which it refuses because its group statistics need two
+    completions; PPO's GAE uses none. Its only other uses of `num_generations` are divisibility checks, which 1
+    always passes, so TRL runs with 2 for its checks when the batch allows it, and 1 is restored after."""
+    config.num_generations_eval = config.num_generations_eval or 1
+    config.num_generations = 2
+    try:
+        super(GRPOConfig, config).__post_init__()
+    except ValueError as error:
+        if "divisible by num_generations" not in str(error):
+            raise
+        # an odd generation batch: TRL computed generation_batch_size before this check and its remaining checks
+        # concern vLLM importance sampling only
+        if config.use_vllm:
+            raise ValueError(
+                "GRPOConfig: advantage_estimator='gae' with num_generations=1 and use_vllm needs an even generation "
+                f"batch size (got {config.generation_batch_size})."
+            ) from None
+    finally:
+        config.num_generations = 1
+
+
+def _check_ppo_options(config) -> None:
+    """Combinations PPO's value model and GAE cannot run with, named."""
+    if config.value_head_on_policy:
+        raise ValueError(
+            "GRPOConfig: value_head_on_policy=True (a value head sharing the policy's trunk) is not implemented yet; "
+            "use value_head_on_policy=False (a separate value model, value_model_name_or_path)."
+        )
+    if config.supervision == "process":
+        raise ValueError(
+            "GRPOConfig: advantage_estimator='gae' takes the outcome reward at each completion's last token; "
+            "supervision='process' is not supported with it (use advantage_estimator='grpo')."
+        )
+    if config.vf_coef <= 0:
+        raise ValueError(f"GRPOConfig: vf_coef must be > 0 under advantage_estimator='gae', got {config.vf_coef}")
+    if config.cliprange_value <= 0:
+        raise ValueError(f"GRPOConfig: cliprange_value must be > 0, got {config.cliprange_value}")
+    for name in ("gamma", "lam"):
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            raise ValueError(f"GRPOConfig: {name} must be in [0, 1], got {getattr(config, name)}")
+    if config.value_learning_rate is not None and not config.value_learning_rate > 0:
+        raise ValueError(f"GRPOConfig: value_learning_rate must be > 0 or None, got {config.value_learning_rate}")
 
 
 def _check_choice(name: str, value, choices) -> None:

@@ -10,6 +10,10 @@ extension points; with every new option at its default it calls straight through
 * `_generate_and_score_completions`: for process supervision, Online RFT and `kl_in="reward"` the advantages TRL
   computed are replaced by ours, built from the rewards of all processes (captured in `_calculate_rewards`).
   Process advantages have shape (B, T); TRL's `_compute_loss` accepts them.
+* PPO (`advantage_estimator="gae"`): a value model (`grpo_ext.value_model`) gives V_old once per generation; the
+  per-token rewards (DeepSeekMath eq. 2), GAE advantages (B, T) and returns are computed there, and `_compute_loss`
+  adds `vf_coef` times the clipped value loss, whose gradient reaches the critic only (a separate model, stepped by
+  `ValueModelCallback` with the policy's optimizer step).
 """
 
 from __future__ import annotations
@@ -26,16 +30,20 @@ from trl.models.utils import disable_gradient_checkpointing
 from .advantages import (
     add_outcome_to_last_step,
     advantage_statistics,
+    gae_advantages,
     normalize_group_step_rewards,
     online_rft_advantages,
     outcome_advantages,
+    ppo_token_rewards,
     step_sums,
     steps_to_token_advantages,
+    whiten_advantages,
 )
-from .config import DEEPSEEKMATH_OPTIONS, GRPOConfig
+from .config import DEEPSEEKMATH_OPTIONS, GRPOConfig, resolve_kl_defaults
 from .iterative import attach_iterative_rl
 from .kl import KL_ESTIMATORS, aggregate_per_token_loss, per_token_kl
 from .steps import locate_steps, named_step_splitter
+from .value_model import ValueModelCallback, build_value_model, clipped_value_loss, explained_variance, token_values
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +86,9 @@ class GRPOTrainer(_TRLGRPOTrainer):
             name = model if isinstance(model, str) else model.config._name_or_path
             args = GRPOConfig(f"{str(name).split('/')[-1]}-GRPO")
         options = {key: getattr(args, key, default) for key, default in _DEFAULTS.items()}
+        options["kl_estimator"], options["kl_in"] = resolve_kl_defaults(
+            options["advantage_estimator"], options["kl_estimator"], options["kl_in"]
+        )
         _validate(options, args, reward_funcs, process_reward_model, step_splitter)
         self.ext = options
         if options["supervision"] == "process" and not reward_funcs:
@@ -92,6 +103,10 @@ class GRPOTrainer(_TRLGRPOTrainer):
         self._captured_rewards = None
         # Iterative RL (DeepSeekMath Algorithm 1): None unless `reward_model_refresh_steps` > 0.
         self.refresher = attach_iterative_rl(self)
+        # PPO's critic and its optimizer, both prepared by accelerate (gradients all-reduced across processes).
+        self.value_model = self.value_optimizer = None
+        if options["advantage_estimator"] == "gae":
+            self._attach_value_model(args)
 
     # ------------------------------------------------------------------------------------------------ set-up
 
@@ -106,6 +121,26 @@ class GRPOTrainer(_TRLGRPOTrainer):
 
         prm = prm.to(self.accelerator.device).eval()
         return ProcessRewardModel(prm, tokenizer, step_separator=self.ext["step_delimiter"])
+
+    def _attach_value_model(self, args) -> None:
+        """Build the critic (`grpo_ext.value_model.build_value_model`) with its own AdamW (the policy's betas, eps and
+        weight decay, learning rate `value_learning_rate` or `learning_rate`, constant) and register its callback."""
+        critic = build_value_model(self.accelerator.unwrap_model(self.model), self.ext["value_model_name_or_path"])
+        critic.train()
+        if args.gradient_checkpointing:  # as the Trainer does for the policy: the critic's activations are as large
+            critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
+        optimizer = torch.optim.AdamW(
+            critic.parameters(), lr=self.ext["value_learning_rate"] or args.learning_rate,
+            betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, weight_decay=args.weight_decay,
+        )
+        self.value_model, self.value_optimizer = self.accelerator.prepare(critic, optimizer)
+        self.value_callback = ValueModelCallback(self)
+        self.add_callback(self.value_callback)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.value_model is not None:  # resuming: the critic and its optimizer too
+            self.value_callback.load(checkpoint)
 
     @property
     def _uses_trl_advantages(self) -> bool:
@@ -124,6 +159,28 @@ class GRPOTrainer(_TRLGRPOTrainer):
         return self.ext["kl_estimator"] == "k3" and self.ext["kl_in"] == "loss"
 
     def _compute_loss(self, model, inputs):
+        loss = self._policy_loss(model, inputs)
+        if self.value_model is not None:
+            loss = loss + self.ext["vf_coef"] * self._value_loss(inputs)
+        return loss
+
+    def _value_loss(self, inputs) -> torch.Tensor:
+        """The clipped value loss of the critic on this micro-batch, scaled for gradient accumulation as TRL scales
+        its loss; logs `value/loss` and `value/clipfrac`."""
+        mode = "train" if self.model.training else "eval"
+        ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        values = token_values(self.value_model, ids, attention, inputs["completion_ids"].size(1), ids.size(0))
+        mask = inputs["value_mask"]
+        loss, clipfrac = clipped_value_loss(
+            values, inputs["old_values"], inputs["returns"], mask, self.ext["cliprange_value"]
+        )
+        self._metrics[mode]["value/loss"].append(self.accelerator.gather(loss.detach()).mean().item())
+        self._metrics[mode]["value/clipfrac"].append(self.accelerator.gather(clipfrac).mean().item())
+        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
+        return loss / accumulation
+
+    def _policy_loss(self, model, inputs):
         if self.beta == 0.0:
             return super()._compute_loss(model, inputs)
         estimator, kl_in = self.ext["kl_estimator"], self.ext["kl_in"]
@@ -209,6 +266,12 @@ class GRPOTrainer(_TRLGRPOTrainer):
         rewards = (rewards_per_func * self.reward_weights.to(device).unsqueeze(0)).nansum(dim=1)
         rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
 
+        if self.ext["advantage_estimator"] == "gae":
+            output.update(self._gae_advantages(output, rewards[process_slice], mask, mode))
+            self._log_completion_advantages(gather(output["advantages"][:, 0]))  # the table: each first token's
+            self._log_advantage_statistics(output["advantages"], mask, mode)
+            return output
+
         token_kl = sequence_kl = None
         # Rows without a KL estimate, all processes: TRL masks truncated completions (`mask_truncated_completions`),
         # so their KL penalty would be 0 while their reward still set the group's mean and std. They leave the group
@@ -245,6 +308,41 @@ class GRPOTrainer(_TRLGRPOTrainer):
         self._log_advantage_statistics(advantages, mask, mode)
         output["advantages"] = advantages
         return output
+
+    def _gae_advantages(self, output, scores: torch.Tensor, mask: torch.Tensor, mode: str) -> dict[str, torch.Tensor]:
+        """PPO's targets for this process's rows: V_old from the critic, per-token rewards (DeepSeekMath eq. 2: the
+        score at the last token, `-beta * KL_t` at every token when `kl_in="reward"`), GAE advantages and returns
+        (`grpo_ext.advantages`), advantages whitened over the valid tokens of all processes. A row with no score
+        (every reward function returned None) or no valid token (`mask_truncated_completions`) gets advantage 0
+        and stays out of the value loss (`value_mask`)."""
+        ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+        attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
+        critic = self.accelerator.unwrap_model(self.value_model)
+        with torch.no_grad(), disable_gradient_checkpointing(critic, self.args.gradient_checkpointing_kwargs):
+            values = token_values(self.value_model, ids, attention, mask.size(1), batch_size)
+        scored = ~torch.isnan(scores) & mask.bool().any(dim=1)
+        valid = mask * scored.unsqueeze(1).to(mask.dtype)
+        kl = torch.zeros_like(values)
+        if self.ext["kl_in"] == "reward" and self.beta != 0.0:
+            kl = self._sampling_kl(output).float() * mask
+            self._metrics[mode]["kl"].append(self._global_masked_mean(kl, mask))
+        token_rewards = torch.zeros_like(values)
+        if scored.any():
+            token_rewards[scored] = ppo_token_rewards(scores[scored], kl[scored], mask[scored], self.beta)
+        advantages, returns = gae_advantages(token_rewards, values, valid, self.ext["gamma"], self.ext["lam"])
+        self._metrics[mode]["value/mean"].append(self._global_masked_mean(values, valid))
+        self._metrics[mode]["value/returns_mean"].append(self._global_masked_mean(returns, valid))
+        all_valid = gather(self.accelerator.pad_across_processes(valid, dim=1))
+        all_values = gather(self.accelerator.pad_across_processes(values, dim=1))
+        all_returns = gather(self.accelerator.pad_across_processes(returns, dim=1))
+        self._metrics[mode]["value/explained_variance"].append(explained_variance(all_values, all_returns, all_valid))
+        if self.ext["whiten_advantages"] and all_valid.sum() >= 2:
+            # over the valid tokens of the whole batch: gather every process's rows, whiten, keep ours
+            all_advantages = gather(self.accelerator.pad_across_processes(advantages, dim=1))
+            rows = slice(self.accelerator.process_index * len(mask), (self.accelerator.process_index + 1) * len(mask))
+            advantages = whiten_advantages(all_advantages, all_valid)[rows, : mask.size(1)]
+        return {"advantages": advantages, "returns": returns, "old_values": values, "value_mask": valid}
 
     def _truncated(self, completion_ids_list) -> torch.Tensor:
         """TRL's rule for a truncated completion: its last token is neither EOS nor padding (local rows)."""
@@ -376,7 +474,7 @@ def _validate(options: dict, args, reward_funcs, process_reward_model, step_spli
         raise ValueError(
             f"GRPOTrainer: unknown kl_estimator={options['kl_estimator']!r}; expected one of {', '.join(KL_ESTIMATORS)}"
         )
-    if options["kl_in"] == "reward" and args.beta == 0.0:
+    if options["kl_in"] == "reward" and args.beta == 0.0 and options["advantage_estimator"] != "gae":
         raise ValueError("GRPOTrainer: kl_in='reward' with beta=0.0 has no KL to put in the reward; set beta > 0.")
     aggregation = getattr(args, "multi_objective_aggregation", "sum_then_normalize")
     if not uses_trl_advantages(options) and aggregation != "sum_then_normalize":
@@ -384,6 +482,14 @@ def _validate(options: dict, args, reward_funcs, process_reward_model, step_spli
             "GRPOTrainer: supervision='process', advantage_estimator='online_rft' and kl_in='reward' combine the "
             "reward functions by their weighted sum; multi_objective_aggregation must be 'sum_then_normalize'."
         )
+    if options["advantage_estimator"] == "gae":
+        if options["supervision"] == "process":
+            raise ValueError("GRPOTrainer: advantage_estimator='gae' is not supported with supervision='process'.")
+        if options["value_head_on_policy"]:
+            raise ValueError("GRPOTrainer: value_head_on_policy=True is not implemented yet; use a separate value "
+                             "model (value_model_name_or_path, or None for a copy of the policy).")
+        if not reward_funcs:
+            raise ValueError("GRPOTrainer: advantage_estimator='gae' needs reward_funcs (the score r_phi(q, o)).")
     if options["advantage_estimator"] == "online_rft":
         if not reward_funcs:
             raise ValueError(
