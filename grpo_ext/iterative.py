@@ -701,13 +701,32 @@ class IterativeRLCallback(TrainerCallback):
         self.reference_step: int | None = None  # global step of the last reference reset (None: initial model)
         self.saved_iteration: int | None = None  # iteration last written to output_dir/reward_model
         self.pending_logs: dict[str, float] | None = None
+        self.tracks_resume = False  # set by `track_resume`
+        self.resumed_from: str | None = None
 
     # -- resume ----------------------------------------------------------------------------------------------
 
+    def track_resume(self, trainer) -> None:
+        """Record the checkpoint `trainer` resumes from, however it was named (`train(resume_from_checkpoint=path)`,
+        `True` for the last one, a path outside `output_dir`): transformers hands it to
+        `_load_optimizer_and_scheduler` before `on_train_begin`. Without this, the callback can only read
+        `args.resume_from_checkpoint` or guess `output_dir/checkpoint-<global_step>`."""
+        load = trainer._load_optimizer_and_scheduler
+
+        def load_and_record(checkpoint):
+            self.resumed_from = checkpoint
+            return load(checkpoint)
+
+        trainer._load_optimizer_and_scheduler = load_and_record
+        self.tracks_resume = True
+
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        checkpoint = args.resume_from_checkpoint if isinstance(args.resume_from_checkpoint, str) else None
-        if checkpoint is None and state.global_step > 0:  # resumed with trainer.train(resume_from_checkpoint=...)
-            checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if self.tracks_resume:
+            checkpoint = self.resumed_from
+        else:
+            checkpoint = args.resume_from_checkpoint if isinstance(args.resume_from_checkpoint, str) else None
+            if checkpoint is None and state.global_step > 0:  # resumed with trainer.train(resume_from_checkpoint=...)
+                checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if checkpoint is None or self.refresher.args.reward_model_refresh_steps <= 0:
             return
         meta = self.refresher.load(os.path.join(checkpoint, STATE_DIR_NAME))
@@ -841,5 +860,6 @@ def attach_iterative_rl(trainer, scorer: Scorer | None = None, step_splitter=Non
         accelerator=trainer.accelerator, seed=args.seed, policy_tokenizer=trainer.processing_class,
     )
     callback = IterativeRLCallback(refresher, ref_model=getattr(trainer, "ref_model", None))
+    callback.track_resume(trainer)
     trainer.callback_handler.callbacks.insert(0, callback)  # first: the reporting callbacks see the rm/ metrics
     return refresher

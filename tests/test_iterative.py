@@ -1,6 +1,7 @@
 import copy
 import os
 import random
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -411,7 +412,7 @@ class _RecordRollouts(TrainerCallback):
         self.refresher.record(*_rollouts(state.global_step + 1, n=4))
 
 
-def _run_trainer(tmp_path, model_path, max_steps, resume=None):
+def _run_trainer(tmp_path, model_path, max_steps, resume=None, track_resume=False):
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
     policy = AutoModelForCausalLM.from_pretrained(model_path)
@@ -423,7 +424,10 @@ def _run_trainer(tmp_path, model_path, max_steps, resume=None):
     data = [{"input_ids": torch.tensor([5, 6, 7, 8]), "labels": torch.tensor([5, 6, 7, 8])}] * 8
     trainer = Trainer(model=policy, args=args, train_dataset=data)
     trainer.add_callback(_RecordRollouts(refresher))
-    trainer.callback_handler.callbacks.insert(0, IterativeRLCallback(refresher, ref_model=ref))
+    callback = IterativeRLCallback(refresher, ref_model=ref)
+    if track_resume:  # as attach_iterative_rl does
+        callback.track_resume(trainer)
+    trainer.callback_handler.callbacks.insert(0, callback)
     trainer.train(resume_from_checkpoint=resume)
     return trainer, refresher, ref
 
@@ -444,6 +448,14 @@ def test_with_a_real_trainer_checkpoint_and_resume_reproduce_the_run(tmp_path, t
                                  resume=str(tmp_path / "cut" / "checkpoint-2"))
     assert resumed.iteration == 2 and resumed.buffer.rows == full.buffer.rows
     assert all(torch.equal(v, resumed.model.state_dict()[k]) for k, v in full.model.state_dict().items())
+
+    # the checkpoint moved elsewhere and resumed into a new output_dir: found where transformers loads it from
+    moved = tmp_path / "moved" / "checkpoint-2"
+    shutil.copytree(tmp_path / "cut" / "checkpoint-2", moved)
+    _, elsewhere, _ = _run_trainer(tmp_path / "new", tiny_model_path, max_steps=4, resume=str(moved),
+                                   track_resume=True)
+    assert elsewhere.iteration == 2 and elsewhere.buffer.rows == full.buffer.rows
+    assert all(torch.equal(v, elsewhere.model.state_dict()[k]) for k, v in full.model.state_dict().items())
 
 
 def test_stock_trl_grpo_trainer_with_a_refreshed_orm(tmp_path, tiny_model_path):
