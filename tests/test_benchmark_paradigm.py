@@ -140,6 +140,7 @@ def test_bad_options_fail_clearly(argv, capsys):
     assert "--" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_tiny_run_end_to_end(tmp_path, monkeypatch):
     """Every method but PPO for 3 steps from the saved tiny warm start, 20 held-out problems; a method that raises
     (here a PPO whose option is unknown on every branch) is reported as failed and the others still run. The memory
