@@ -38,7 +38,7 @@ from 16 samples per problem at temperature 1 (`benchmarks.learning.evaluate_accu
 time per optimizer step (training only; sampling for `rft` / `dpo` reported apart), and the bytes of parameters,
 gradients and optimizer states held by the trainer, counted from its live objects at its largest over the steps
 (`benchmarks.common.held_training_bytes`: every `nn.Module` and optimizer the trainer holds, so the reference model,
-and the critic of `ppo`, count). The online methods' reward curves go to `paradigm_rewards.png`; results to
+and the critic of `ppo`, count), and on a GPU `torch.cuda.max_memory_allocated` over the run (`peak_gpu_gib`). The online methods' reward curves go to `paradigm_rewards.png`; results to
 `paradigm.json` and `paradigm.md` in `--output_dir`. A method that raises (`ppo` before its option exists) is
 reported as failed and the others still run.
 
@@ -63,10 +63,16 @@ from pathlib import Path
 from transformers import ProgressCallback, TrainerCallback
 
 from .arithmetic_task import rl_rows, warm_start_rows
-from .common import REPO_ROOT, environment, held_training_bytes, write_report
+from .common import (
+    REPO_ROOT,
+    environment,
+    held_training_bytes,
+    peak_memory_gib,
+    reset_peak_memory,
+    write_report,
+)
 from .learning import (
     METHOD_OPTIONS,
-    SIZES as LEARNING_SIZES,
     _BarOnlyProgress,
     build_splits,
     evaluate_accuracy,
@@ -75,6 +81,7 @@ from .learning import (
     train_warm_start,
     training_budget_args,
 )
+from .learning import SIZES as LEARNING_SIZES
 
 OFFLINE_METHODS = ("sft", "rft", "dpo")
 ONLINE_OPTIONS = {
@@ -183,6 +190,7 @@ def make_offline_trainer(method: str, warm_start_path: str, dataset, size, outpu
 def train_method(method: str, warm_start_path: str, prompt_rows, problems, samples, size, output_dir: str, seed: int):
     """One method's run from the warm start: the trained model, its tokenizer and the figures of the run (`curve`:
     the online methods' mean training accuracy reward per step, the offline ones' training loss)."""
+    reset_peak_memory()
     t0 = time.perf_counter()
     if method in OFFLINE_METHODS:
         dataset = offline_dataset(method, problems, prompt_rows, samples, size, seed)
@@ -203,6 +211,7 @@ def train_method(method: str, warm_start_path: str, prompt_rows, problems, sampl
         "seconds_per_step": (t2 - t1) / max(1, trainer.state.global_step),
         "seconds": t2 - t0,
         "held_bytes": held.peak,
+        "peak_gpu_gib": peak_memory_gib(),  # torch.cuda.max_memory_allocated over the run; None on a CPU
         "train_rows": len(dataset) if dataset is not None else None,
     }
     model = trainer.model
@@ -360,7 +369,7 @@ def run(args: argparse.Namespace) -> dict:
                 entry.update(figures, accuracy=evaluate_accuracy(trained, trained_tokenizer, test_rows, size,
                                                                  pass_ks=PASS_KS))
                 print(f"{method} seed {seed}: {entry['accuracy']} ({figures['seconds']:.0f} s)")
-            except Exception as err:  # reported, not fatal: the other methods still run
+            except Exception as err:  # noqa: BLE001 - a method that fails is a finding, not the end of the run
                 entry["failed"] = f"{type(err).__name__}: {err}"[:300]
                 print(f"{method} seed {seed} FAILED: {entry['failed']}")
             results["methods"].setdefault(method, []).append(entry)
