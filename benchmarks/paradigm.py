@@ -13,15 +13,17 @@ partly a buggy pupil's. From that one warm start, for each seed, every method tr
 `grpo_learning_rate`, constant, gradient norm clipped at 1), the same number of optimizer steps (`grpo_steps`) and
 the same number of completions per step (`prompts_per_step` x `num_generations`):
 
-| method | data source | gradient coefficient | trainer |
-| --- | --- | --- | --- |
-| `sft` | the correct (human-style) solution of each RL prompt | 1 | TRL's `SFTTrainer` |
-| `rft` | `num_generations` samples per RL prompt drawn once from the warm start, the distinct correct ones | 1 | TRL's `SFTTrainer` on `grpo_ext.paradigm.rft_dataset` |
-| `dpo` | the same samples, (correct, incorrect) pairs of one prompt, at most `num_generations // 2` per prompt | DPO's | TRL's `DPOTrainer` (beta 0.1) on `grpo_ext.paradigm.dpo_pairs` |
-| `online_rft` | `num_generations` samples per prompt from the current policy | 1[correct] | `advantage_estimator="online_rft"` |
-| `grpo_outcome` | the same, online | group-normalised reward + KL (k3 in the loss) | `grpo_ext.GRPOTrainer` |
-| `grpo_process` | the same, online | normalised step rewards + KL | `supervision="process"` |
-| `ppo` | the same, online | GAE advantage from a learned critic, k1 KL in the reward (the paper's equation 2) | `advantage_estimator="gae"` |
+* `sft`: the correct (human-style) solution of each RL prompt; GC 1; TRL's `SFTTrainer`.
+* `rft`: `num_generations` samples per RL prompt drawn once from the warm start, the distinct correct ones; GC 1;
+  TRL's `SFTTrainer` on `grpo_ext.paradigm.rft_dataset`.
+* `dpo`: the same samples, (correct, incorrect) pairs of one prompt, at most `num_generations // 2` per prompt;
+  DPO's GC; TRL's `DPOTrainer` (beta 0.1) on `grpo_ext.paradigm.dpo_pairs`.
+* `online_rft`: `num_generations` samples per prompt from the current policy; GC 1[correct];
+  `advantage_estimator="online_rft"`.
+* `grpo_outcome`, `grpo_process`: the same, online; the group-normalised reward (or step rewards, with
+  `supervision="process"`) plus the KL term (k3 in the loss); `grpo_ext.GRPOTrainer`.
+* `ppo`: the same, online; the GAE advantage from a learned critic, with k1's KL in the per-token reward (the
+  paper's equation 2): `advantage_estimator="gae"`.
 
 How the budget is matched (`method_budget`): the sampled methods draw the same number of completions,
 `grpo_steps` x `prompts_per_step` x `num_generations` (tiny: 30 x 16 x 8 = 3,840): the online methods as they train,
@@ -31,15 +33,17 @@ optimizer steps of `prompts_per_step` x `num_generations` sequences (`dpo`: half
 completions), cycling through its data when it has fewer rows (`sft`: 8 passes over 480 rows at tiny size; `rft`
 over however many distinct correct samples the draw gave). What is not matched: a DPO step also runs the reference
 model on its pairs; the online methods also generate; GRPO and Online RFT keep DeepSeekMath's KL (beta 0.04), the
-offline SFT-style methods have none (as in the paper's gradient coefficients).
+offline SFT-style methods have none (as in the paper's gradient coefficients). One learning rate for all
+(`--dpo_learning_rate` sets DPO's apart: at the shared 2e-4 DPO collapses on the tiny task, docs/paradigm.md).
 
 Evaluation, before and after, on the held-out set: greedy accuracy, maj@8, and the unbiased pass@k for k = 1, 4, 16
 from 16 samples per problem at temperature 1 (`benchmarks.learning.evaluate_accuracy`). Per method and seed: the
 time per optimizer step (training only; sampling for `rft` / `dpo` reported apart), and the bytes of parameters,
 gradients and optimizer states held by the trainer, counted from its live objects at its largest over the steps
 (`benchmarks.common.held_training_bytes`: every `nn.Module` and optimizer the trainer holds, so the reference model,
-and the critic of `ppo`, count), and on a GPU `torch.cuda.max_memory_allocated` over the run (`peak_gpu_gib`). The online methods' reward curves go to `paradigm_rewards.png`; results to
-`paradigm.json` and `paradigm.md` in `--output_dir`. A method that raises (`ppo` before its option exists) is
+and the critic of `ppo`, count), and on a GPU `torch.cuda.max_memory_allocated` over the run (`peak_gpu_gib`).
+The online methods' reward curves go to `paradigm_rewards.png`; results to `paradigm.json` and `paradigm.md` in
+`--output_dir`. A method that raises (`ppo` before its option exists) is
 reported as failed and the others still run.
 
 Warm start: `--tiny` starts from `tests/fixtures/learning_warm_start` (the warm start that `python -m
@@ -259,6 +263,8 @@ def markdown_table(results: dict, maj_k: int, pass_ks=PASS_KS) -> str:
         held = [run["held_bytes"]["total"] / 2**20 for run in runs if run["held_bytes"]]
         held_cell = f"{statistics.mean(held):.2f}" if held else "-"
         seeds = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
+        if "learning_rate" in runs[0]:  # a learning rate of its own (--dpo_learning_rate)
+            seeds += f", lr {runs[0]['learning_rate']:g}"
         rows.append(f"| {method}{seeds} | " + " | ".join(cells) + f" | {kind}{first:.3f} -> {last:.3f} | "
                     f"{_cell([run['seconds_per_step'] for run in runs], 2)} | {held_cell} |")
     return "\n".join(rows)
@@ -292,6 +298,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (one run per method and seed)")
     parser.add_argument("--grpo_steps", type=int, help="override the size's optimizer steps (every method's)")
     parser.add_argument("--test_problems", type=int, help="evaluate on the first N held-out problems only")
+    parser.add_argument("--dpo_learning_rate", type=float, help="DPO's learning rate (default: every method's "
+                        "shared one, the size's grpo_learning_rate)")
     parser.add_argument("--work_dir", help="where checkpoints go (default: a temporary directory)")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--warm_start_from", help="a saved warm start (default at --tiny: tests/fixtures/"
@@ -303,6 +311,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     size = SIZES["tiny" if args.tiny else "full"]
     if args.grpo_steps is not None and args.grpo_steps < 1:
         parser.error(f"--grpo_steps must be a positive integer, got {args.grpo_steps}")
+    if args.dpo_learning_rate is not None and not args.dpo_learning_rate > 0:
+        parser.error(f"--dpo_learning_rate must be positive, got {args.dpo_learning_rate}")
     if args.test_problems is not None and not 1 <= args.test_problems <= size.test_problems:
         parser.error(f"--test_problems must be between 1 and the size's {size.test_problems} held-out problems, "
                      f"got {args.test_problems}")
@@ -361,10 +371,14 @@ def run(args: argparse.Namespace) -> dict:
         for method in args.methods:
             print(f"{method}, seed {seed}, {size.grpo_steps} steps")
             entry = {"seed": seed}
+            method_size = size
+            if method == "dpo" and args.dpo_learning_rate is not None:
+                method_size = dataclasses.replace(size, grpo_learning_rate=args.dpo_learning_rate)
+                entry["learning_rate"] = args.dpo_learning_rate
             try:
                 trained, trained_tokenizer, figures = train_method(
-                    method, warm_path, prompt_rows, splits["rl"], samples, size, str(work_dir / f"{method}-{seed}"),
-                    seed,
+                    method, warm_path, prompt_rows, splits["rl"], samples, method_size,
+                    str(work_dir / f"{method}-{seed}"), seed,
                 )
                 entry.update(figures, accuracy=evaluate_accuracy(trained, trained_tokenizer, test_rows, size,
                                                                  pass_ks=PASS_KS))
@@ -392,7 +406,8 @@ def run(args: argparse.Namespace) -> dict:
         f"Held-out test set: {len(test_rows)} problems; greedy, maj@{maj_k} and unbiased pass@k from "
         f"{max(PASS_KS)} samples at temperature 1. Every method: {size.grpo_steps} optimizer steps of "
         f"{size.prompts_per_step * size.num_generations} completions from the same warm start "
-        f"({results['warm_start']['from']}); mean over {len(args.seeds)} seed(s), ± the standard deviation over seeds.\n\n"
+        f"({results['warm_start']['from']}); mean over {len(args.seeds)} seed(s), ± the standard deviation over "
+        "seeds.\n\n"
         f"Change over the warm start (DeepSeekMath figure 7: RL raises maj@K, not pass@K): {figure7 or 'none ran'}."
     )
     write_report(output_dir, "paradigm", results, markdown)

@@ -87,6 +87,9 @@ def test_markdown_table_by_hand():
     # two seeds: mean ± sample standard deviation (0.6, 0.8 -> 0.700 ± 0.141; 1 s and 2 s per step -> 1.50 ± 0.71)
     assert ("| grpo_outcome (2 seeds) | 0.700 ±0.141 | 0.600 ±0.141 | 0.300 ±0.000 | 0.600 ±0.000 | 0.850 ±0.071 "
             "| 0.100 -> 0.500 | 1.50 ±0.71 | 3.00 |") in lines
+    results = _results()
+    results["methods"]["grpo_outcome"][0]["learning_rate"] = 2e-5  # a rate of its own is shown
+    assert "| grpo_outcome (2 seeds), lr 2e-05 | 0.700 ±0.141 |" in paradigm.markdown_table(results, maj_k=8)
     failed = next(line for line in lines if line.startswith("| ppo |"))
     assert "failed: ValueError: GRPOConfig: unknown advantage_estimator='gae'" in failed
     assert failed.count("|") == lines[0].count("|")  # as many cells as the header
@@ -133,7 +136,8 @@ def test_ppo_is_a_few_lines_of_config(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--tiny", "--test_problems", "201"], ["--tiny", "--grpo_steps", "0"],
-                                  ["--methods", "ipo"], ["--tiny", "--test_problems", "0"]])
+                                  ["--methods", "ipo"], ["--tiny", "--test_problems", "0"],
+                                  ["--tiny", "--dpo_learning_rate", "0"]])
 def test_bad_options_fail_clearly(argv, capsys):
     with pytest.raises(SystemExit):
         paradigm.parse_args(argv)
