@@ -111,3 +111,32 @@ def write_report(output_dir: str | os.PathLike, name: str, results: dict, markdo
     (output_dir / f"{name}.md").write_text(markdown + "\n")
     print(markdown)
     return output_dir / f"{name}.json"
+
+
+def held_training_bytes(modules=(), optimizers=()) -> dict[str, int]:
+    """Bytes of the tensors that training holds, counted from the live objects (not estimated): every parameter and
+    buffer of `modules` (`parameters`: policy, reference, critic...), their `.grad` (`gradients`) and every tensor in
+    the state of `optimizers` (`optimizer_state`: Adam's two moments and step counters), and their `total`.
+
+    Each storage counts once (a tied embedding, a model listed twice, a parameter shared by two modules), so call it
+    while the gradients exist (a `TrainerCallback.on_optimizer_step`: after the step, before they are zeroed).
+    """
+    import torch
+
+    seen: set[tuple[str, int]] = set()
+
+    def size(tensor) -> int:
+        if not isinstance(tensor, torch.Tensor):
+            return 0
+        storage = tensor.untyped_storage()
+        key = (str(tensor.device), storage.data_ptr())
+        if key in seen:
+            return 0
+        seen.add(key)
+        return storage.nbytes()
+
+    parameters = sum(size(t) for m in modules for t in [*m.parameters(), *m.buffers()])
+    gradients = sum(size(p.grad) for m in modules for p in m.parameters())
+    state = sum(size(value) for opt in optimizers for per_param in opt.state.values() for value in per_param.values())
+    return {"parameters": parameters, "gradients": gradients, "optimizer_state": state,
+            "total": parameters + gradients + state}

@@ -177,22 +177,38 @@ def warm_start(model, tokenizer, rows: list[dict], size: LearningSize, seed: int
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def evaluate_accuracy(model, tokenizer, rows: list[dict], size: LearningSize, seed: int = 0) -> dict[str, float]:
-    """Greedy accuracy, maj@k and mean sampled accuracy (temperature 1) over `rows` (`{"prompt", "solution"}`)."""
-    from grpo_ext.evaluation import SamplingParams, TransformersGenerator, score_problems, summarize
+def evaluate_accuracy(model, tokenizer, rows: list[dict], size: LearningSize, seed: int = 0,
+                      pass_ks: tuple[int, ...] = ()) -> dict[str, float]:
+    """Greedy accuracy, maj@k and mean sampled accuracy (temperature 1) over `rows` (`{"prompt", "solution"}`), and
+    the unbiased pass@j for each j in `pass_ks` (then max(k, *pass_ks) samples are drawn per problem, maj@k voting
+    over the first k of them; `accuracy_metrics`)."""
+    from grpo_ext.evaluation import SamplingParams, TransformersGenerator, score_problems
 
     prompts = [row["prompt"] for row in rows]
     golds = [row["solution"] for row in rows]
     k = size.eval_samples
+    n = max((k, *pass_ks))
+    ks = sorted({k, *pass_ks})
     generator = TransformersGenerator(model, tokenizer, batch_size=len(rows))
     greedy = generator.generate(prompts, 1, SamplingParams(0.0, 1.0, size.max_completion_length, seed))
-    greedy_summary = summarize(score_problems(greedy, golds, ks=[1]), ks=[1])
-    generator.batch_size = max(1, 512 // k)
+    generator.batch_size = max(1, 512 // n)
     # top_k 50: transformers' default, which this benchmark's figures were measured with before decoding became explicit
-    sampled = generator.generate(prompts, k, SamplingParams(1.0, 1.0, size.max_completion_length, seed, top_k=50))
-    sampled_summary = summarize(score_problems(sampled, golds, ks=[k]), ks=[k])
-    return {"greedy": greedy_summary["pass@1"], f"maj@{k}": sampled_summary[f"maj@{k}"],
-            "sampled": sampled_summary["pass@1"]}
+    sampled = generator.generate(prompts, n, SamplingParams(1.0, 1.0, size.max_completion_length, seed, top_k=50))
+    return accuracy_metrics(score_problems(greedy, golds, ks=[1]), score_problems(sampled, golds, ks=ks), k, pass_ks)
+
+
+def accuracy_metrics(greedy_records: list[dict], sampled_records: list[dict], maj_k: int,
+                     pass_ks: tuple[int, ...] = ()) -> dict[str, float]:
+    """`greedy` (fraction of problems whose one greedy completion is correct), `maj@{maj_k}`, `sampled` (mean
+    fraction of correct samples) and `pass@{j}` for j in `pass_ks` (unbiased, 1 - C(n - c, j) / C(n, j) per
+    problem, averaged), from `grpo_ext.evaluation.score_problems` records."""
+    from grpo_ext.evaluation import summarize
+
+    greedy = summarize(greedy_records, ks=[1])
+    sampled = summarize(sampled_records, ks=sorted({maj_k, *pass_ks}))
+    metrics = {"greedy": greedy["pass@1"], f"maj@{maj_k}": sampled[f"maj@{maj_k}"], "sampled": sampled["pass@1"]}
+    metrics.update({f"pass@{j}": sampled[f"pass@{j}"] for j in pass_ks})
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -200,21 +216,30 @@ def evaluate_accuracy(model, tokenizer, rows: list[dict], size: LearningSize, se
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def grpo_config(method: str, size: LearningSize, output_dir: str, seed: int):
-    """The same budget for every method; only METHOD_OPTIONS differ."""
-    import torch
-
+def grpo_config(method: str, size: LearningSize, output_dir: str, seed: int, options: dict | None = None):
+    """The same budget for every method; only METHOD_OPTIONS differ (or `options`, when given, replace them)."""
     from grpo_ext import GRPOConfig
 
     return GRPOConfig(
-        output_dir=output_dir,
         per_device_train_batch_size=size.prompts_per_step * size.num_generations,
         num_generations=size.num_generations,
         max_completion_length=size.max_completion_length,
         temperature=1.0,
+        beta=size.beta,
+        **training_budget_args(size, output_dir, seed),
+        **(METHOD_OPTIONS[method] if options is None else options),
+    )
+
+
+def training_budget_args(size: LearningSize, output_dir: str, seed: int) -> dict:
+    """The `transformers.TrainingArguments` every trainer of the benchmarks shares: steps, optimizer settings, seed,
+    float32, no checkpoints."""
+    import torch
+
+    return dict(
+        output_dir=output_dir,
         learning_rate=size.grpo_learning_rate,
         lr_scheduler_type="constant",
-        beta=size.beta,
         max_steps=size.grpo_steps,
         logging_steps=1,
         save_strategy="no",
@@ -223,7 +248,6 @@ def grpo_config(method: str, size: LearningSize, output_dir: str, seed: int):
         bf16=False,  # a few-million-parameter model: float32 costs nothing and keeps CPU and GPU runs alike
         gradient_checkpointing=False,  # TRL's default saves memory this model does not need, at a recompute's cost
         use_cpu=not torch.cuda.is_available(),
-        **METHOD_OPTIONS[method],
     )
 
 
@@ -234,33 +258,42 @@ class _BarOnlyProgress(ProgressCallback):
         pass
 
 
-def train_rl(method: str, warm_start_path: str, prompts: list[dict], size: LearningSize, output_dir: str, seed: int):
-    """One RL run from the warm start; returns the trained model, the tokenizer and the per-step mean reward."""
+def make_rl_trainer(method: str, warm_start_path: str, prompts: list[dict], size: LearningSize, output_dir: str,
+                    seed: int, options: dict | None = None):
+    """The `grpo_ext.GRPOTrainer` of one RL run from the warm start (`grpo_config`'s settings), with a progress bar
+    and no metrics printed under it."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from grpo_ext import GRPOTrainer
     from rewards import ArithmeticStepChecker, accuracy_reward
 
+    args = grpo_config(method, size, output_dir, seed, options)  # first: a bad option fails before any loading
     tokenizer = AutoTokenizer.from_pretrained(warm_start_path)
     model = AutoModelForCausalLM.from_pretrained(warm_start_path)
     extra = {"process_reward_model": ArithmeticStepChecker()} if method == "grpo_process" else {}
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[accuracy_reward],
-        args=grpo_config(method, size, output_dir, seed),
+        args=args,
         train_dataset=Dataset.from_list(prompts),
         processing_class=tokenizer,
         **extra,
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_BarOnlyProgress())
+    return trainer
+
+
+def train_rl(method: str, warm_start_path: str, prompts: list[dict], size: LearningSize, output_dir: str, seed: int):
+    """One RL run from the warm start; returns the trained model, the tokenizer and the per-step mean reward."""
+    trainer = make_rl_trainer(method, warm_start_path, prompts, size, output_dir, seed)
     trainer.train()
     rewards = [entry["rewards/accuracy_reward/mean"] for entry in trainer.state.log_history
                if "rewards/accuracy_reward/mean" in entry]
     model = trainer.model
     model.eval()
-    return model, tokenizer, rewards
+    return model, trainer.processing_class, rewards
 
 
 # ---------------------------------------------------------------------------------------------------------------------
