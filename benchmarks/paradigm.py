@@ -203,7 +203,8 @@ def train_method(method: str, warm_start_path: str, prompt_rows, problems, sampl
         dataset = None
         trainer = make_rl_trainer(method, warm_start_path, prompt_rows, size, output_dir, seed, ONLINE_OPTIONS[method])
     held = HeldBytesCallback(trainer)
-    trainer.add_callback(held)
+    # first: PPO's critic callback steps the critic and frees its gradients at the same event
+    trainer.callback_handler.callbacks.insert(0, held)
     t1 = time.perf_counter()
     trainer.train()
     t2 = time.perf_counter()

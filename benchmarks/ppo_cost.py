@@ -10,7 +10,7 @@
   loss). PPO: `advantage_estimator="gae"` (k1 in the reward, a critic copied from the policy, its own AdamW).
 * Bytes: at the last optimizer step of each trainer, just before the optimizers step (gradients present), the bytes
   of every parameter, gradient and optimizer-state tensor of the policy (and its optimizer), the reference model and
-  the critic (and its optimizer), counted from the live objects (`grpo_ext.value_model.held_tensor_bytes`). On CUDA
+  the critic (and its optimizer), counted from the live objects (`benchmarks.common.held_training_bytes`). On CUDA
   also `torch.cuda.max_memory_allocated()` over the trainer's life.
 * Step time: rounds alternate GRPO and PPO (a fresh trainer each, seed = round), `perf_counter()` at
   `on_step_begin`/`on_step_end` (generation, scoring, log-prob and value forwards, backward, both optimizers); the
@@ -72,16 +72,16 @@ class CostProbe(TrainerCallback):
 
 def held_bytes(trainer) -> dict[str, dict[str, int]]:
     """Bytes of parameters, gradients and optimizer states of the policy, reference and critic, from live objects."""
-    from grpo_ext.value_model import held_tensor_bytes
+    from .common import held_training_bytes
 
     unwrap = trainer.accelerator.unwrap_model
     optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
-    counts = {"policy": held_tensor_bytes(unwrap(trainer.model), optimizer)}
+    counts = {"policy": held_training_bytes([unwrap(trainer.model)], [optimizer])}
     if trainer.ref_model is not None:
-        counts["reference"] = held_tensor_bytes(unwrap(trainer.ref_model))
+        counts["reference"] = held_training_bytes([unwrap(trainer.ref_model)])
     if trainer.value_model is not None:
         value_optimizer = getattr(trainer.value_optimizer, "optimizer", trainer.value_optimizer)
-        counts["critic"] = held_tensor_bytes(unwrap(trainer.value_model), value_optimizer)
+        counts["critic"] = held_training_bytes([unwrap(trainer.value_model)], [value_optimizer])
     return counts
 
 
@@ -154,8 +154,8 @@ def main(argv=None) -> dict:
     for name, per_model in bytes_held.items():
         for model, counts in per_model.items():
             lines.append(f"| {name} | {model} | {counts['parameters']:,} | {counts['gradients']:,} "
-                         f"| {counts['optimizer']:,} |")
-    totals = {name: sum(sum(c.values()) for c in per_model.values()) for name, per_model in bytes_held.items()}
+                         f"| {counts['optimizer_state']:,} |")
+    totals = {name: sum(c["total"] for c in per_model.values()) for name, per_model in bytes_held.items()}
     lines += [
         "",
         (f"Total bytes held: GRPO {totals['grpo']:,}, PPO {totals['ppo']:,} "

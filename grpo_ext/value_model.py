@@ -7,8 +7,7 @@ Pieces, from pure to wired:
 * `build_value_model(policy, name_or_path)`: a token-classification model with one label (a scalar head);
 * `token_values(model, input_ids, attention_mask, num_completion_tokens, batch_size)`: V_t of each completion token;
 * `ValueModelCallback`: steps the critic's optimizer with the policy's, saves/restores it inside TRL's checkpoints
-  (`checkpoint-<step>/value_model/`) and saves the final critic under `output_dir/value_model`;
-* `held_tensor_bytes(...)`: the bytes of parameters, gradients and optimizer states of live objects (the costs).
+  (`checkpoint-<step>/value_model/`) and saves the final critic under `output_dir/value_model`.
 """
 
 from __future__ import annotations
@@ -93,26 +92,6 @@ def token_values(
         ).logits
         values.append(logits[:, -num_completion_tokens - 1 : -1, 0].float())
     return torch.cat(values, dim=0)
-
-
-def held_tensor_bytes(model=None, optimizer=None) -> dict[str, int]:
-    """Bytes held right now by `model`'s parameters and gradients and by `optimizer`'s state tensors, counted from
-    the live objects (a tensor shared by several parameters counts once)."""
-    seen: set[int] = set()
-
-    def size(tensors) -> int:
-        total = 0
-        for t in tensors:
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
-                seen.add(t.untyped_storage().data_ptr())
-                total += t.untyped_storage().nbytes()
-        return total
-
-    params = list(model.parameters()) if model is not None else []
-    counts = {"parameters": size(params), "gradients": size(p.grad for p in params if p.grad is not None)}
-    state = optimizer.state.values() if optimizer is not None else []
-    counts["optimizer"] = size(v for per_param in state for v in per_param.values())
-    return counts
 
 
 class ValueModelCallback(TrainerCallback):

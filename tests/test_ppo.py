@@ -21,7 +21,7 @@ from grpo_ext_helpers import (
 
 from grpo_ext.advantages import gae_advantages, ppo_token_rewards, whiten_advantages
 from grpo_ext.kl import per_token_kl
-from grpo_ext.value_model import clipped_value_loss, explained_variance, held_tensor_bytes, token_values
+from grpo_ext.value_model import clipped_value_loss, explained_variance, token_values
 
 HERE = Path(__file__).resolve().parent
 
@@ -65,25 +65,6 @@ def test_explained_variance_hand_worked():
     assert explained_variance(torch.tensor([[1.0, 2.0, 2.0, 0.0]]), returns, mask) == pytest.approx(2 / 3)
 
 
-def test_held_tensor_bytes_counts_live_tensors():
-    # Linear(3, 2) in float32: weight 6 + bias 2 values = 32 bytes; the same again as gradients; AdamW's exp_avg and
-    # exp_avg_sq (64 bytes) plus a float32 `step` scalar per parameter (8 bytes) = 72 bytes
-    layer = torch.nn.Linear(3, 2)
-    optimizer = torch.optim.AdamW(layer.parameters())
-    assert held_tensor_bytes(layer, optimizer) == {"parameters": 32, "gradients": 0, "optimizer": 0}
-    layer(torch.ones(1, 3)).sum().backward()
-    optimizer.step()
-    assert held_tensor_bytes(layer, optimizer) == {"parameters": 32, "gradients": 32, "optimizer": 72}
-    tied = torch.nn.Sequential(layer, torch.nn.Linear(3, 2))
-    tied[1].weight = layer.weight  # shared (as tied embeddings are): counted once, plus the second bias's 8 bytes
-    assert held_tensor_bytes(tied)["parameters"] == 32 + 8
-
-
-# ---------------------------------------------------------------------------------------------- the trainer
-
-
-@pytest.mark.parametrize("options", [{}, {"kl_estimator": "k3", "gamma": 0.9, "lam": 0.5, "num_generations": 2}],
-                         ids=["defaults-k1", "k3-groups"])
 def test_trainer_advantages_are_gae_of_eq2_rewards(tiny_model_path, tmp_path, options):
     """The advantages, returns and V_old the trainer buffers equal the pure functions applied to the critic's values,
     the scores of the reward function and the sampling policy's KL to the reference (k1 by default), whitened."""
@@ -286,3 +267,19 @@ def test_two_processes_hold_identical_critics_after_a_step(tiny_model_path, tmp_
     advantages = torch.tensor([a for rank in report["advantages"] for a in rank], dtype=torch.float64)
     assert all(report["advantages"]) and advantages.numel() >= 8
     assert abs(advantages.mean().item()) < 1e-5 and advantages.var().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_cost_benchmark_counts_the_critic_as_the_whole_difference(tmp_path):
+    """`python -m benchmarks.ppo_cost --tiny`: policy and reference hold the same bytes under GRPO and PPO, and the
+    critic (a policy-shaped trunk with a 1-wide head instead of the LM head) holds parameters, gradients of the same
+    size and AdamW's two moments of each (plus a step counter per tensor)."""
+    from benchmarks.ppo_cost import main
+
+    results = main(["--tiny", "--rounds", "1", "--steps", "3", "--output_dir", str(tmp_path)])
+    grpo, ppo = results["bytes"]["grpo"], results["bytes"]["ppo"]
+    assert set(grpo) == {"policy", "reference"} and ppo["policy"] == grpo["policy"]
+    assert ppo["reference"] == grpo["reference"]
+    critic = ppo["critic"]
+    assert critic["gradients"] > 0 and critic["optimizer_state"] > 2 * critic["gradients"]
+    assert critic["parameters"] - critic["gradients"] < 1024  # buffers only (rotary frequencies)
+    assert (tmp_path / "ppo_cost_tiny.md").read_text().count("| ppo | critic |") == 1
