@@ -65,6 +65,11 @@ def test_explained_variance_hand_worked():
     assert explained_variance(torch.tensor([[1.0, 2.0, 2.0, 0.0]]), returns, mask) == pytest.approx(2 / 3)
 
 
+# ---------------------------------------------------------------------------------------------- the trainer
+
+
+@pytest.mark.parametrize("options", [{}, {"kl_estimator": "k3", "gamma": 0.9, "lam": 0.5, "num_generations": 2}],
+                         ids=["defaults-k1", "k3-groups"])
 def test_trainer_advantages_are_gae_of_eq2_rewards(tiny_model_path, tmp_path, options):
     """The advantages, returns and V_old the trainer buffers equal the pure functions applied to the critic's values,
     the scores of the reward function and the sampling policy's KL to the reference (k1 by default), whitened."""
