@@ -387,16 +387,14 @@ def test_resume_with_fewer_processes_gives_rank0_every_pending_rollout(tmp_path)
 # ------------------------------------------------------------------------------------------------- multi-process
 
 
-def test_two_processes_end_the_refresh_with_identical_weights():
-    result = launch_two_cpu_processes(HERE / "iterative_mp_worker.py", timeout=180)
-    assert result.stdout.count("IDENTICAL") == 2, result.stdout
-
-
-def test_two_processes_grpo_ext_trainer_refreshes_the_orm(tmp_path, tiny_model_path):
-    """The wiring under `accelerate launch` with 2 processes: the trainer records each rank's rollouts once, every
-    rank refreshes at the same steps and ends with the same ORM weights, and each reference equals its policy."""
-    result = launch_two_cpu_processes(HERE / "iterative_mp_worker.py", "trainer", tiny_model_path, str(tmp_path))
-    assert result.stdout.count("IDENTICAL") == 2, result.stdout
+def test_two_processes_refresh_to_identical_weights_alone_and_in_the_trainer(tmp_path, tiny_model_path):
+    """One `accelerate launch` with 2 processes, two checks. The refresher alone: an ORM and a PRM refresh with
+    different rollouts and initial weights on each rank end with the same RM weights, buffer and pending state. The
+    trainer's wiring: it records each rank's rollouts once, every rank refreshes at the same steps and ends with the
+    same ORM weights, and each reference equals its policy."""
+    result = launch_two_cpu_processes(HERE / "iterative_mp_worker.py", "both", tiny_model_path, str(tmp_path))
+    assert result.stdout.count("refresher IDENTICAL") == 2, result.stdout
+    assert result.stdout.count("trainer IDENTICAL") == 2, result.stdout
 
 
 # -------------------------------------------------------------------------------------------------- real Trainer

@@ -1,4 +1,4 @@
-"""20-step CPU runs of a tiny model for every combination of the new options (the full product, 32 runs)."""
+"""10-step CPU runs of a tiny model for every combination of the new options (the full product, 32 runs)."""
 
 import itertools
 import math
@@ -15,17 +15,17 @@ COMBOS = list(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("estimator,kl_in,supervision,advantage_estimator", COMBOS)
-def test_twenty_steps(tiny_model_path, tmp_path, estimator, kl_in, supervision, advantage_estimator):
+def test_ten_steps(tiny_model_path, tmp_path, estimator, kl_in, supervision, advantage_estimator):
     kwargs = {"process_reward_model": step_length_prm} if supervision == "process" else {}
     trainer = make_trainer(
         tiny_model_path, tmp_path, reward_funcs=[digit_reward, length_parity_reward], trainer_kwargs=kwargs,
         kl_estimator=estimator, kl_in=kl_in, supervision=supervision, advantage_estimator=advantage_estimator,
-        step_delimiter=" ", max_steps=20, max_completion_length=6, learning_rate=1e-2, loss_type="grpo",
+        step_delimiter=" ", max_steps=10, max_completion_length=6, learning_rate=1e-2, loss_type="grpo",
     )
     before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
-    assert len(logs) == 20 and all(math.isfinite(entry["loss"]) for entry in logs)
+    assert len(logs) == 10 and all(math.isfinite(entry["loss"]) for entry in logs)
     assert any(not torch.equal(b, p) for b, p in zip(before, trainer.model.parameters()))
     last = logs[-1]
     assert math.isfinite(last["kl"]) and all(f"kl/{k}" in last for k in ("k1", "k2", "k3"))
