@@ -156,7 +156,7 @@ def completion_id_lists(inputs):
     return [ids[mask.bool()].tolist() for ids, mask in zip(inputs["completion_ids"], inputs["completion_mask"])]
 
 
-def two_process_worker(model_path: str, output_dir: str) -> None:
+def two_process_worker(model_path: str, output_dir: str, end: bool = True) -> None:
     """Run on 2 processes (see tests/test_trainer_multiprocess.py): one group of 4 completions is split 2 + 2
     over the processes; rank 0 writes what each configuration's advantages should be and what they are."""
     import json
@@ -193,7 +193,8 @@ def two_process_worker(model_path: str, output_dir: str) -> None:
         with open(f"{output_dir}/report.json", "w") as handle:
             json.dump(report, handle)
     # destroy the gloo group before exit: left alive, its threads can abort the process at interpreter teardown
-    trainer.accelerator.end_training()
+    if end:
+        trainer.accelerator.end_training()
 
 
 def benchmark(steps: int = 20) -> None:

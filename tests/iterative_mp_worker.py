@@ -59,7 +59,7 @@ def main(end: bool = True):
         accelerator.end_training()  # destroy the gloo group: left alive it can abort the process at teardown
 
 
-def trainer_main(model_path: str, output_dir: str) -> None:
+def trainer_main(model_path: str, output_dir: str, end: bool = True) -> None:
     """grpo_ext's GRPOTrainer with a tiny ORM refreshed every step, each group of 4 completions split 2 + 2 over the
     ranks: every rank must record only its own rollouts (the gathered mix holds each completion once) and end each
     iteration with the same RM weights and a reference equal to its policy."""
@@ -95,7 +95,8 @@ def trainer_main(model_path: str, output_dir: str) -> None:
     else:
         print(f"rank {rank}: trainer DIFFERENT {everyone}", flush=True)
     trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    if end:
+        trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":

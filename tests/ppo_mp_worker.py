@@ -13,7 +13,7 @@ from accelerate.utils import gather_object
 from grpo_ext_helpers import make_trainer
 
 
-def main(model_path: str, output_dir: str) -> None:
+def main(model_path: str, output_dir: str, end: bool = True) -> None:
     torch.set_num_threads(1)
     trainer = make_trainer(model_path, output_dir, advantage_estimator="gae", num_generations=1,
                            per_device_train_batch_size=2, max_steps=1, value_learning_rate=1e-2)
@@ -40,7 +40,8 @@ def main(model_path: str, output_dir: str) -> None:
                   "advantages": every_rank_advantages}
         with open(f"{output_dir}/report.json", "w") as handle:
             json.dump(report, handle)
-    trainer.accelerator.end_training()  # gloo threads left alive can abort the process at teardown
+    if end:
+        trainer.accelerator.end_training()  # gloo threads left alive can abort the process at teardown
 
 
 if __name__ == "__main__":
