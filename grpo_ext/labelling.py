@@ -170,10 +170,10 @@ def math_shepherd_labels_batch(
     for j, (e, i) in enumerate(owners):
         hits = sum(correct[j * k : (j + 1) * k])
         labels[e][i] = float(hits >= 1) if mode == "hard" else hits / k
-    tail = scores[len(owners) * k :]
+    last = len(owners) * k  # the whole solutions' scores follow the continuations'
     for e, ex in enumerate(examples):
-        labels[e][len(ex[1]) - 1] = float(_is_correct(tail[e]))
-    labels = [None if _unscorable(score) else example for example, score in zip(labels, tail)]
+        labels[e][len(ex[1]) - 1] = float(correct[last + e])
+    labels = [None if _unscorable(score) else example for example, score in zip(labels, scores[last:])]
 
     cost = LabellingCost(
         num_continuations=len(prefixes) * k,
@@ -194,8 +194,8 @@ def math_shepherd_labels(
     mode: str = "hard",
     scorer: Scorer = accuracy_scorer,
     separator: str = DEFAULT_STEP_SEPARATOR,
-) -> tuple[list[float], LabellingCost]:
-    """Math-Shepherd step labels for one solution; see `math_shepherd_labels_batch`."""
+) -> tuple[list[float] | None, LabellingCost]:
+    """Math-Shepherd step labels for one solution (None when it is unscorable); see `math_shepherd_labels_batch`."""
     labels, cost = math_shepherd_labels_batch(
         [(prompt, steps, gold)], generate_continuations, k, mode, scorer, separator
     )
