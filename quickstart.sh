@@ -56,6 +56,10 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$installed_for" ]]; then
 fi
 
 export HF_HUB_OFFLINE=1
+# Python writes each module's bytecode cache the first time it imports it. Where PYTHONDONTWRITEBYTECODE is set (this
+# project's CI machines set it), every process compiles torch, transformers and TRL anew: about 12 s per process on
+# 2 cores, and the suite starts dozens of them (accelerate launches, their ranks, reward workers).
+if [[ -n ${PYTHONDONTWRITEBYTECODE:-} ]]; then run unset PYTHONDONTWRITEBYTECODE; fi
 if [[ $action == tests ]]; then
     # two workers (pytest-xdist), a test file each at a time: the tests are single-threaded, so 2 cores run two files
     # at once; PYTEST_WORKERS changes the count (0: no workers, one process)

@@ -21,7 +21,8 @@ def test_tests_run_torch_on_one_thread():
 
 def dry_run(*args: str, venv: str | Path, **env_vars: str) -> list[str]:
     """The commands `quickstart.sh --dry-run` prints for the environment `venv`, without their `+ ` prefix."""
-    env = {**{k: v for k, v in os.environ.items() if k != "TORCH_INDEX_URL"}, "VENV": str(venv), **env_vars}
+    inherited = {k: v for k, v in os.environ.items() if k not in ("TORCH_INDEX_URL", "PYTHONDONTWRITEBYTECODE")}
+    env = {**inherited, "VENV": str(venv), **env_vars}
     done = subprocess.run(["bash", str(QUICKSTART), "--dry-run", *args], cwd="/", env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -49,6 +50,20 @@ def test_quickstart_sets_up_a_fresh_machine(tmp_path):
     assert not venv.exists()  # a dry run creates nothing
     index = "https://download.pytorch.org/whl/cpu"
     assert dry_run(venv=venv, TORCH_INDEX_URL=index)[2] == f"{python} -m pip install -q --no-compile torch==2.13.0 --index-url {index}"
+
+
+def test_quickstart_lets_python_cache_bytecode(tmp_path):
+    """With PYTHONDONTWRITEBYTECODE set (as on CI's machines) every test process would compile transformers and TRL
+    again; the script unsets it before running anything, and leaves an environment without it alone."""
+    venv = fake_venv(tmp_path / "venv", has_torch=True)
+    stamp = venv / ".grpo-ext-installed"
+    cksum = subprocess.run(["cksum"], stdin=(REPO_ROOT / "pyproject.toml").open(), capture_output=True, text=True)
+    stamp.write_text(f"pyproject.toml {cksum.stdout.strip()}\n")
+    python = f"{venv}/bin/python"
+    assert dry_run("tests", venv=venv, PYTHONDONTWRITEBYTECODE="1") == [
+        "unset PYTHONDONTWRITEBYTECODE", f"{python} -m pytest -q -n 2 --dist loadfile tests",
+    ]
+    assert dry_run("tests", venv=venv) == [f"{python} -m pytest -q -n 2 --dist loadfile tests"]
 
 
 def fake_venv(path: Path, has_torch: bool) -> Path:
