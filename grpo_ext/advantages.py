@@ -179,13 +179,15 @@ def advantage_statistics(sequence_advantages: torch.Tensor, carries_gradient: to
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _check_token_tensors(mask: torch.Tensor, **tensors: torch.Tensor) -> None:
-    """Every tensor (B, T) like `mask`, and `mask` right-padded: ones for the completion, then zeros."""
+def _check_token_tensors(mask: torch.Tensor, right_padded: bool = True, **tensors: torch.Tensor) -> None:
+    """Every tensor (B, T) like `mask`; with `right_padded`, `mask` ones for the completion, then zeros."""
     if mask.dim() != 2:
         raise ValueError(f"mask must be (B, T), got shape {tuple(mask.shape)}")
     for name, tensor in tensors.items():
         if tensor.shape != mask.shape:
             raise ValueError(f"{name} has shape {tuple(tensor.shape)} but mask has {tuple(mask.shape)}")
+    if not right_padded:
+        return
     mask = mask.bool()
     holes = (mask[:, 1:] & ~mask[:, :-1]).any(dim=1)  # a valid token after a padded one
     if holes.any():
@@ -197,22 +199,25 @@ def ppo_token_rewards(score: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor,
     r"""Per-token rewards of DeepSeekMath's PPO (its equation 2), shape (B, T).
 
         r_t = r_phi(q, o) * 1[t = last valid token] - beta * KL_t      at valid tokens (mask 1)
-        r_t = 0                                                         at padding (mask 0)
+        r_t = 0                                                         elsewhere (mask 0)
 
     `score` (B,) is each completion's outcome reward r_phi(q, o), `kl` (B, T) the per-token KL estimate (any of
-    `grpo_ext.kl`'s estimators, detached; the paper writes k1 = log pi/pi_ref), `mask` (B, T) right-padded. A
-    completion with no valid token has nowhere to put its score, so it is an error.
+    `grpo_ext.kl`'s estimators, detached; the paper writes k1 = log pi/pi_ref), `mask` (B, T): 1 at the tokens the
+    policy wrote, 0 at padding and at tokens it did not write (a tool's output inside a multi-turn rollout, TRL's
+    `tool_mask`). A completion with no valid token has nowhere to put its score, so it is an error.
     """
     score = torch.as_tensor(score, dtype=kl.dtype, device=kl.device)
-    _check_token_tensors(mask, kl=kl)
+    _check_token_tensors(mask, right_padded=False, kl=kl)
     if score.shape != (mask.shape[0],):
         raise ValueError(f"score must be (B,) = ({mask.shape[0]},), got shape {tuple(score.shape)}")
-    lengths = mask.bool().sum(dim=1)
-    if (lengths == 0).any():
-        raise ValueError(f"row(s) {(lengths == 0).nonzero().flatten().tolist()} have no valid token for the score")
+    valid = mask.bool()
+    if not valid.any(dim=1).all():
+        rows = (~valid.any(dim=1)).nonzero().flatten().tolist()
+        raise ValueError(f"row(s) {rows} have no valid token for the score")
     rewards = -beta * kl.detach() * mask.to(kl.dtype)
     rows = torch.arange(mask.shape[0], device=mask.device)
-    rewards[rows, lengths - 1] += score
+    last = mask.shape[1] - 1 - valid.flip(dims=[1]).to(torch.uint8).argmax(dim=1)  # the last 1 of each row
+    rewards[rows, last] += score
     return rewards
 
 
@@ -221,14 +226,18 @@ def gae_advantages(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Generalized Advantage Estimation (Schulman et al., 2016) over each completion's tokens; returns (A, returns).
 
-    With m_t the mask (1 at the completion's tokens, 0 at right padding) and, for t from the last token down,
+    With m_t the mask (1 at the tokens the policy wrote, 0 at padding and at tokens it did not write, such as a
+    tool's output inside a multi-turn rollout) and, for the valid tokens t from the last down, t' the next valid
+    token after t,
 
-        delta_t = r_t + gamma * V_{t+1} * m_{t+1} - V_t
-        A_t     = delta_t + gamma * lam * A_{t+1}
+        delta_t = r_t + gamma * V_{t'} - V_t
+        A_t     = delta_t + gamma * lam * A_{t'}
         returns_t = A_t + V_t
 
-    where V and A after the last valid token are 0 (and A_t = returns_t = 0 at padding). Closed forms: lam = 0 gives
-    the one-step TD error A_t = delta_t; gamma = lam = 1 gives A_t = sum_{s >= t} r_s - V_t (Monte Carlo).
+    where V and A after the last valid token are 0, and A_t = returns_t = 0 where m_t = 0. Masked tokens are skipped
+    as verl's `compute_gae_advantage_return` skips them: the recursion carries V and A across them unchanged. With a
+    right-padded mask t' = t + 1. Closed forms: lam = 0 gives the one-step TD error A_t = delta_t; gamma = lam = 1
+    gives A_t = sum_{s >= t} r_s - V_t (Monte Carlo).
 
     Truncated completions (cut at `max_completion_length` without EOS) are not bootstrapped: their last generated
     token is terminal, as for a finished one. The episode is what the reward function scored: the outcome reward
@@ -238,21 +247,22 @@ def gae_advantages(
 
     `rewards`, `values` and `mask` are (B, T); values are detached (the advantages and returns are targets).
     """
-    _check_token_tensors(mask, rewards=rewards, values=values)
+    _check_token_tensors(mask, right_padded=False, rewards=rewards, values=values)
     if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
         raise ValueError(f"gamma and lam must be in [0, 1], got gamma={gamma}, lam={lam}")
     dtype = torch.promote_types(rewards.dtype, values.dtype)
     valid = mask.to(dtype)
     rewards = rewards.detach().to(dtype) * valid
-    values = values.detach().to(dtype) * valid  # V_t * m_t: zero after the last valid token
+    values = values.detach().to(dtype) * valid
     advantages = torch.zeros_like(values)
-    next_value = values.new_zeros(values.shape[0])  # V_{t+1} * m_{t+1}
-    next_advantage = values.new_zeros(values.shape[0])  # A_{t+1}
+    next_value = values.new_zeros(values.shape[0])  # V_{t'}
+    next_advantage = values.new_zeros(values.shape[0])  # A_{t'}
     for t in reversed(range(values.shape[1])):
         delta = rewards[:, t] + gamma * next_value - values[:, t]
-        next_advantage = (delta + gamma * lam * next_advantage) * valid[:, t]
-        advantages[:, t] = next_advantage
-        next_value = values[:, t]
+        advantage = delta + gamma * lam * next_advantage
+        advantages[:, t] = advantage * valid[:, t]
+        next_value = torch.where(valid[:, t] > 0, values[:, t], next_value)
+        next_advantage = torch.where(valid[:, t] > 0, advantage, next_advantage)
     return advantages, (advantages + values) * valid
 
 

@@ -87,10 +87,29 @@ def test_gae_rejects_bad_input():
     ones = torch.ones(2, 3)
     with pytest.raises(ValueError, match=r"values has shape \(2, 2\) but mask has \(2, 3\)"):
         gae_advantages(ones, torch.ones(2, 2), ones)
-    with pytest.raises(ValueError, match=r"right-padded .* row\(s\) \[1\]"):
-        gae_advantages(ones, ones, torch.tensor([[1, 1, 0], [0, 1, 1]]))
     with pytest.raises(ValueError, match="gamma and lam must be in"):
         gae_advantages(ones, ones, ones, gamma=1.5)
+
+
+def test_gae_skips_tokens_the_policy_did_not_write():
+    """A multi-turn rollout: t1 is a tool's output (mask 0 inside the completion, TRL's `tool_mask`). verl's recursion
+    skips it: V and A are carried across, so t0 bootstraps from V(t2). gamma = 1, rewards (0, -, 1), V (0.5, -, 0.8):
+      lam = 1:   A2 = 1 - 0.8 = 0.2;  A0 = (0 + 0.8 - 0.5) + 0.2 = 0.5  (= the return 1 minus V0);  returns (1.0, 0, 1.0)
+      lam = 0.5: A0 = 0.3 + 0.5 * 0.2 = 0.4;  returns (0.9, 0, 1.0)
+    The reward and value written at the tool token (7, 9) are ignored; the trailing padding stays 0."""
+    rewards = torch.tensor([[0.0, 7.0, 1.0, 0.0]], dtype=torch.float64)
+    values = torch.tensor([[0.5, 9.0, 0.8, 0.0]], dtype=torch.float64)
+    mask = torch.tensor([[1, 0, 1, 0]])
+    advantages, returns = gae_advantages(rewards, values, mask, gamma=1.0, lam=1.0)
+    torch.testing.assert_close(advantages, torch.tensor([[0.5, 0.0, 0.2, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(returns, torch.tensor([[1.0, 0.0, 1.0, 0.0]], dtype=torch.float64))
+    advantages, returns = gae_advantages(rewards, values, mask, gamma=1.0, lam=0.5)
+    torch.testing.assert_close(advantages, torch.tensor([[0.4, 0.0, 0.2, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(returns, torch.tensor([[0.9, 0.0, 1.0, 0.0]], dtype=torch.float64))
+    # the score lands on the last token the policy wrote, not on a tool token after it
+    kl = torch.tensor([[0.2, 5.0, 0.4, 0.0, 3.0]], dtype=torch.float64)
+    rewards = ppo_token_rewards(torch.tensor([1.0]), kl, torch.tensor([[1, 0, 1, 0, 0]]), beta=0.5)
+    torch.testing.assert_close(rewards, torch.tensor([[-0.1, 0.0, 0.8, 0.0, 0.0]], dtype=torch.float64))
 
 
 def test_ppo_token_rewards_hand_worked():
