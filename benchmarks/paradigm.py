@@ -154,8 +154,9 @@ def offline_dataset(method: str, problems, prompt_rows: list[dict], samples: lis
 
 class HeldBytesCallback(TrainerCallback):
     """The largest `held_training_bytes` over a trainer's optimizer steps, counted after each step (gradients and
-    optimizer states exist then) over every `nn.Module` and optimizer the trainer holds as an attribute: the policy,
-    the reference model, a critic and its optimizer, whatever their names."""
+    optimizer states exist then) over every `nn.Module` and optimizer the trainer holds as an attribute, and every
+    `grpo_ext.engines.TrainableModel` (PPO's critic with its optimizer): the policy, the reference model and a
+    critic, whatever their names."""
 
     def __init__(self, trainer):
         self.trainer = trainer
@@ -164,10 +165,13 @@ class HeldBytesCallback(TrainerCallback):
     def on_optimizer_step(self, args, state, control, **kwargs):
         import torch
 
+        from grpo_ext.engines import TrainableModel
+
         held = list(vars(self.trainer).values())
+        trainables = [value for value in held if isinstance(value, TrainableModel)]  # PPO's critic
         held = held_training_bytes(
-            [value for value in held if isinstance(value, torch.nn.Module)],
-            [value for value in held if isinstance(value, torch.optim.Optimizer)],
+            [value for value in held if isinstance(value, torch.nn.Module)] + [t.model for t in trainables],
+            [value for value in held if isinstance(value, torch.optim.Optimizer)] + [t.optimizer for t in trainables],
         )
         if self.peak is None or held["total"] > self.peak["total"]:
             self.peak = held
@@ -201,7 +205,10 @@ def train_method(method: str, warm_start_path: str, prompt_rows, problems, sampl
         trainer = make_offline_trainer(method, warm_start_path, dataset, size, output_dir, seed)
     else:
         dataset = None
-        trainer = make_rl_trainer(method, warm_start_path, prompt_rows, size, output_dir, seed, ONLINE_OPTIONS[method])
+        options = ONLINE_OPTIONS[method]
+        if method == "ppo":  # the critic at the shared learning rate, as every figure in docs/paradigm.md ran
+            options = {**options, "value_learning_rate": size.grpo_learning_rate}
+        trainer = make_rl_trainer(method, warm_start_path, prompt_rows, size, output_dir, seed, options)
     held = HeldBytesCallback(trainer)
     # first: PPO's critic callback steps the critic and frees its gradients at the same event
     trainer.callback_handler.callbacks.insert(0, held)

@@ -80,8 +80,7 @@ def held_bytes(trainer) -> dict[str, dict[str, int]]:
     if trainer.ref_model is not None:
         counts["reference"] = held_training_bytes([unwrap(trainer.ref_model)])
     if trainer.value_model is not None:
-        value_optimizer = getattr(trainer.value_optimizer, "optimizer", trainer.value_optimizer)
-        counts["critic"] = held_training_bytes([unwrap(trainer.value_model)], [value_optimizer])
+        counts["critic"] = held_training_bytes([trainer.value_model.model], [trainer.value_model.optimizer])
     return counts
 
 

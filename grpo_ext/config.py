@@ -36,6 +36,7 @@ DEEPSEEKMATH_OPTIONS = (
     "lam",
     "whiten_advantages",
     "value_learning_rate",
+    "value_warmup_steps",
 )
 
 
@@ -97,8 +98,14 @@ class GRPOConfig(IterativeRLConfig, _TRLGRPOConfig):
         whiten_advantages (`bool`, defaults to `True`):
             Whiten the GAE advantages over the valid tokens of the whole batch (all processes), as TRL's former
             PPOTrainer always did. The value targets (returns) are not whitened.
-        value_learning_rate (`float` or `None`, defaults to `None`):
-            AdamW learning rate of the value model (constant); `None` uses `learning_rate`.
+        value_learning_rate (`float`, defaults to `1e-5`):
+            AdamW learning rate of the value model (constant). verl's default (OpenRLHF's is 9e-6): the critic is a
+            pretrained trunk with a new scalar head, fitted to returns from scratch, while the policy only drifts
+            from its start (DeepSeekMath: 1e-6), so a rate tied to the policy's would leave V far behind the returns.
+        value_warmup_steps (`int`, defaults to `0`):
+            Optimizer steps at the start of training during which only the critic learns: rollouts are generated
+            and scored as usual, and the policy gets no gradient and no update (verl's `critic_warmup`, OpenRLHF's
+            `freezing_actor_steps`), so that its first updates use advantages from a fitted V.
     """
 
     kl_estimator: str | None = field(
@@ -167,8 +174,13 @@ class GRPOConfig(IterativeRLConfig, _TRLGRPOConfig):
     whiten_advantages: bool = field(
         default=True, metadata={"help": "PPO ('gae'): whiten the advantages over the batch's valid tokens."}
     )
-    value_learning_rate: float | None = field(
-        default=None, metadata={"help": "PPO ('gae'): the value model's AdamW learning rate; None: learning_rate."}
+    value_learning_rate: float = field(
+        default=1e-5,
+        metadata={"help": "PPO ('gae'): the value model's AdamW learning rate (verl's default; OpenRLHF uses 9e-6)."},
+    )
+    value_warmup_steps: int = field(
+        default=0,
+        metadata={"help": "PPO ('gae'): optimizer steps at the start during which only the critic is trained."},
     )
 
     def __post_init__(self):
@@ -248,8 +260,10 @@ def _check_ppo_options(config) -> None:
     for name in ("gamma", "lam"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             raise ValueError(f"GRPOConfig: {name} must be in [0, 1], got {getattr(config, name)}")
-    if config.value_learning_rate is not None and not config.value_learning_rate > 0:
-        raise ValueError(f"GRPOConfig: value_learning_rate must be > 0 or None, got {config.value_learning_rate}")
+    if not config.value_learning_rate > 0:
+        raise ValueError(f"GRPOConfig: value_learning_rate must be > 0, got {config.value_learning_rate}")
+    if config.value_warmup_steps < 0:
+        raise ValueError(f"GRPOConfig: value_warmup_steps must be >= 0, got {config.value_warmup_steps}")
 
 
 def _check_choice(name: str, value, choices) -> None:

@@ -12,8 +12,9 @@ extension points; with every new option at its default it calls straight through
   Process advantages have shape (B, T); TRL's `_compute_loss` accepts them.
 * PPO (`advantage_estimator="gae"`): a value model (`grpo_ext.value_model`) gives V_old once per generation; the
   per-token rewards (DeepSeekMath eq. 2), GAE advantages (B, T) and returns are computed there, and `_compute_loss`
-  adds `vf_coef` times the clipped value loss, whose gradient reaches the critic only (a separate model, stepped by
-  `ValueModelCallback` with the policy's optimizer step).
+  back-propagates `vf_coef` times the clipped value loss through the critic alone: the critic is a separate
+  `grpo_ext.engines.TrainableModel` (its own DeepSpeed engine, FSDP2 shards or DDP), stepped by
+  `ValueModelCallback` with the policy's optimizer step. The policy's loss is TRL's, unchanged.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .advantages import (
     whiten_advantages,
 )
 from .config import DEEPSEEKMATH_OPTIONS, GRPOConfig, resolve_kl_defaults
+from .engines import TrainableModel
 from .iterative import attach_iterative_rl
 from .kl import KL_ESTIMATORS, aggregate_per_token_loss, per_token_kl
 from .steps import locate_steps, named_step_splitter
@@ -103,8 +105,8 @@ class GRPOTrainer(_TRLGRPOTrainer):
         self._captured_rewards = None
         # Iterative RL (DeepSeekMath Algorithm 1): None unless `reward_model_refresh_steps` > 0.
         self.refresher = attach_iterative_rl(self)
-        # PPO's critic and its optimizer, both prepared by accelerate (gradients all-reduced across processes).
-        self.value_model = self.value_optimizer = None
+        # PPO's critic: a TrainableModel with its own optimizer, on the run's engine.
+        self.value_model = None
         if options["advantage_estimator"] == "gae":
             self._attach_value_model(args)
 
@@ -123,17 +125,19 @@ class GRPOTrainer(_TRLGRPOTrainer):
         return ProcessRewardModel(prm, tokenizer, step_separator=self.ext["step_delimiter"])
 
     def _attach_value_model(self, args) -> None:
-        """Build the critic (`grpo_ext.value_model.build_value_model`) with its own AdamW (the policy's betas, eps and
-        weight decay, learning rate `value_learning_rate` or `learning_rate`, constant) and register its callback."""
-        critic = build_value_model(self.accelerator.unwrap_model(self.model), self.ext["value_model_name_or_path"])
-        critic.train()
+        """Build the critic (`grpo_ext.value_model.build_value_model`) as a `TrainableModel` with its own AdamW (the
+        policy's betas, eps, weight decay and gradient clipping; learning rate `value_learning_rate`, constant) and
+        register its callback."""
+        critic = build_value_model(self.accelerator.unwrap_model(self.model), self.ext["value_model_name_or_path"],
+                                   seed=args.seed)
         if args.gradient_checkpointing:  # as the Trainer does for the policy: the critic's activations are as large
             critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
-        optimizer = torch.optim.AdamW(
-            critic.parameters(), lr=self.ext["value_learning_rate"] or args.learning_rate,
+        self.value_model = TrainableModel(
+            critic, self.accelerator, learning_rate=self.ext["value_learning_rate"],
             betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, weight_decay=args.weight_decay,
-        )
-        self.value_model, self.value_optimizer = self.accelerator.prepare(critic, optimizer)
+            max_grad_norm=args.max_grad_norm, micro_batch_size=args.per_device_train_batch_size,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+        )  # fmt: skip
         self.value_callback = ValueModelCallback(self)
         self.add_callback(self.value_callback)
 
@@ -159,26 +163,39 @@ class GRPOTrainer(_TRLGRPOTrainer):
         return self.ext["kl_estimator"] == "k3" and self.ext["kl_in"] == "loss"
 
     def _compute_loss(self, model, inputs):
-        loss = self._policy_loss(model, inputs)
         if self.value_model is not None:
-            loss = loss + self.ext["vf_coef"] * self._value_loss(inputs)
-        return loss
+            self._value_loss(inputs)
+        return self._policy_loss(model, inputs)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """TRL's step, except during PPO's critic warm-up (`value_warmup_steps`): then the batch is generated and
+        scored as TRL would, the critic alone learns from it, and the policy receives no gradient (its optimizer
+        skips parameters without one: no moment, step count or weight decay changes)."""
+        if self.value_model is None or self.state.global_step >= self.ext["value_warmup_steps"]:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        self._value_loss(self._prepare_inputs(inputs))
+        self._step += 1  # TRL's count of micro-batches, which schedules its generations
+        return torch.zeros((), device=self.accelerator.device)
 
     def _value_loss(self, inputs) -> torch.Tensor:
-        """The clipped value loss of the critic on this micro-batch, scaled for gradient accumulation as TRL scales
-        its loss; logs `value/loss` and `value/clipfrac`."""
+        """The clipped value loss of the critic on this micro-batch; in training, `vf_coef` times it (divided for
+        gradient accumulation as TRL divides its loss) is back-propagated through the critic's own engine, the
+        gradient all-reduced on the accumulation's last micro-batch only. Logs `value/loss` and `value/clipfrac`."""
         mode = "train" if self.model.training else "eval"
         ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
         attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
-        values = token_values(self.value_model, ids, attention, inputs["completion_ids"].size(1), ids.size(0))
-        mask = inputs["value_mask"]
-        loss, clipfrac = clipped_value_loss(
-            values, inputs["old_values"], inputs["returns"], mask, self.ext["cliprange_value"]
-        )
+        with torch.set_grad_enabled(mode == "train"):
+            values = token_values(self.value_model, ids, attention, inputs["completion_ids"].size(1), ids.size(0))
+            loss, clipfrac = clipped_value_loss(
+                values, inputs["old_values"], inputs["returns"], inputs["value_mask"], self.ext["cliprange_value"]
+            )
         self._metrics[mode]["value/loss"].append(self.accelerator.gather(loss.detach()).mean().item())
         self._metrics[mode]["value/clipfrac"].append(self.accelerator.gather(clipfrac).mean().item())
-        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
-        return loss / accumulation
+        if mode == "train":
+            scale = self.ext["vf_coef"] / self.current_gradient_accumulation_steps
+            self.value_model.backward(scale * loss, sync=self.accelerator.sync_gradients)
+        return loss.detach()
 
     def _policy_loss(self, model, inputs):
         if self.beta == 0.0:
@@ -267,6 +284,8 @@ class GRPOTrainer(_TRLGRPOTrainer):
         rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
 
         if self.ext["advantage_estimator"] == "gae":
+            if group_size == 1:  # TRL counts a group of one as a group whose rewards all agree: not a statistic
+                del self._metrics[mode]["frac_reward_zero_std"]
             output.update(self._gae_advantages(output, rewards[process_slice], mask, mode))
             self._log_completion_advantages(gather(output["advantages"][:, 0]))  # the table: each first token's
             self._log_advantage_statistics(output["advantages"], mask, mode)
@@ -318,7 +337,7 @@ class GRPOTrainer(_TRLGRPOTrainer):
         ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
         attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
         batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
-        critic = self.accelerator.unwrap_model(self.value_model)
+        critic = self.value_model.model
         with torch.no_grad(), disable_gradient_checkpointing(critic, self.args.gradient_checkpointing_kwargs):
             values = token_values(self.value_model, ids, attention, mask.size(1), batch_size)
         scored = ~torch.isnan(scores) & mask.bool().any(dim=1)

@@ -6,7 +6,8 @@ Pieces, from pure to wired:
 * `explained_variance(values, returns, mask)`: how much of the returns' variance the values explain;
 * `build_value_model(policy, name_or_path)`: a token-classification model with one label (a scalar head);
 * `token_values(model, input_ids, attention_mask, num_completion_tokens, batch_size)`: V_t of each completion token;
-* `ValueModelCallback`: steps the critic's optimizer with the policy's, saves/restores it inside TRL's checkpoints
+* `ValueModelCallback`: steps the critic (a `grpo_ext.engines.TrainableModel`: its own DeepSpeed engine, FSDP2
+  shards or DDP) with the policy's optimizer step, saves/restores it inside TRL's checkpoints
   (`checkpoint-<step>/value_model/`) and saves the final critic under `output_dir/value_model`.
 """
 
@@ -18,11 +19,10 @@ import os
 import torch
 from transformers import AutoConfig, AutoModelForTokenClassification, TrainerCallback
 
-from .iterative import _atomic_torch_save, _write_json
+from .checkpoint import finish_folder, read_folder, save_pretrained_full
+from .engines import copy_parameters
 
 STATE_DIR_NAME = "value_model"  # inside each checkpoint-<step>/, and under output_dir for the final critic
-STATE_FILE = "value_model.pt"
-MARKER_FILE = "state.json"  # written last: its presence marks a complete checkpoint-<step>/value_model/ folder
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -61,23 +61,80 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
     return (1.0 - (returns - values).var() / returns.var()).item()
 
 
-def build_value_model(policy, name_or_path: str | None = None, **from_pretrained_kwargs):
-    """The critic: `AutoModelForTokenClassification` with one label and no dropout, loaded from `name_or_path`, or, with
-    None, the policy's architecture and config with the policy's trunk weights (its LM head dropped; the scalar head
-    initialised as transformers initialises a new head). `policy` is the unwrapped policy model (a PEFT model
-    contributes its base weights)."""
+def build_value_model(policy, name_or_path: str | None = None, seed: int = 0, **from_pretrained_kwargs):
+    """The critic: `AutoModelForTokenClassification` with one label, float32 weights and every dropout off (V_old and
+    V must be the same function of the same weights, as verl and OpenRLHF disable the critic's dropout).
+
+    Loaded from `name_or_path`, or, with None, the policy's architecture and config with the policy's trunk weights
+    (its LM head dropped). A new scalar head (a checkpoint without one, or the policy's copy) is drawn by
+    `initialise_head` from `seed`. `policy` is the unwrapped policy: a PEFT model contributes its base weights,
+    adapters left out (at the start of training a new LoRA adapter adds nothing). Under ZeRO-3 the critic is built
+    partitioned and the policy's shards are gathered into it (`grpo_ext.engines.copy_parameters`); under FSDP2 the
+    policy is still whole when the trainer is built."""
+    from trl.trainer.utils import disable_dropout_in_model
+
+    kwargs = {"dtype": torch.float32, **from_pretrained_kwargs}
     if name_or_path is not None:
-        config = AutoConfig.from_pretrained(name_or_path, num_labels=1)
-        config.classifier_dropout = 0.0  # not every config class has it: set as an attribute, not a kwarg
-        return AutoModelForTokenClassification.from_pretrained(name_or_path, config=config, **from_pretrained_kwargs)
-    if hasattr(policy, "get_base_model"):  # PEFT: the trunk without adapters
-        policy = policy.get_base_model()
-    config = copy.deepcopy(policy.config)
-    config.num_labels, config.classifier_dropout = 1, 0.0
-    critic = AutoModelForTokenClassification.from_config(config, dtype=policy.dtype)
-    trunk = getattr(policy, policy.base_model_prefix)
-    getattr(critic, critic.base_model_prefix).load_state_dict(trunk.state_dict())
-    return critic.to(next(policy.parameters()).device)
+        config = without_dropout(AutoConfig.from_pretrained(name_or_path, num_labels=1))
+        critic, loading = AutoModelForTokenClassification.from_pretrained(
+            name_or_path, config=config, output_loading_info=True, **kwargs
+        )
+        if any(key.startswith(("score.", "classifier.")) for key in loading["missing_keys"]):
+            initialise_head(critic, seed)
+    else:
+        base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+        config = without_dropout(copy.deepcopy(base.config))
+        config.num_labels = 1
+        critic = AutoModelForTokenClassification.from_config(config, dtype=torch.float32)
+        critic_trunk = getattr(critic, critic.base_model_prefix)
+        adapters = list(getattr(policy, "peft_config", {}))
+        policy_trunk = dict(base_parameters(getattr(base, base.base_model_prefix), adapters))
+        names = [name for name, _ in critic_trunk.named_parameters()]
+        missing = [name for name in names if name not in policy_trunk]
+        if missing:
+            raise ValueError(f"the critic's trunk has parameters the policy's lacks: {missing[:5]}; pass "
+                             "value_model_name_or_path")
+        copy_parameters([policy_trunk[name] for name in names], [p for _, p in critic_trunk.named_parameters()])
+        initialise_head(critic, seed)
+    disable_dropout_in_model(critic)
+    return critic
+
+
+def initialise_head(critic, seed: int) -> None:
+    """The scalar head's weight drawn from N(0, initializer_range^2) by a generator of its own seeded with `seed`, its
+    bias (if any) 0, as transformers initialises a new head but the same on every engine: ZeRO-3 builds the model
+    partitioned and draws other random numbers than an ordinary construction does."""
+    head = critic.score if hasattr(critic, "score") else critic.classifier
+    std = getattr(critic.config, "initializer_range", 0.02)
+    shape = getattr(head.weight, "ds_shape", head.weight.shape)  # ZeRO-3's partitioned parameter: its full shape
+    weight = torch.empty(shape).normal_(0.0, std, generator=torch.Generator().manual_seed(seed))
+    sources, targets = [torch.nn.Parameter(weight, requires_grad=False)], [head.weight]
+    if getattr(head, "bias", None) is not None:
+        sources.append(torch.nn.Parameter(torch.zeros(getattr(head.bias, "ds_shape", head.bias.shape))))
+        targets.append(head.bias)
+    copy_parameters(sources, targets)
+
+
+def without_dropout(config):
+    """`config` with every dropout probability it holds set to 0 (`attention_dropout`, `hidden_dropout_prob`,
+    `resid_pdrop`, ...: attributes whose name says dropout and whose value is a float), and `classifier_dropout`, which
+    the token-classification head reads (0.1 when absent), set to 0. Models read some of these as numbers in their
+    forward (Qwen2's attention dropout), not as `nn.Dropout` modules, so zeroing the modules is not enough."""
+    for name, value in config.to_dict().items():
+        if isinstance(value, float) and ("dropout" in name or name.endswith("pdrop")):
+            setattr(config, name, 0.0)
+    config.classifier_dropout = 0.0  # not every config class has it: set as an attribute
+    return config
+
+
+def base_parameters(module: torch.nn.Module, adapters=()):
+    """(name, parameter) of `module` as it was before PEFT wrapped it: a tuner layer's `base_layer` under the layer's
+    own name, a `modules_to_save` wrapper's `original_module` likewise; the parameters of the named `adapters`
+    (PEFT keys them by adapter name: `lora_A.default.weight`) left out. Without adapters, `named_parameters()`."""
+    for name, parameter in module.named_parameters():
+        if any(f".{adapter}." in f".{name}." for adapter in adapters):
+            continue
+        yield name.replace(".base_layer.", ".").replace(".original_module.", "."), parameter
 
 
 def token_values(
@@ -95,59 +152,40 @@ def token_values(
 
 
 class ValueModelCallback(TrainerCallback):
-    """Steps the critic's optimizer at every policy optimizer step (after clipping its gradients to
-    `max_grad_norm`), and saves/restores the critic and its optimizer inside TRL's checkpoints (`load` is called by
-    the trainer's `_load_optimizer_and_scheduler`, which receives the checkpoint path however the run was resumed).
+    """Steps the critic (a `grpo_ext.engines.TrainableModel`) at every policy optimizer step, saves and restores it
+    with TRL's checkpoints (`checkpoint-<step>/value_model/`, through `grpo_ext.checkpoint`), and saves the final
+    critic, loadable, under `output_dir/value_model`. `load` is called by the trainer's
+    `_load_optimizer_and_scheduler`, which receives the checkpoint path however the run was resumed.
 
     Args:
-        trainer: the `grpo_ext.GRPOTrainer` holding `value_model` and `value_optimizer` (prepared by accelerate).
+        trainer: the `grpo_ext.GRPOTrainer` holding `value_model`.
     """
 
     def __init__(self, trainer):
         self.trainer = trainer
 
-    @property
-    def _critic(self):
-        return self.trainer.accelerator.unwrap_model(self.trainer.value_model)
-
     def on_optimizer_step(self, args, state, control, **kwargs):
-        trainer = self.trainer
-        parameters = [p for p in trainer.value_model.parameters() if p.grad is not None]
-        if args.max_grad_norm and args.max_grad_norm > 0 and parameters:
-            norm = torch.nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)
-            trainer._metrics["train"]["value/grad_norm"].append(norm.item())
-        trainer.value_optimizer.step()
-        trainer.value_optimizer.zero_grad(set_to_none=True)
+        norm = self.trainer.value_model.step()
+        if norm is not None:
+            self.trainer._metrics["train"]["value/grad_norm"].append(norm)
 
     # -- checkpoints -----------------------------------------------------------------------------------------
 
     def on_save(self, args, state, control, **kwargs):
-        """`checkpoint-<step>/value_model/`: weights and optimizer state, then `state.json` (main process)."""
-        if not self.trainer.accelerator.is_main_process:
-            return
+        """`checkpoint-<step>/value_model/`: weights and optimizer state from every process, then `state.json`."""
         directory = os.path.join(args.output_dir, f"checkpoint-{state.global_step}", STATE_DIR_NAME)
-        os.makedirs(directory, exist_ok=True)
-        weights = {k: v.detach().cpu().clone() for k, v in self._critic.state_dict().items()}
-        _atomic_torch_save({"model": weights, "optimizer": self.trainer.value_optimizer.state_dict()},
-                           os.path.join(directory, STATE_FILE))
-        _write_json(os.path.join(directory, MARKER_FILE), {"global_step": state.global_step, "files": [STATE_FILE]})
+        files = self.trainer.value_model.save(directory)
+        finish_folder(directory, self.trainer.accelerator, {"global_step": state.global_step}, files)
 
     def load(self, checkpoint: str) -> None:
         """Restore what `on_save` wrote in `checkpoint` (the trainer calls it where TRL loads its optimizer)."""
         directory = os.path.join(checkpoint, STATE_DIR_NAME)
-        if not os.path.isfile(os.path.join(directory, MARKER_FILE)):
-            raise ValueError(
-                f"cannot resume PPO from {checkpoint}: {directory}/{MARKER_FILE} is missing, so the value model and "
-                "its optimizer were not (completely) saved in this checkpoint (the run stopped while writing it, or it "
-                "was written without advantage_estimator='gae'). Resume from an earlier checkpoint."
-            )
-        state = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
-        self._critic.load_state_dict(state["model"])
-        self.trainer.value_optimizer.load_state_dict(state["optimizer"])
+        meta = read_folder(directory, "PPO", "the value model and its optimizer",
+                           "It was written without advantage_estimator='gae'. Resume from a PPO checkpoint.")
+        self.trainer.value_model.load(directory, meta["num_processes"])
 
     def on_train_end(self, args, state, control, **kwargs):
-        """The final critic, loadable with `AutoModelForTokenClassification.from_pretrained(output_dir/value_model)`."""
-        if self.trainer.accelerator.is_main_process:
-            directory = os.path.join(args.output_dir, STATE_DIR_NAME)
-            self._critic.save_pretrained(directory)
-            self.trainer.processing_class.save_pretrained(directory)
+        """The final critic, loadable with `AutoModelForTokenClassification.from_pretrained(output_dir/value_model)`,
+        written from its full weights (every process takes part in gathering them)."""
+        save_pretrained_full(self.trainer.value_model.module, os.path.join(args.output_dir, STATE_DIR_NAME),
+                             self.trainer.accelerator, self.trainer.processing_class)

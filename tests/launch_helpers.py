@@ -26,16 +26,20 @@ def launch_two_cpu_processes(
     Without `config_file` the processes come from flags: `accelerate launch --cpu --num_processes 2` starts one process
     unless mpirun is configured; `--multi_gpu` goes through torchrun, and the script's CPU accelerator (`use_cpu`,
     `Accelerator(cpu=True)`) then runs two processes. With `config_file` (e.g. accelerate_configs/multi_gpu.yaml) the
-    config says how, and `--num_processes 2` overrides its process count.
-    A free port, because other tests' multi-process runs may hold torchrun's default 29500 at the same time."""
+    config says how, and `--num_processes 2` overrides its process count."""
     if config_file is None:
         how = ["--multi_gpu", "--num_machines", "1", "--dynamo_backend", "no"]
     else:
         how = ["--config_file", str(config_file)]
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", *how, "--num_processes", "2", "--mixed_precision", "no",
-        "--main_process_port", str(free_port()), str(script), *args,
-    ]  # fmt: skip
+    return launch([*how, "--num_processes", "2", "--mixed_precision", "no"], script, *args, timeout=timeout, cwd=cwd,
+                  check=check)
+
+
+def launch(launch_args, script, *args: str, timeout: float = 300, cwd=None, check: bool = True):
+    """`accelerate launch <launch_args> script args...` with one torch thread per process, no GPU, this folder on
+    PYTHONPATH and a free port (other tests' launches may hold torchrun's default 29500 at the same time)."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", *launch_args,
+               "--main_process_port", str(free_port()), str(script), *args]  # fmt: skip
     pythonpath = str(TESTS_DIR) + os.pathsep + os.environ.get("PYTHONPATH", "")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath, "CUDA_VISIBLE_DEVICES": ""}
     with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:

@@ -17,7 +17,7 @@ def main(model_path: str, output_dir: str, end: bool = True) -> None:
     torch.set_num_threads(1)
     trainer = make_trainer(model_path, output_dir, advantage_estimator="gae", num_generations=1,
                            per_device_train_batch_size=2, max_steps=1, value_learning_rate=1e-2)
-    critic = trainer.accelerator.unwrap_model(trainer.value_model)
+    critic = trainer.value_model.model
     initial = {k: v.detach().clone() for k, v in critic.state_dict().items()}
     prompts, advantages = [], []
     original = trainer._generate_and_score_completions

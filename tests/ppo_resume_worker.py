@@ -38,8 +38,8 @@ def run(model_path: str, output_dir: Path, kill: bool = False, resume: str | Non
     if kill:
         trainer.add_callback(_KillAtStep3())
     trainer.train(resume_from_checkpoint=resume)
-    optimizer = trainer.value_optimizer.state_dict()
-    torch.save({"critic": trainer.value_model.state_dict(), "critic_optimizer": optimizer["state"],
+    optimizer = trainer.value_model.optimizer.state_dict()
+    torch.save({"critic": trainer.value_model.model.state_dict(), "critic_optimizer": optimizer["state"],
                 "policy": trainer.model.state_dict()}, output_dir.with_suffix(".pt"))
 
 

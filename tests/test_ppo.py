@@ -17,6 +17,7 @@ from grpo_ext_helpers import (
     single_torch_thread,  # noqa: F401 (autouse fixture)
     tiny_dataset,
 )
+from transformers import TrainerCallback
 
 from grpo_ext.advantages import gae_advantages, ppo_token_rewards, whiten_advantages
 from grpo_ext.kl import per_token_kl
@@ -101,43 +102,91 @@ def test_trainer_advantages_are_gae_of_eq2_rewards(tiny_model_path, tmp_path, op
 
 
 def test_one_step_trains_the_critic_not_the_policy_through_the_value_loss(tiny_model_path, tmp_path):
-    """The value loss's gradient reaches the critic only: the policy's gradients with and without it are equal; a
-    training step (num_generations=1) changes the critic and logs the value metrics."""
+    """The value loss is back-propagated through the critic alone: `_compute_loss` returns TRL's policy loss, whose
+    gradients are the policy's only, and leaves vf_coef times the value loss's gradient on the critic; a training
+    step (num_generations=1) changes every critic weight and logs the value metrics."""
     trainer = ppo_trainer(tiny_model_path, tmp_path, max_steps=1, vf_coef=0.5)
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
     inputs = generation_batch(trainer)
+    critic = trainer.value_model.model
 
     def grads(loss_fn):
         trainer.model.zero_grad(set_to_none=True)
-        trainer.value_optimizer.zero_grad(set_to_none=True)
-        loss_fn(trainer.model, inputs).backward()
+        critic.zero_grad(set_to_none=True)
+        loss = loss_fn(trainer.model, inputs)
+        loss.backward()
         policy = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
-        critic = [p.grad for p in trainer.value_model.parameters() if p.grad is not None]
-        return policy, critic
+        return loss.detach(), policy, {n: p.grad.clone() for n, p in critic.named_parameters() if p.grad is not None}
 
-    with_value, critic_grads = grads(trainer._compute_loss)
-    policy_only, no_critic_grads = grads(trainer._policy_loss)
-    assert with_value.keys() == policy_only.keys() and with_value
+    loss, with_value, critic_grads = grads(trainer._compute_loss)
+    policy_loss, policy_only, no_critic_grads = grads(trainer._policy_loss)
+    assert torch.equal(loss, policy_loss) and with_value.keys() == policy_only.keys() and with_value
     for name in with_value:
         assert torch.equal(with_value[name], policy_only[name]), name
-    assert critic_grads and any(g.abs().sum() > 0 for g in critic_grads) and not no_critic_grads
+    assert not no_critic_grads and critic_grads.keys() == dict(critic.named_parameters()).keys()
+    # the critic's gradient is vf_coef times the value loss's
+    critic.zero_grad(set_to_none=True)
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+    attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+    values = token_values(critic, ids, attention, inputs["completion_ids"].size(1), ids.size(0))
+    value_loss, _ = clipped_value_loss(values, inputs["old_values"], inputs["returns"], inputs["value_mask"], 0.2)
+    (0.5 * value_loss).backward()
+    for name, p in critic.named_parameters():
+        torch.testing.assert_close(critic_grads[name], p.grad, atol=1e-7, rtol=1e-5)
 
-    trainer.value_optimizer.zero_grad(set_to_none=True)
-    before = {n: p.detach().clone() for n, p in trainer.value_model.named_parameters()}
+    critic.zero_grad(set_to_none=True)
+    before = {n: p.detach().clone() for n, p in critic.named_parameters()}
     trainer.train()
-    changed = [n for n, p in trainer.value_model.named_parameters() if not torch.equal(p, before[n])]
+    changed = [n for n, p in critic.named_parameters() if not torch.equal(p, before[n])]
     assert "score.weight" in changed and len(changed) == len(before)
     logged = trainer.state.log_history[0]
     for key in ("value/loss", "value/clipfrac", "value/mean", "value/returns_mean", "value/explained_variance",
                 "value/grad_norm"):
         assert key in logged, key
     assert logged["value/loss"] > 0 and 0.0 <= logged["value/clipfrac"] <= 1.0
+    # a group of one completion has no reward spread to report
+    assert "frac_reward_zero_std" not in logged
     # the final critic is a loadable model
     from transformers import AutoModelForTokenClassification
 
     saved = AutoModelForTokenClassification.from_pretrained(tmp_path / "value_model")
-    assert torch.equal(saved.score.weight, trainer.value_model.score.weight)
+    assert torch.equal(saved.score.weight, critic.score.weight)
+
+
+def test_critic_warmup_trains_the_critic_and_leaves_the_policy(tiny_model_path, tmp_path):
+    """value_warmup_steps=1: the first step changes the critic and not one bit of the policy (nor its optimizer
+    state); the second trains both."""
+    trainer = ppo_trainer(tiny_model_path, tmp_path, max_steps=2, value_warmup_steps=1, value_learning_rate=1e-2)
+    policy0 = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    snapshots = []
+
+    class Snapshot(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            snapshots.append(({n: p.detach().clone() for n, p in trainer.model.named_parameters()},
+                              {n: p.detach().clone() for n, p in trainer.value_model.model.named_parameters()},
+                              len(trainer.optimizer.state)))
+
+    trainer.add_callback(Snapshot())
+    critic0 = {n: p.detach().clone() for n, p in trainer.value_model.model.named_parameters()}
+    trainer.train()
+    (policy1, critic1, states1), (policy2, critic2, states2) = snapshots
+    assert all(torch.equal(policy0[n], policy1[n]) for n in policy0) and states1 == 0
+    assert all(not torch.equal(critic0[n], critic1[n]) for n in critic0)
+    assert any(not torch.equal(policy1[n], policy2[n]) for n in policy1) and states2 > 0
+    assert all(not torch.equal(critic1[n], critic2[n]) for n in critic1)
+
+
+def test_the_critic_all_reduces_on_the_last_micro_batch_only(tiny_model_path, tmp_path):
+    """With gradient accumulation the critic's backward is told to sync (all-reduce, DeepSpeed boundary) on the
+    accumulation's last micro-batch only, as the Trainer treats the policy."""
+    trainer = ppo_trainer(tiny_model_path, tmp_path, max_steps=2, gradient_accumulation_steps=2,
+                          per_device_train_batch_size=2, dataset=tiny_dataset(16))
+    syncs = []
+    backward = trainer.value_model.backward
+    trainer.value_model.backward = lambda loss, sync=True: (syncs.append(sync), backward(loss, sync))[1]
+    trainer.train()
+    assert syncs == [False, True, False, True]
 
 
 @pytest.mark.parametrize("kl_estimator, kl_in", [("k2", "reward"), ("k3+", "loss"), ("k3", "loss")])
@@ -152,15 +201,36 @@ def test_other_kl_estimators_and_placements_train(tiny_model_path, tmp_path, kl_
 
 def test_critic_starts_as_the_policy_trunk(tiny_model_path, tmp_path):
     trainer = ppo_trainer(tiny_model_path, tmp_path)
-    critic = trainer.value_model.model.state_dict()
+    critic = trainer.value_model.model.model.state_dict()
     policy = trainer.model.model.state_dict()
     assert critic.keys() == policy.keys() and all(torch.equal(critic[k], policy[k]) for k in critic)
-    assert trainer.value_model.score.out_features == 1
-    assert trainer.args.gradient_checkpointing and trainer.value_model.is_gradient_checkpointing  # TRL's default
-    assert trainer.value_optimizer.param_groups[0]["lr"] == trainer.args.learning_rate
+    assert trainer.value_model.model.score.out_features == 1
+    assert trainer.args.gradient_checkpointing and trainer.value_model.model.is_gradient_checkpointing  # TRL's
+    assert trainer.value_model.optimizer.param_groups[0]["lr"] == 1e-5  # verl's default, not the policy's
     trainer = ppo_trainer(tiny_model_path, tmp_path / "lr", value_learning_rate=3e-4,
                           value_model_name_or_path=tiny_model_path)
-    assert trainer.value_optimizer.param_groups[0]["lr"] == 3e-4
+    assert trainer.value_model.optimizer.param_groups[0]["lr"] == 3e-4
+
+
+def test_critic_has_float32_weights_and_no_dropout(tmp_path):
+    """A bfloat16 policy or critic checkpoint gives float32 critic weights (AdamW's 1e-6 steps survive), and a
+    policy with attention and hidden dropout gives a critic whose values are the same on every call in train mode
+    (V_old is not a noisy sample)."""
+    from transformers import AutoModelForCausalLM
+
+    from grpo_ext.tiny import save_tiny_causal_lm
+    from grpo_ext.value_model import build_value_model
+
+    path = save_tiny_causal_lm(tmp_path / "policy")
+    policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attention_dropout=0.5)
+    policy.config.classifier_dropout = 0.5
+    policy.save_pretrained(tmp_path / "bf16")
+    ids = torch.randint(3, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    for critic in (build_value_model(policy), build_value_model(None, str(tmp_path / "bf16"))):
+        assert {p.dtype for p in critic.parameters()} == {torch.float32}
+        critic.train()
+        first, second = critic(input_ids=ids).logits, critic(input_ids=ids).logits
+        assert torch.equal(first, second)
 
 
 @pytest.mark.parametrize(
@@ -234,9 +304,9 @@ def test_resume_from_another_runs_checkpoint_restores_the_critic(tiny_model_path
 
     full = run(tmp_path / "a")
     resumed = run(tmp_path / "b", resume=str(tmp_path / "a" / "checkpoint-2"))
-    a, b = full.value_model.state_dict(), resumed.value_model.state_dict()
+    a, b = full.value_model.model.state_dict(), resumed.value_model.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    state_a, state_b = full.value_optimizer.state_dict()["state"], resumed.value_optimizer.state_dict()["state"]
+    state_a, state_b = (t.value_model.optimizer.state_dict()["state"] for t in (full, resumed))
     assert all(torch.equal(state_a[i]["exp_avg_sq"], state_b[i]["exp_avg_sq"]) for i in state_a)
     assert state_b[0]["step"].item() == 3
 

@@ -286,7 +286,8 @@ def test_a_plain_trl_config_gives_trls_behaviour(tiny_model_path, tmp_path):
                            "step_splitter": "delimiter", "process_outcome_reward": "last_step", "advantage_estimator": "grpo",
                            "rft_correct_threshold": 1.0, "compile_generation": False, "value_model_name_or_path": None,
                            "value_head_on_policy": False, "vf_coef": 0.1, "cliprange_value": 0.2, "gamma": 1.0,
-                           "lam": 0.95, "whiten_advantages": True, "value_learning_rate": None}
+                           "lam": 0.95, "whiten_advantages": True, "value_learning_rate": 1e-5,
+                           "value_warmup_steps": 0}
     assert trainer.value_model is None
     assert trainer._uses_trl_advantages and trainer._kl_is_trls()
     assert trainer.generation_config.disable_compile is True  # TRL's generation config, untouched
