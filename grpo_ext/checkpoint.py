@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .engines import engine_name, unwrapped
+from .engines import SHARDED_ENGINES, engine_name, unwrapped
 
 MARKER_FILE = "state.json"
 TRAINABLE_FILE = "trainable.pt"  # weights and optimizer state of a TrainableModel (non-DeepSpeed engines)
@@ -68,7 +68,7 @@ def finish_folder(directory: str, accelerator, meta: dict, files: Sequence[str])
     if accelerator is not None and accelerator.num_processes > 1:
         accelerator.wait_for_everyone()
     if accelerator is None or accelerator.is_main_process:
-        engine = engine_name(accelerator) if accelerator is not None else "single"
+        engine = engine_name(accelerator)
         num_processes = accelerator.num_processes if accelerator is not None else 1
         write_json(os.path.join(directory, MARKER_FILE),
                    {**meta, "engine": engine, "num_processes": num_processes, "files": list(files)})
@@ -104,30 +104,34 @@ def read_folder(directory: str, purpose: str, what: str, missing_hint: str) -> d
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def full_state_dict(model: torch.nn.Module, accelerator) -> dict[str, torch.Tensor] | None:
-    """The whole state dict of `model` as CPU tensors on the main process (None on the others); every process must
-    call it. ZeRO-3: each module's own parameters are gathered in turn (at most one module's whole at a time);
-    FSDP2: torch's `get_model_state_dict(full_state_dict=True, cpu_offload=True)`."""
-    engine = engine_name(accelerator) if accelerator is not None else "single"
+def full_state_dict(model: torch.nn.Module, accelerator, keep=None) -> dict[str, torch.Tensor] | None:
+    """The whole state dict of `model` (the entries whose name `keep(name)` accepts, with `keep`) as CPU tensors on
+    the main process, None on the others; every process must call it. ZeRO-3: each module's own parameters are
+    gathered in turn (at most one module's whole at a time); FSDP2: torch's
+    `get_model_state_dict(full_state_dict=True, cpu_offload=True)`."""
+    engine = engine_name(accelerator)
     main = accelerator is None or accelerator.is_main_process
+    keep = keep or (lambda name: True)
     if engine == "fsdp2":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        return state if main else None
+        return {k: v for k, v in state.items() if keep(k)} if main else None
     module = unwrapped(model)
     if engine != "zero3":
-        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()} if main else None
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items() if keep(k)} if main else None
     import deepspeed
 
     state: dict[str, torch.Tensor] = {}
     for prefix, sub in module.named_modules():
-        own = [p for p in sub.parameters(recurse=False)]
-        with deepspeed.zero.GatheredParameters(own):
+        own = [*sub._parameters.items(), *_persistent_buffers(sub)]
+        entries = [(f"{prefix}.{n}" if prefix else n, t) for n, t in own if t is not None]
+        entries = [(n, t) for n, t in entries if keep(n)]
+        if not entries:
+            continue
+        with deepspeed.zero.GatheredParameters([p for p in sub.parameters(recurse=False)]):
             if main:
-                for name, tensor in [*sub._parameters.items(), *_persistent_buffers(sub)]:
-                    if tensor is not None:
-                        state[f"{prefix}.{name}" if prefix else name] = tensor.detach().cpu().clone()
+                state.update((n, t.detach().cpu().clone()) for n, t in entries)
     return state if main else None
 
 
@@ -135,46 +139,58 @@ def _persistent_buffers(module):
     return [(n, b) for n, b in module._buffers.items() if n not in module._non_persistent_buffers_set]
 
 
-def load_full_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor] | None, accelerator) -> None:
-    """Put a whole state dict into `model`, every process calling it. Where parameters are whole on each process
-    every process needs `state`; under ZeRO-3 and FSDP2 only the main process's is read (ZeRO-3: rank 0 writes
-    inside the gather, the shards are re-partitioned; FSDP2: broadcast from rank 0)."""
-    engine = engine_name(accelerator) if accelerator is not None else "single"
+def load_full_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor] | None, accelerator,
+                         strict: bool = True) -> None:
+    """Put a whole state dict into `model` (with `strict=False`, the entries `state` has: an adapter's), every
+    process calling it. Where parameters are whole on each process every process needs `state`; under ZeRO-3 and
+    FSDP2 only the main process's is read (ZeRO-3: rank 0 writes inside the gather, the shards are re-partitioned;
+    FSDP2: broadcast from rank 0)."""
+    engine = engine_name(accelerator)
     if engine == "fsdp2":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=strict)
         set_model_state_dict(model, state if accelerator.is_main_process else {}, options=options)
         return
     module = unwrapped(model)
     if engine != "zero3":
-        module.load_state_dict(state)
+        module.load_state_dict(state, strict=strict)
         return
     import deepspeed
 
+    rank0 = accelerator.process_index == 0
+    if rank0 and strict and set(state) != set(full_names := _state_names(module)):
+        raise ValueError(f"the state dict does not fit the model: {sorted(set(state) ^ full_names)[:5]}")
     with torch.no_grad():
         for prefix, sub in module.named_modules():
-            own = [p for p in sub.parameters(recurse=False)]
-            with deepspeed.zero.GatheredParameters(own, modifier_rank=0):
-                if accelerator.process_index == 0:
-                    for name, tensor in [*sub._parameters.items(), *_persistent_buffers(sub)]:
-                        if tensor is not None:
-                            tensor.copy_(state[f"{prefix}.{name}" if prefix else name])
+            entries = [(f"{prefix}.{n}" if prefix else n, t)
+                       for n, t in [*sub._parameters.items(), *_persistent_buffers(sub)] if t is not None]
+            if not strict and rank0:
+                entries = [(n, t) for n, t in entries if n in state]
+            with deepspeed.zero.GatheredParameters([p for p in sub.parameters(recurse=False)], modifier_rank=0):
+                if rank0:
+                    for name, tensor in entries:
+                        tensor.copy_(state[name])
 
 
-def save_full_weights(model: torch.nn.Module, path: str, accelerator) -> None:
-    """`full_state_dict(model)` written to `path` by the main process (every process calls it)."""
-    state = full_state_dict(model, accelerator)
+def _state_names(module) -> set[str]:
+    return {f"{prefix}.{n}" if prefix else n for prefix, sub in module.named_modules()
+            for n, t in [*sub._parameters.items(), *_persistent_buffers(sub)] if t is not None}
+
+
+def save_full_weights(model: torch.nn.Module, path: str, accelerator, keep=None) -> None:
+    """`full_state_dict(model, keep=keep)` written to `path` by the main process (every process calls it)."""
+    state = full_state_dict(model, accelerator, keep)
     if state is not None:
         atomic_torch_save(state, path)
 
 
-def load_full_weights(model: torch.nn.Module, path: str, accelerator) -> None:
+def load_full_weights(model: torch.nn.Module, path: str, accelerator, strict: bool = True) -> None:
     """Load what `save_full_weights` wrote, on any number of processes (every process calls it)."""
-    sharded = accelerator is not None and engine_name(accelerator) in ("zero3", "fsdp2")
+    sharded = engine_name(accelerator) in SHARDED_ENGINES
     reads = not sharded or accelerator.is_main_process
     state = torch.load(path, map_location="cpu", weights_only=True) if reads else None
-    load_full_state_dict(model, state, accelerator)
+    load_full_state_dict(model, state, accelerator, strict)
 
 
 def save_pretrained_full(model: torch.nn.Module, directory: str, accelerator, tokenizer=None) -> None:
@@ -216,7 +232,7 @@ def save_trainable(trainable, directory: str) -> list[str]:
     else:
         weights, optimizer = trainable.model.state_dict(), trainable.optimizer.state_dict()
     files = [TRAINABLE_FILE] + ([SCALER_FILE] if trainable.scaler is not None else [])
-    if accelerator.is_main_process:
+    if accelerator is None or accelerator.is_main_process:
         state = {"model": {k: v.detach().cpu() for k, v in weights.items()}, "optimizer": optimizer}
         atomic_torch_save(state, os.path.join(directory, TRAINABLE_FILE))
         if trainable.scaler is not None:

@@ -36,10 +36,12 @@ SHARDED_ENGINES = ("zero3", "fsdp2")  # parameters split over processes: forward
 
 
 def engine_name(accelerator) -> str:
-    """The engine `accelerator` runs, one of `ENGINES`. FSDP version 1 is refused: the shipped config is FSDP2, and
-    grpo_ext's models are placed with FSDP2's `fully_shard` only."""
+    """The engine `accelerator` runs, one of `ENGINES` ("single" for None). FSDP version 1 is refused: the shipped
+    config is FSDP2, and grpo_ext's models are placed with FSDP2's `fully_shard` only."""
     from accelerate.utils import DistributedType
 
+    if accelerator is None:
+        return "single"
     kind = accelerator.distributed_type
     if kind == DistributedType.DEEPSPEED:
         return "zero3" if accelerator.state.deepspeed_plugin.zero_stage == 3 else "zero2"
@@ -89,13 +91,17 @@ def copy_parameters(source: Iterable[torch.nn.Parameter], target: Iterable[torch
     `target <- (1 - alpha) * target + alpha * source`: under ZeRO-3 it gathers both sides and rank 0 writes (the
     shards are then re-partitioned); otherwise each process updates its own tensors, which for FSDP2 shards laid
     out alike (policy and reference under one plugin) are the local shards."""
+    from accelerate.state import AcceleratorState
     from trl.trainer.callbacks import SyncRefModelCallback
 
     source, target = torch.nn.ParameterList(source), torch.nn.ParameterList(target)
     if len(source) != len(target):
         raise ValueError(f"copy_parameters: {len(source)} source parameters for {len(target)} target parameters")
+    # TRL's sync asks AcceleratorState for the ZeRO stage: without any accelerator yet, its plain branch
+    sync = SyncRefModelCallback.sync_target_model if AcceleratorState._shared_state else \
+        SyncRefModelCallback._sync_target_model
     with torch.no_grad():
-        SyncRefModelCallback.sync_target_model(source, target, alpha=1.0)
+        sync(source, target, alpha=1.0)
 
 
 @contextlib.contextmanager
@@ -104,9 +110,16 @@ def gathered_for_generation(model, accelerator):
 
     ZeRO-3: TRL's `unwrap_model_for_generation` (gathers every parameter and lifts DeepSpeed's hooks; pass the
     engine). FSDP2: every `fully_shard` unit is unsharded and kept so until the block ends, so the forwards inside
-    need no collective. Other engines: the unwrapped model. The memory is the whole model's on every process, as
+    need no collective. A model transformers loaded partitioned under ZeRO-3 (no engine, no accelerator given): its
+    parameters gathered. Other engines: the unwrapped model. The memory is the whole model's on every process, as
     for TRL's own generation under ZeRO-3 (`ds3_gather_for_generation`)."""
     engine = engine_name(accelerator)
+    if accelerator is None and is_zero3_partitioned(model):  # loaded by transformers under ZeRO-3, in no engine
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters())):
+            yield unwrapped(model)
+        return
     if engine == "zero3":
         from trl.models import unwrap_model_for_generation
 
@@ -114,7 +127,7 @@ def gathered_for_generation(model, accelerator):
             yield whole
         return
     if engine != "fsdp2":
-        yield accelerator.unwrap_model(model)
+        yield unwrapped(model)
         return
     from torch.distributed.fsdp import FSDPModule
 
@@ -128,6 +141,11 @@ def gathered_for_generation(model, accelerator):
         for unit in units:
             unit.reshard()
             unit.set_reshard_after_forward(True)
+
+
+def is_zero3_partitioned(model) -> bool:
+    """Whether DeepSpeed partitioned `model`'s parameters (transformers loads models so under ZeRO-3)."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
 
 
 def same_number_of_forwards(count: int, accelerator) -> int:
@@ -150,7 +168,8 @@ class TrainableModel:
 
     Placement by engine:
 
-    * "single", "ddp": float32 weights, `accelerator.prepare_model` (DDP across processes, the run's autocast);
+    * "single", "ddp": float32 weights, `accelerator.prepare_model` (DDP across processes, the run's autocast;
+      without an accelerator, the model itself);
     * "zero2", "zero3": a DeepSpeed engine of its own, built from the run's DeepSpeed config (same ZeRO stage and
       precision; its own micro-batch size, accumulation and clipping), with DeepSpeed's float32 master weights;
     * "fsdp2": float32 weights, `accelerator.prepare(model, optimizer)` (one `fully_shard` per transformer block,
@@ -192,9 +211,10 @@ class TrainableModel:
             self.module, prepared = accelerator.prepare(model, optimizer)
             self.optimizer = prepared.optimizer  # the torch optimizer, outside accelerate's step gating and scaler
         else:
-            self.module = accelerator.prepare_model(model.float())
+            model = model.float()
+            self.module = model if accelerator is None else accelerator.prepare_model(model)
             self.optimizer = torch.optim.AdamW(self.module.parameters(), **adamw)
-        if self.engine not in ("zero2", "zero3") and accelerator.mixed_precision == "fp16":
+        if accelerator is not None and not self.deepspeed and accelerator.mixed_precision == "fp16":
             if self.engine == "fsdp2":  # scales and unscales DTensor gradients
                 from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler as GradScaler
             else:

@@ -15,12 +15,11 @@ Pieces, from pure to wired:
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,23 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
+from .checkpoint import (
+    IncompleteCheckpointError,
+    finish_folder,
+    load_full_weights,
+    read_folder,
+    save_full_weights,
+    save_pretrained_full,
+    write_jsonl,
+)
 from .data import read_jsonl
+from .engines import (
+    TrainableModel,
+    copy_parameters,
+    engine_name,
+    gathered_for_generation,
+    unwrapped,
+)
 from .labelling import (
     LABEL_SCORERS,
     LabellingCost,
@@ -42,6 +57,8 @@ from .labelling import (
 )
 from .reward_models import (
     DEFAULT_STEP_SEPARATOR,
+    OutcomeRewardModel,
+    ProcessRewardModel,
     completion_text,
     evaluate_reward_model,
     make_collate,
@@ -56,8 +73,9 @@ logger = logging.getLogger(__name__)
 
 STATE_DIR_NAME = "iterative_rl"  # inside each checkpoint-<step>/
 STATE_FILE = "state.json"  # written last: its presence marks a complete iterative_rl/ folder
-REWARD_MODEL_STATE_FILE = "reward_model.pt"
-REFERENCE_FILE = "reference_model.pt"
+REWARD_MODEL_STATE_DIR = "reward_model"  # the RM's weights and optimizer (grpo_ext.checkpoint.save_trainable)
+REFERENCE_FILE = "reference_model.pt"  # full weights of the reference (or of a PEFT policy's "ref" adapter)
+REFERENCE_ADAPTER = "ref"  # TRL's name for the frozen adapter it computes a PEFT policy's reference with
 REWARD_MODEL_DIR_NAME = "reward_model"  # under output_dir: the latest refreshed RM, loadable with from_pretrained
 
 
@@ -97,8 +115,9 @@ class IterativeRLConfig:
     )
     reset_ref_on_refresh: bool = field(
         default=True,
-        metadata={"help": "Reset the reference model to the current policy at every refresh. With PEFT the "
-                  "reference is the adapter-disabled base model and is left unchanged."},
+        metadata={"help": "Reset the reference model to the current policy at every refresh. With a PEFT policy the "
+                  "reference is TRL's frozen 'ref' adapter (created as a copy of the trained adapter when absent), "
+                  "and the reset copies the trained adapter into it."},
     )
     rm_label_mode: str = field(
         default="hard",
@@ -122,7 +141,8 @@ class IterativeRLConfig:
     )
     rm_offload_policy_optimizer: bool = field(
         default=False,
-        metadata={"help": "Move the policy optimizer's state to CPU while the reward model trains, and back after."},
+        metadata={"help": "Move the policy optimizer's state to CPU while the reward model trains, and back after "
+                  "(DDP or one process; DeepSpeed and FSDP2 offload with their own config)."},
     )
 
     def __post_init__(self):
@@ -193,7 +213,7 @@ class ReplayBuffer:
 
     def save(self, directory: str) -> None:
         os.makedirs(directory, exist_ok=True)
-        _write_jsonl(os.path.join(directory, self.FILE_NAME), self.rows)
+        write_jsonl(os.path.join(directory, self.FILE_NAME), self.rows)
 
     @classmethod
     def load(cls, directory: str) -> "ReplayBuffer":
@@ -209,45 +229,58 @@ def training_mix(new_rows: Sequence[dict], buffer: ReplayBuffer, replay_ratio: f
     return mix, len(replay)
 
 
-def _write_jsonl(path: str, rows: Sequence[dict]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Reference reset and optimizer offload
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _unwrap(model):
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    return model
-
-
 def reset_reference(ref_model, policy_model) -> bool:
-    """Copy the policy's parameters into the reference model (reuses TRL's `SyncRefModelCallback` with alpha=1,
-    which also gathers ZeRO-3 shards). Returns False, doing nothing, when there is no separate reference:
-    `ref_model is None` (beta = 0, or PEFT where the reference is the adapter-disabled base model; the base stays
-    the reference unless the user merges the adapter)."""
+    """reference <- policy, on every process; False, doing nothing, where there is no reference to reset.
+
+    A separate reference model (full fine-tuning, beta > 0) gets the policy's parameters. A PEFT policy's reference
+    is TRL's frozen "ref" adapter when the policy has one (`add_reference_adapter`): it gets the trained adapter's
+    parameters; without one the reference is the adapter-disabled base, which no reset can change. Both copies go
+    through `grpo_ext.engines.copy_parameters` (TRL's `SyncRefModelCallback.sync_target_model` with alpha 1, which
+    gathers ZeRO-3 shards; FSDP2 shards of policy and reference are laid out alike and copy locally)."""
+    policy = unwrapped(policy_model)
+    if hasattr(policy, "peft_config"):
+        if ref_model is not None:
+            raise ValueError("the policy is a PEFT model: its reference is an adapter of it, pass ref_model=None")
+        if REFERENCE_ADAPTER not in policy.peft_config:
+            return False
+        trained, reference = adapter_parameters(policy)
+        copy_parameters(trained, reference)
+        return True
     if ref_model is None:
         return False
-    from transformers.integrations import is_deepspeed_zero3_enabled
+    copy_parameters(policy.parameters(), unwrapped(ref_model).parameters())
+    return True
 
-    policy, ref = _unwrap(policy_model), _unwrap(ref_model)
-    if hasattr(policy, "peft_config"):
-        raise ValueError("the policy is a PEFT model: its reference is the adapter-disabled base, pass ref_model=None")
-    with torch.no_grad():
-        if is_deepspeed_zero3_enabled():  # TRL's helper gathers the shards; alpha=1: ref <- 0 * ref + policy
-            from trl.trainer.callbacks import SyncRefModelCallback
 
-            SyncRefModelCallback.sync_target_model(policy, ref, alpha=1.0)
-        else:
-            for ref_p, p in zip(ref.parameters(), policy.parameters(), strict=True):
-                ref_p.data.copy_(p.data)
+def adapter_parameters(policy) -> tuple[list, list]:
+    """The trained adapter's parameters and the "ref" adapter's, aligned (PEFT names them by adapter)."""
+    trained = policy.active_adapter if isinstance(policy.active_adapter, str) else policy.active_adapter[0]
+    named = dict(policy.named_parameters())
+    pairs = [(p, named[n.replace(f".{trained}.", f".{REFERENCE_ADAPTER}.")])
+             for n, p in named.items() if f".{trained}." in n]
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def add_reference_adapter(policy) -> bool:
+    """Give a PEFT policy TRL's frozen "ref" adapter, a copy of its trained adapter (TRL adds one only for a policy
+    passed as a `PeftModel`; for a `peft_config` its reference is the adapter-disabled base, which a reset cannot
+    move). While the adapters are equal (a new LoRA adapter adds zero) the reference is the base, as before. Call
+    before the policy is prepared by its engine. Returns whether the policy is a PEFT model."""
+    policy = unwrapped(policy)
+    if not hasattr(policy, "peft_config"):
+        return False
+    if REFERENCE_ADAPTER not in policy.peft_config:
+        trained = policy.active_adapter if isinstance(policy.active_adapter, str) else policy.active_adapter[0]
+        policy.add_adapter(REFERENCE_ADAPTER, policy.peft_config[trained])
+        _, reference = adapter_parameters(policy)
+        for parameter in reference:
+            parameter.requires_grad_(False)
+        copy_parameters(*adapter_parameters(policy))
     return True
 
 
@@ -334,13 +367,15 @@ class RewardModelRefresher:
     ):
         if kind not in ("orm", "prm"):
             raise ValueError(f"kind must be 'orm' or 'prm', got {kind!r}")
-        from transformers.integrations import is_deepspeed_zero3_enabled
-
-        if is_deepspeed_zero3_enabled():  # TRL keeps a reward model sharded under ZeRO-3: no in-place training
-            raise ValueError("iterative RL trains the reward model in place, which ZeRO-3 sharding does not allow: "
-                             "use ZeRO-2 (or DDP) with reward_model_refresh_steps > 0")
         self.reward_model = reward_model
-        self.model = unwrap_reward_model(reward_model)
+        # the RM trains on the run's engine with float32 weights (DeepSpeed: its float32 master weights); a wrapper
+        # that scores with it (ProcessRewardModel, OutcomeRewardModel) is given the engine to score through
+        self.trainable = TrainableModel(
+            unwrap_reward_model(reward_model), accelerator, learning_rate=args.reward_model_learning_rate,
+            micro_batch_size=args.reward_model_batch_size,
+        )  # fmt: skip
+        if isinstance(reward_model, (ProcessRewardModel, OutcomeRewardModel)):
+            reward_model.model = self.trainable.module
         self.tokenizer = tokenizer
         self.policy_tokenizer = policy_tokenizer if policy_tokenizer is not None else tokenizer
         self.kind = kind
@@ -361,9 +396,12 @@ class RewardModelRefresher:
         self.pending: list[dict] = []  # this process's rollouts since the last refresh
         self.iteration = 0
         self.last_refresh_step = 0
-        self.optimizer: torch.optim.Optimizer | None = None
-        self._optimizer_state: dict | None = None  # loaded before the optimizer exists
         self.last_metrics: dict[str, float] = {}
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The reward model itself (inside its engine); under ZeRO-3 and FSDP2 its parameters are shards."""
+        return self.trainable.model
 
     # -- recording ------------------------------------------------------------------------------------------
 
@@ -413,26 +451,19 @@ class RewardModelRefresher:
                 rm_prompts.append(prompt_text(r["prompt"], self.tokenizer))
         if policy_model is None and any(len(ex[1]) > 1 for ex in examples):
             raise ValueError("PRM labelling needs the policy model to sample continuations (refresh(policy_model=...))")
-        sampler = self.continuation_sampler_factory(_unwrap(policy_model)) if policy_model is not None else None
-        labels, cost = math_shepherd_labels_batch(
-            examples, sampler, k=self.args.rm_label_num_continuations, mode=self.args.rm_label_mode,
-            scorer=self.scorer, separator=self.step_separator,
-        )
+        # every process samples continuations of its own prefixes, as many as it has: the policy whole on each
+        whole = gathered_for_generation(policy_model, self.accelerator) if policy_model is not None else None
+        with whole if whole is not None else contextlib.nullcontext() as policy:
+            labels, cost = math_shepherd_labels_batch(
+                examples, self.continuation_sampler_factory(policy) if policy is not None else None,
+                k=self.args.rm_label_num_continuations, mode=self.args.rm_label_mode, scorer=self.scorer,
+                separator=self.step_separator,
+            )  # fmt: skip
         rows = [{"prompt": p, "steps": list(ex[1]), "labels": y}
                 for p, ex, y in zip(rm_prompts, examples, labels) if y is not None]  # unscorable: no labels
         return rows, cost
 
     # -- refresh --------------------------------------------------------------------------------------------
-
-    def _get_optimizer(self) -> torch.optim.Optimizer:
-        if self.optimizer is None:
-            if not any(p.requires_grad for p in self.model.parameters()):
-                self.model.requires_grad_(True)  # a frozen scorer; scoring runs under no_grad, so this costs nothing
-            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.args.reward_model_learning_rate)
-            if self._optimizer_state is not None:
-                self.optimizer.load_state_dict(self._optimizer_state)
-                self._optimizer_state = None
-        return self.optimizer
 
     def _gather(self, rows: list[dict]) -> list[dict]:
         """Every process's rows, concatenated in rank order (identical on all processes)."""
@@ -441,17 +472,6 @@ class RewardModelRefresher:
         from accelerate.utils import gather_object
 
         return [row for part in gather_object([rows]) for row in part]
-
-    def _broadcast_weights(self) -> None:
-        """Make every process hold rank 0's RM weights (training is already identical; this removes any
-        kernel-level nondeterminism)."""
-        if self.accelerator is None or self.accelerator.num_processes == 1:
-            return
-        import torch.distributed as dist
-
-        with torch.no_grad():
-            for p in self.model.parameters():
-                dist.broadcast(p.data, src=0)
 
     @property
     def is_main_process(self) -> bool:
@@ -465,8 +485,8 @@ class RewardModelRefresher:
     def refresh(self, policy_model=None, global_step: int | None = None) -> dict[str, float]:
         """One iteration's RM update. Every process must call it at the same step. Steps:
         label this process's rollouts; gather all processes' rows; draw the mix (new + replay, same seed on every
-        process); evaluate, train, evaluate on the new rows; broadcast rank 0's weights; append the new rows to
-        the buffer. Returns metrics (prefix `rm/`)."""
+        process); evaluate, train, evaluate on the new rows (every process the same rows, so all end with the same
+        weights); append the new rows to the buffer. Returns metrics (prefix `rm/`)."""
         start = time.perf_counter()
         local_rows, cost = self.label(self.pending, policy_model)
         new_rows = self._gather(local_rows)
@@ -477,17 +497,17 @@ class RewardModelRefresher:
             cost = total
         rng = random.Random(self.seed + self.iteration)
         mix, n_replay = training_mix(new_rows, self.buffer, self.args.replay_ratio, rng)
-        before = evaluate_reward_model(self.model, self.collate, new_rows, self.args.reward_model_batch_size)
+        scorer = self.trainable.module
+        before = evaluate_reward_model(scorer, self.collate, new_rows, self.args.reward_model_batch_size)
         train_start = time.perf_counter()
         losses = train_reward_model(
-            self.model, self.collate, mix, self._get_optimizer(),
+            self.trainable, self.collate, mix,
             num_epochs=self.args.reward_model_train_epochs, max_steps=self.args.reward_model_train_steps,
             batch_size=self.args.reward_model_batch_size, seed=self.seed + self.iteration,
             show_progress=self.show_progress,
-        )
-        self._broadcast_weights()
+        )  # fmt: skip
         train_seconds = time.perf_counter() - train_start
-        after = evaluate_reward_model(self.model, self.collate, new_rows, self.args.reward_model_batch_size)
+        after = evaluate_reward_model(scorer, self.collate, new_rows, self.args.reward_model_batch_size)
         self.buffer.extend(new_rows)
         self.pending = []
         self.iteration += 1
@@ -511,48 +531,14 @@ class RewardModelRefresher:
         return self.last_metrics
 
     def save_pretrained(self, directory: str) -> None:
-        """Write the reward model and its tokenizer as a loadable model (`from_pretrained(directory)`), replacing
-        what `directory` held: written beside it under a temporary name, then renamed. Main process only (every
-        process holds the same weights after a refresh). A PRM records its step separator in
-        `config.step_separator`, as `launch/train_reward_model.py` does."""
-        if not self.is_main_process:
-            return
+        """Write the reward model and its tokenizer as a loadable model (`from_pretrained(directory)`) from its full
+        weights, replacing what `directory` held (every process calls it; the main process writes). A PRM records
+        its step separator in `config.step_separator`, as `launch/train_reward_model.py` does."""
         if self.kind == "prm":
             self.model.config.step_separator = self.step_separator
-        tmp, old = directory + ".tmp", directory + ".old"
-        for path in (tmp, old):
-            shutil.rmtree(path, ignore_errors=True)
-        self.model.save_pretrained(tmp)
-        self.tokenizer.save_pretrained(tmp)
-        if os.path.isdir(directory):
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
+        save_pretrained_full(self.trainable.module, directory, self.accelerator, self.tokenizer)
 
     # -- checkpointing --------------------------------------------------------------------------------------
-
-    def state_dict(self) -> dict:
-        """Everything the next refresh depends on except the per-process rollouts (see `save`)."""
-        optimizer = self.optimizer.state_dict() if self.optimizer is not None else self._optimizer_state
-        return {
-            "iteration": self.iteration,
-            "last_refresh_step": self.last_refresh_step,
-            "seed": self.seed,
-            "buffer": self.buffer.state_dict(),
-            "reward_model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-            "optimizer": optimizer,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.iteration = state["iteration"]
-        self.last_refresh_step = state["last_refresh_step"]
-        self.seed = state["seed"]
-        self.buffer.load_state_dict(state["buffer"])
-        self.model.load_state_dict(state["reward_model"])  # in place: the trainer's object keeps scoring
-        self.optimizer = None
-        self._optimizer_state = state["optimizer"]
-        if state["optimizer"] is not None:
-            self._get_optimizer()
 
     def _rank(self) -> tuple[int, int]:
         if self.accelerator is None:
@@ -560,28 +546,23 @@ class RewardModelRefresher:
         return self.accelerator.process_index, self.accelerator.num_processes
 
     def save(self, directory: str, extra_state: dict | None = None, extra_files: Sequence[str] = ()) -> None:
-        """Write `directory/` (normally `checkpoint-<step>/iterative_rl`): the main process writes the shared
-        state (replay buffer as JSONL, RM weights + optimizer as torch), every process writes its own pending
-        rollouts to `pending_rank<r>.jsonl`; each file under a temporary name, then renamed. Once every process
-        has written, the main process writes `state.json` (counters, `extra_state`, and the list of files,
-        `extra_files` included, that the folder must hold): a folder without it, or without a file it lists, is
-        incomplete and `load` refuses it."""
+        """Write `directory/` (normally `checkpoint-<step>/iterative_rl`), every process taking part: the RM's
+        weights and optimizer (`reward_model/`, by its engine: `grpo_ext.checkpoint.save_trainable`), the replay
+        buffer (main process), each process's pending rollouts (`pending_rank<r>.jsonl`), each file under a
+        temporary name, then renamed. Then the main process writes `state.json` (counters, `extra_state`, and the
+        list of files, `extra_files` included, that the folder must hold): a folder without it, or without a file
+        it lists, is incomplete and `load` refuses it."""
         rank, world = self._rank()
         os.makedirs(directory, exist_ok=True)
-        if rank == 0:
-            state = self.state_dict()
+        self.trainable.save(os.path.join(directory, REWARD_MODEL_STATE_DIR))
+        if self.is_main_process:
             self.buffer.save(directory)
-            _atomic_torch_save({"reward_model": state["reward_model"], "optimizer": state["optimizer"]},
-                               os.path.join(directory, REWARD_MODEL_STATE_FILE))
-        _write_jsonl(os.path.join(directory, f"pending_rank{rank}.jsonl"), self.pending)
-        if world > 1:
-            self.accelerator.wait_for_everyone()
-        if rank == 0:
-            files = [ReplayBuffer.FILE_NAME, REWARD_MODEL_STATE_FILE, *extra_files]
-            files += [f"pending_rank{r}.jsonl" for r in range(world)]
-            meta = {"iteration": self.iteration, "last_refresh_step": self.last_refresh_step, "seed": self.seed,
-                    "num_processes": world, "kind": self.kind, **(extra_state or {}), "files": files}
-            _write_json(os.path.join(directory, STATE_FILE), meta)
+        write_jsonl(os.path.join(directory, f"pending_rank{rank}.jsonl"), self.pending)
+        files = [ReplayBuffer.FILE_NAME, REWARD_MODEL_STATE_DIR, *extra_files]
+        files += [f"pending_rank{r}.jsonl" for r in range(world)]
+        meta = {"iteration": self.iteration, "last_refresh_step": self.last_refresh_step, "seed": self.seed,
+                "kind": self.kind, **(extra_state or {})}
+        finish_folder(directory, self.accelerator, meta, files)
 
     def load(self, directory: str) -> dict:
         """Restore what `save` wrote and return the contents of `state.json`. Raises `IncompleteCheckpointError`
@@ -590,11 +571,9 @@ class RewardModelRefresher:
         meta = read_checkpoint_state(directory)
         if meta["kind"] != self.kind:
             raise ValueError(f"{directory} holds a {meta['kind']} refresher state, this refresher is {self.kind}")
-        tensors = torch.load(os.path.join(directory, REWARD_MODEL_STATE_FILE), map_location="cpu", weights_only=True)
-        self.load_state_dict({
-            "iteration": meta["iteration"], "last_refresh_step": meta["last_refresh_step"], "seed": meta["seed"],
-            "buffer": ReplayBuffer.load(directory).state_dict(), **tensors,
-        })
+        self.iteration, self.last_refresh_step, self.seed = meta["iteration"], meta["last_refresh_step"], meta["seed"]
+        self.buffer = ReplayBuffer.load(directory)
+        self.trainable.load(os.path.join(directory, REWARD_MODEL_STATE_DIR), meta["num_processes"])
         rank, world = self._rank()
         if world == meta["num_processes"]:
             ranks = [rank]
@@ -604,40 +583,21 @@ class RewardModelRefresher:
         return meta
 
 
-class IncompleteCheckpointError(ValueError):
-    """A checkpoint of an iterative-RL run lacks (part of) its `iterative_rl/` state."""
-
-
 def read_checkpoint_state(directory: str) -> dict:
     """`directory/state.json` (an `iterative_rl/` folder written by `RewardModelRefresher.save`), after checking
     that it exists and that every file it lists is there; otherwise `IncompleteCheckpointError` naming the
     checkpoint and what is missing."""
-    checkpoint = os.path.dirname(os.path.normpath(directory))
-    if not os.path.isdir(directory):
+    meta = read_folder(
+        directory, "iterative RL", "iterative-RL state: the replay buffer, reward model, pending rollouts and "
+        "reference model of the run", "The run stopped while writing this checkpoint, or it was written without "
+        "iterative RL (reward_model_refresh_steps: 0). Resume from an earlier checkpoint, or start a new run from "
+        "this checkpoint's model.",
+    )  # fmt: skip
+    if "engine" not in meta:
         raise IncompleteCheckpointError(
-            f"cannot resume iterative RL from {checkpoint}: it has no {os.path.basename(directory)}/ folder (the "
-            "replay buffer, reward model, pending rollouts and reference model of the run). The run stopped while "
-            "writing this checkpoint, or it was written without iterative RL (reward_model_refresh_steps: 0). "
-            "Resume from an earlier checkpoint, or start a new run from this checkpoint's model."
-        )
-    path = os.path.join(directory, STATE_FILE)
-    if not os.path.isfile(path):
-        raise IncompleteCheckpointError(
-            f"cannot resume iterative RL from {checkpoint}: {path} is missing, so its iterative-RL state was not "
-            "completely written (the run stopped while saving this checkpoint). Resume from an earlier checkpoint."
-        )
-    with open(path, encoding="utf-8") as f:
-        meta = json.load(f)
-    if "files" not in meta:
-        raise IncompleteCheckpointError(
-            f"cannot resume iterative RL from {checkpoint}: {path} was written by an earlier grpo_ext that did not "
-            "save the reference model, so the run cannot continue against the reference it had."
-        )
-    missing = [name for name in meta["files"] if not os.path.isfile(os.path.join(directory, name))]
-    if missing:
-        raise IncompleteCheckpointError(
-            f"cannot resume iterative RL from {checkpoint}: {directory} is incomplete, missing {', '.join(missing)}. "
-            "Resume from an earlier checkpoint."
+            f"cannot resume iterative RL from {os.path.dirname(os.path.normpath(directory))}: {directory} was written "
+            "by an earlier grpo_ext, whose reward-model state this one does not read. Start a new run from this "
+            "checkpoint's model."
         )
     return meta
 
@@ -662,19 +622,6 @@ def describe_refresh(metrics: dict[str, float], kind: str, global_step: int, sav
     return line + f" ({metrics['rm/refresh_seconds']:.1f}s)"
 
 
-def _write_json(path: str, value: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f)
-    os.replace(tmp, path)
-
-
-def _atomic_torch_save(value, path: str) -> None:
-    tmp = path + ".tmp"
-    torch.save(value, tmp)
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Trainer callback
 # --------------------------------------------------------------------------------------------------------------
@@ -692,17 +639,33 @@ class IterativeRLCallback(TrainerCallback):
 
     Args:
         refresher: the `RewardModelRefresher`.
-        ref_model: the trainer's reference model (None with PEFT or beta = 0).
+        ref_model: the trainer's reference model (None with PEFT, whose reference is an adapter, or beta = 0).
+        trainer: the trainer, whose engine-wrapped policy (`model_wrapped`) PRM labelling generates with; without
+            it, the `model` the callback events carry.
     """
 
-    def __init__(self, refresher: RewardModelRefresher, ref_model=None):
+    def __init__(self, refresher: RewardModelRefresher, ref_model=None, trainer=None):
         self.refresher = refresher
         self.ref_model = ref_model
+        self.trainer = trainer
         self.reference_step: int | None = None  # global step of the last reference reset (None: initial model)
         self.saved_iteration: int | None = None  # iteration last written to output_dir/reward_model
         self.pending_logs: dict[str, float] | None = None
         self.tracks_resume = False  # set by `track_resume`
         self.resumed_from: str | None = None
+
+    @property
+    def accelerator(self):
+        return self.refresher.accelerator
+
+    def _reference_weights(self, policy):
+        """What holds the reference's weights and which of them: (module, keep) for `grpo_ext.checkpoint`; the
+        "ref" adapter's entries of a PEFT policy. None where there is no reference to save (beta = 0)."""
+        if self.ref_model is not None:
+            return self.ref_model, None
+        if policy is not None and REFERENCE_ADAPTER in getattr(unwrapped(policy), "peft_config", {}):
+            return policy, lambda name: f".{REFERENCE_ADAPTER}." in name
+        return None
 
     # -- resume ----------------------------------------------------------------------------------------------
 
@@ -733,16 +696,17 @@ class IterativeRLCallback(TrainerCallback):
         self._restore_reference(meta, checkpoint, model)
 
     def _restore_reference(self, meta: dict, checkpoint: str, policy) -> None:
-        """Make the reference what it was when the checkpoint was written (bit-identical)."""
+        """Make the reference what it was when the checkpoint was written (bit-identical), from full weights on any
+        number of processes."""
         source = meta.get("reference", "initial")
-        if source in ("initial", "none") or self.ref_model is None:
-            return  # the trainer rebuilt the initial reference already; or this run has none (beta = 0, PEFT)
+        if source in ("initial", "none") or self._reference_weights(policy) is None:
+            return  # the trainer rebuilt the initial reference already; or this run has none (beta = 0)
         if source == "policy":  # reset at the checkpoint's own step: the reference is the policy just loaded
             reset_reference(self.ref_model, policy)
         else:
-            weights = torch.load(os.path.join(checkpoint, STATE_DIR_NAME, source), map_location="cpu",
-                                 weights_only=True)
-            _unwrap(self.ref_model).load_state_dict(weights)
+            target, keep = self._reference_weights(policy)
+            load_full_weights(target, os.path.join(checkpoint, STATE_DIR_NAME, source), self.accelerator,
+                              strict=keep is None)
         self.reference_step = meta["reference_step"]
 
     # -- refresh ---------------------------------------------------------------------------------------------
@@ -753,12 +717,13 @@ class IterativeRLCallback(TrainerCallback):
         cfg = self.refresher.args
         offload = cfg.rm_offload_policy_optimizer and optimizer is not None
         if offload:
-            device = next(_unwrap(model).parameters()).device
+            device = next(unwrapped(model).parameters()).device
             move_optimizer_state(optimizer, "cpu")
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+        policy = self.trainer.model_wrapped if self.trainer is not None else model
         try:
-            metrics = self.refresher.refresh(policy_model=model, global_step=state.global_step)
+            metrics = self.refresher.refresh(policy_model=policy, global_step=state.global_step)
         finally:
             if offload:
                 move_optimizer_state(optimizer, device)
@@ -794,9 +759,10 @@ class IterativeRLCallback(TrainerCallback):
 
     # -- checkpoints -----------------------------------------------------------------------------------------
 
-    def on_save(self, args, state, control, **kwargs):
+    def on_save(self, args, state, control, model=None, **kwargs):
         directory = os.path.join(args.output_dir, f"checkpoint-{state.global_step}", STATE_DIR_NAME)
-        if self.ref_model is None:
+        weights = self._reference_weights(model)
+        if weights is None:
             reference = "none"
         elif self.reference_step is None:
             reference = "initial"  # the trainer rebuilds it from the model path on resume
@@ -804,10 +770,9 @@ class IterativeRLCallback(TrainerCallback):
             reference = "policy"  # the checkpoint's own policy weights; no copy needed
         else:
             reference = REFERENCE_FILE
-            if self.refresher.is_main_process:
-                os.makedirs(directory, exist_ok=True)
-                weights = {k: v.detach().cpu() for k, v in _unwrap(self.ref_model).state_dict().items()}
-                _atomic_torch_save(weights, os.path.join(directory, REFERENCE_FILE))
+            os.makedirs(directory, exist_ok=True)
+            target, keep = weights
+            save_full_weights(target, os.path.join(directory, REFERENCE_FILE), self.accelerator, keep=keep)
         self.refresher.save(
             directory, extra_state={"reference": reference, "reference_step": self.reference_step},
             extra_files=[REFERENCE_FILE] if reference == REFERENCE_FILE else [],
@@ -822,10 +787,13 @@ def attach_iterative_rl(trainer, scorer: Scorer | None = None, step_splitter=Non
     args = trainer.args
     if not getattr(args, "reward_model_refresh_steps", 0):
         return None
-    from accelerate.utils import DistributedType
-
-    from .reward_models import ProcessRewardModel
-
+    engine = engine_name(trainer.accelerator)
+    if getattr(args, "rm_offload_policy_optimizer", False) and engine not in ("single", "ddp"):
+        raise ValueError(
+            f"rm_offload_policy_optimizer moves a torch optimizer's state to CPU; under {engine} the engine owns the "
+            "policy's optimizer state: offload it with the engine's own config (DeepSpeed offload_optimizer, FSDP "
+            "fsdp_offload_params) instead"
+        )
     prm = getattr(trainer, "process_reward_model", None)
     if getattr(args, "supervision", "outcome") == "process":
         if not isinstance(prm, ProcessRewardModel):
@@ -833,17 +801,15 @@ def attach_iterative_rl(trainer, scorer: Scorer | None = None, step_splitter=Non
                              f"model (wrapped in ProcessRewardModel), not {type(prm).__name__}")
         kind, reward_model, tokenizer = "prm", prm, prm.tokenizer
         step_splitter = step_splitter or getattr(trainer, "step_splitter", None)
-        if trainer.accelerator.distributed_type == DistributedType.FSDP:
-            # Math-Shepherd labelling generates with the policy on each rank independently, and ranks sample
-            # different numbers of continuations: FSDP's per-forward all-gathers would deadlock
-            raise ValueError("iterative RL with a PRM labels steps by generating with the policy on each process, "
-                             "which FSDP sharding does not allow: use DDP or ZeRO-2, or an ORM")
     else:
-        models = [i for i, f in enumerate(trainer.reward_funcs) if isinstance(f, torch.nn.Module)]
+        scorers = (torch.nn.Module, OutcomeRewardModel)
+        models = [i for i, f in enumerate(trainer.reward_funcs) if isinstance(f, scorers)]
         if len(models) != 1:
             raise ValueError(f"iterative RL refreshes one outcome reward model; reward_funcs holds {len(models)} models")
         kind, reward_model = "orm", trainer.reward_funcs[models[0]]
-        tokenizer = trainer.reward_processing_classes[models[0]]
+        tokenizer = getattr(reward_model, "tokenizer", None) or trainer.reward_processing_classes[models[0]]
+    if args.reset_ref_on_refresh and getattr(trainer, "beta", args.beta) != 0.0:
+        add_reference_adapter(trainer.model)  # a PEFT policy's reference becomes an adapter a reset can move
     # TRL generates every steps_per_generation * num_iterations micro-batches (its `_step`); a refresh lands on
     # refresh_steps * gradient_accumulation_steps micro-batches
     generate_every = (getattr(args, "steps_per_generation", None) or 1) * (getattr(args, "num_iterations", 1) or 1)
@@ -859,7 +825,7 @@ def attach_iterative_rl(trainer, scorer: Scorer | None = None, step_splitter=Non
         reward_model, tokenizer, kind, args, scorer=scorer, step_splitter=step_splitter,
         accelerator=trainer.accelerator, seed=args.seed, policy_tokenizer=trainer.processing_class,
     )
-    callback = IterativeRLCallback(refresher, ref_model=getattr(trainer, "ref_model", None))
+    callback = IterativeRLCallback(refresher, ref_model=getattr(trainer, "ref_model", None), trainer=trainer)
     callback.track_resume(trainer)
     trainer.callback_handler.callbacks.insert(0, callback)  # first: the reporting callbacks see the rm/ metrics
     return refresher

@@ -242,6 +242,7 @@ class TransformersContinuationSampler:
                 seqs = self.model.generate(
                     **enc, do_sample=True, temperature=self.temperature, top_p=self.top_p,
                     max_new_tokens=self.max_new_tokens, num_return_sequences=k, pad_token_id=pad, eos_token_id=eos,
+                    synced_gpus=False,  # each process samples its own prefixes with the whole policy (no collective)
                 )
             new = seqs[:, enc["input_ids"].shape[1] :]
             # generated tokens up to and including the first eos

@@ -123,15 +123,22 @@ def dpo_pairs(
 
 def sample_completions(
     model, tokenizer, prompts: Sequence, num_samples: int, max_new_tokens: int, temperature: float = 1.0,
-    top_p: float = 1.0, batch_size: int = 8, seed: int | None = None,
+    top_p: float = 1.0, batch_size: int = 8, seed: int | None = None, accelerator=None,
 ) -> list[list[str]]:  # fmt: skip
     """`num_samples` completions per prompt, sampled with transformers' `generate`; returns their decoded texts.
 
     Conversational prompts go through the tokenizer's chat template with the generation prompt, as TRL's trainers
     render them; plain-text prompts are tokenized as they are. Prompts are left-padded in batches of `batch_size`
     prompts; special tokens are dropped from the decoded completions. `seed` seeds torch before sampling.
+
+    Every process may sample a different number of prompts: the model is whole on each for the call
+    (`grpo_ext.engines.gathered_for_generation`: gathered under ZeRO-3, where transformers loads it partitioned;
+    unsharded under FSDP2), so no forward waits on another process. Every process must call it, even with no
+    prompts.
     """
     import torch
+
+    from .engines import gathered_for_generation
 
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"num_samples and batch_size must be >= 1, got {num_samples} and {batch_size}")
@@ -143,23 +150,26 @@ def sample_completions(
         tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if isinstance(p, list) else p
         for p in prompts
     ]
-    padding_side, was_training = tokenizer.padding_side, model.training
+    padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # decoder-only generation continues from the last prompt token
-    model.eval()
     samples: list[list[str]] = []
-    try:
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
-            ).to(model.device)
-            with torch.no_grad():
-                output = model.generate(
-                    **batch, do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                    num_return_sequences=num_samples, pad_token_id=tokenizer.pad_token_id,
-                )  # fmt: skip
-            decoded = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-            samples.extend(decoded[i : i + num_samples] for i in range(0, len(decoded), num_samples))
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
+    with gathered_for_generation(model, accelerator) as whole:
+        was_training = whole.training
+        whole.eval()
+        device = next(whole.parameters()).device
+        try:
+            for start in range(0, len(texts), batch_size):
+                batch = tokenizer(
+                    texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(device)
+                with torch.no_grad():
+                    output = whole.generate(
+                        **batch, do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                        num_return_sequences=num_samples, pad_token_id=tokenizer.pad_token_id, synced_gpus=False,
+                    )  # fmt: skip
+                decoded = tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+                samples.extend(decoded[i : i + num_samples] for i in range(0, len(decoded), num_samples))
+        finally:
+            tokenizer.padding_side = padding_side
+            whole.train(was_training)
     return samples

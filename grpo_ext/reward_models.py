@@ -31,6 +31,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .engines import same_number_of_forwards, unwrapped
+
 IGNORE_INDEX = -100
 DEFAULT_STEP_SEPARATOR = "\n\n"
 
@@ -63,13 +65,13 @@ def prompt_text(prompt: Any, tokenizer) -> str:
     raise TypeError(f"unsupported prompt type {type(prompt).__name__}")
 
 
-def orm_text(prompt: Any, completion: Any, tokenizer) -> str:
+def orm_text(prompt: Any, completion: Any, tokenizer, **chat_template_kwargs) -> str:
     """The text TRL's `_calculate_rewards` feeds a model reward function for one (prompt, completion)."""
     if is_conversational_prompt(prompt):
         from trl.data_utils import apply_chat_template
 
         completion = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
-        return apply_chat_template({"messages": prompt + completion}, tokenizer)["text"]
+        return apply_chat_template({"messages": prompt + completion}, tokenizer, **chat_template_kwargs)["text"]
     return prompt + completion_text(completion)
 
 
@@ -200,7 +202,7 @@ def prm_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor,
 def reward_model_loss(model, batch: dict) -> tuple[torch.Tensor, int, int]:
     """Forward `batch` (from `collate_orm` / `collate_prm`) and return (loss, n_correct, n_items).
     The kind is read from the batch: `pairwise` flag, or label tensor rank (2-D = PRM, 1-D = pointwise ORM)."""
-    device = next(model.parameters()).device
+    device = next(unwrapped(model).parameters()).device
     inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
     logits = model(**inputs).logits
     if batch.get("pairwise"):
@@ -245,22 +247,21 @@ def evaluate_reward_model(model, collate: Callable, rows: Sequence[dict], batch_
 
 
 def train_reward_model(
-    model,
+    trainable,
     collate: Callable,
     rows: Sequence[dict],
-    optimizer: torch.optim.Optimizer,
     *,
     num_epochs: float = 1.0,
     max_steps: int = 0,
     batch_size: int = 8,
-    max_grad_norm: float = 1.0,
     seed: int = 0,
     show_progress: bool = False,
 ) -> list[float]:
-    """A few AdamW steps on `rows` (shuffled with `seed`); `max_steps > 0` overrides `num_epochs`.
-    Deterministic given the seed, so every process training on the same rows ends with the same weights
-    (up to kernel nondeterminism; the refresher broadcasts rank 0's weights anyway). Returns per-step losses.
-    `show_progress` draws a tqdm bar over the steps (epoch and loss as its postfix)."""
+    """Optimizer steps of `trainable` (a `grpo_ext.engines.TrainableModel`: its AdamW, clipping and engine) on `rows`
+    (shuffled with `seed`); `max_steps > 0` overrides `num_epochs`. Every process trains on the same rows in the same
+    order with the same dropout draws, so the engine's gradient average is the one process's gradient and all end
+    with the same weights. Returns per-step losses. `show_progress` draws a tqdm bar over the steps (epoch and loss
+    as its postfix)."""
     if not rows:
         return []
     from tqdm.auto import tqdm
@@ -268,11 +269,12 @@ def train_reward_model(
     rng = random.Random(seed)
     steps_per_epoch = math.ceil(len(rows) / batch_size)
     total = max_steps if max_steps > 0 else max(1, math.ceil(num_epochs * steps_per_epoch))
-    was_training = model.training
-    model.train()
+    module = trainable.module
+    was_training = module.training
+    module.train()
     order: list[int] = []
     losses = []
-    device = next(model.parameters()).device
+    device = next(trainable.model.parameters()).device
     bar = tqdm(total=total, desc="reward model training", disable=not show_progress, leave=False, dynamic_ncols=True)
     # dropout draws from torch's global RNG: seed a forked copy so the run is reproducible (across processes and
     # across a resume) and the caller's RNG stream (the policy's) is left untouched.
@@ -284,17 +286,13 @@ def train_reward_model(
                 rng.shuffle(perm)
                 order.extend(perm)
             idx, order = order[:batch_size], order[batch_size:]
-            loss, _, _ = reward_model_loss(model, collate([rows[i] for i in idx]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if max_grad_norm and max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            optimizer.step()
+            loss, _, _ = reward_model_loss(module, collate([rows[i] for i in idx]))
+            trainable.backward(loss)
+            trainable.step()
             losses.append(loss.item())
             bar.set_postfix(epoch=f"{(step + 1) / steps_per_epoch:.2f}", loss=f"{losses[-1]:.4f}", refresh=False)
             bar.update(1)
-    optimizer.zero_grad(set_to_none=True)
-    model.train(was_training)
+    module.train(was_training)
     return losses
 
 
@@ -308,20 +306,23 @@ class ProcessRewardModel:
     at the end of every step (the token closing `step + step_separator`), batched, under `torch.no_grad()`.
 
     `model` is updated in place by the iterative-RL refresh, so a trainer holding this object always scores
-    with the latest weights. Conversational prompts go through the tokenizer's chat template.
+    with the latest weights. Conversational prompts go through the tokenizer's chat template. With `accelerator`,
+    under ZeRO-3 and FSDP2 (where every forward gathers parameters with the other processes) each process runs as
+    many forwards as the busiest one, padding with one-token batches whose scores are dropped.
     """
 
     def __init__(
-        self, model, tokenizer, batch_size: int = 16, step_separator: str = DEFAULT_STEP_SEPARATOR, device=None
+        self, model, tokenizer, batch_size: int = 16, step_separator: str = DEFAULT_STEP_SEPARATOR, device=None,
+        accelerator=None,
     ):
         if tokenizer.pad_token_id is None:
             raise ValueError("the PRM tokenizer needs a pad token")
-        num_labels = getattr(getattr(model, "config", None), "num_labels", None)
+        num_labels = getattr(getattr(unwrapped(model), "config", None), "num_labels", None)
         if num_labels is not None and num_labels != 2:
             raise ValueError(
                 f"a process reward model needs num_labels=2 (class 1 = good step), got num_labels={num_labels}"
             )
-        trained_with = getattr(getattr(model, "config", None), "step_separator", None)
+        trained_with = getattr(getattr(unwrapped(model), "config", None), "step_separator", None)
         if trained_with is not None and trained_with != step_separator:
             warnings.warn(f"this PRM was trained with step_separator={trained_with!r} but scores with "
                           f"{step_separator!r}: its step-end positions will not match its training", stacklevel=2)
@@ -330,18 +331,23 @@ class ProcessRewardModel:
         self.batch_size = batch_size
         self.step_separator = step_separator
         self.device = device
+        self.accelerator = accelerator
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[Any], steps: Sequence[Sequence[str]]) -> list[list[float]]:
         if len(prompts) != len(steps):
             raise ValueError(f"got {len(prompts)} prompts but {len(steps)} step lists")
-        device = self.device or next(self.model.parameters()).device
+        device = self.device or next(unwrapped(self.model).parameters()).device
         was_training = self.model.training
         self.model.eval()
         scores: list[list[float]] = [[] for _ in prompts]
         todo = [i for i, s in enumerate(steps) if len(s) > 0]  # a completion without steps gets []
-        for b in range(0, len(todo), self.batch_size):
-            idx = todo[b : b + self.batch_size]
+        batches = [todo[b : b + self.batch_size] for b in range(0, len(todo), self.batch_size)]
+        forwards = len(batches) if self.accelerator is None else same_number_of_forwards(len(batches), self.accelerator)
+        for _ in range(forwards - len(batches)):  # collectives other processes wait on; the scores are not needed
+            pad = torch.full((1, 1), self.tokenizer.pad_token_id, device=device)
+            self.model(input_ids=pad, attention_mask=torch.ones_like(pad))
+        for idx in batches:
             encoded = [
                 encode_prm_example(
                     self.tokenizer, prompt_text(prompts[i], self.tokenizer), steps[i], self.step_separator
@@ -374,10 +380,39 @@ def orm_scores(
     return out
 
 
+class OutcomeRewardModel:
+    """An outcome reward model as a TRL reward function, scoring exactly as TRL's GRPOTrainer scores a model in
+    `reward_funcs` (`orm_text`, right padding, no special tokens, one forward over this process's completions,
+    `logits[:, 0]`). grpo_ext's trainer puts it in `reward_funcs` in place of the model when iterative RL trains the
+    ORM, so that the model is placed as a `grpo_ext.engines.TrainableModel` (TRL would place it as a frozen scorer)
+    and `model` can be the engine that trains it. Its `__name__` is the one TRL gives the model, so the reward's
+    metrics keep their names. As TRL does, a tokenizer without a pad token pads with EOS, and the model's config
+    learns that pad id (the sequence classifier reads the last token before padding).
+    """
+
+    def __init__(self, model, tokenizer, chat_template_kwargs: dict | None = None):
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        unwrapped(model).config.get_text_config().pad_token_id = tokenizer.pad_token_id
+        self.model = model
+        self.tokenizer = tokenizer
+        self.chat_template_kwargs = chat_template_kwargs or {}
+        self.__name__ = unwrapped(model).config._name_or_path.split("/")[-1]
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs) -> list[float]:
+        texts = [orm_text(p, c, self.tokenizer, **self.chat_template_kwargs) for p, c in zip(prompts, completions)]
+        inputs = encode_orm_texts(self.tokenizer, texts)
+        device = next(unwrapped(self.model).parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        logits = self.model(**{k: v.to(device) for k, v in inputs.items()}).logits[:, 0]
+        self.model.train(was_training)
+        return logits.float().tolist()
+
+
 def unwrap_reward_model(reward_model):
-    """The `nn.Module` whose parameters a refresh must update: `.model` of a `ProcessRewardModel`, the
-    inner module of a DDP/DeepSpeed wrapper (`.module`), or the model itself."""
-    model = reward_model.model if isinstance(reward_model, ProcessRewardModel) else reward_model
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    return model
+    """The `nn.Module` whose parameters a refresh must update: `.model` of a `ProcessRewardModel` or an
+    `OutcomeRewardModel`, the inner module of a DDP/DeepSpeed wrapper (`.module`), or the model itself."""
+    model = reward_model.model if isinstance(reward_model, (ProcessRewardModel, OutcomeRewardModel)) else reward_model
+    return unwrapped(model)

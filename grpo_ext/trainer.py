@@ -41,7 +41,7 @@ from .advantages import (
     whiten_advantages,
 )
 from .config import DEEPSEEKMATH_OPTIONS, GRPOConfig, resolve_kl_defaults
-from .engines import TrainableModel
+from .engines import TrainableModel, prepare_frozen
 from .iterative import attach_iterative_rl
 from .kl import KL_ESTIMATORS, aggregate_per_token_loss, per_token_kl
 from .steps import locate_steps, named_step_splitter
@@ -95,6 +95,8 @@ class GRPOTrainer(_TRLGRPOTrainer):
         self.ext = options
         if options["supervision"] == "process" and not reward_funcs:
             reward_funcs = [no_outcome_reward]  # TRL needs a reward source; the PRM supplies the signal
+        if getattr(args, "reward_model_refresh_steps", 0) and options["supervision"] == "outcome":
+            reward_funcs = _trainable_outcome_reward_model(reward_funcs, trl_kwargs, args)
         super().__init__(model, reward_funcs, args, *trl_args, **trl_kwargs)
         if options["compile_generation"]:  # TRL builds its GenerationConfig with disable_compile=True
             self.generation_config.disable_compile = False
@@ -121,8 +123,10 @@ class GRPOTrainer(_TRLGRPOTrainer):
             )
         from .reward_models import ProcessRewardModel  # lazily: only this path needs it
 
-        prm = prm.to(self.accelerator.device).eval()
-        return ProcessRewardModel(prm, tokenizer, step_separator=self.ext["step_delimiter"])
+        if not getattr(self.args, "reward_model_refresh_steps", 0):  # a scorer only, placed as TRL places its own
+            prm = prepare_frozen(prm, self.accelerator)  # (iterative RL's refresher places it as a TrainableModel)
+        return ProcessRewardModel(prm, tokenizer, step_separator=self.ext["step_delimiter"],
+                                  accelerator=self.accelerator)
 
     def _attach_value_model(self, args) -> None:
         """Build the critic (`grpo_ext.value_model.build_value_model`) as a `TrainableModel` with its own AdamW (the
@@ -447,6 +451,28 @@ class GRPOTrainer(_TRLGRPOTrainer):
                 "step_splitter against the model's outputs."
             )
         return steps_to_token_advantages(normalized[process_slice], step_ends, num_tokens)
+
+
+def _trainable_outcome_reward_model(reward_funcs, trl_kwargs: dict, args) -> list:
+    """`reward_funcs` with its one outcome reward model (a `PreTrainedModel`) replaced by an `OutcomeRewardModel`
+    wrapping it, which scores exactly as TRL would: iterative RL then places the model as a TrainableModel on the
+    run's engine, where TRL would have placed it as a frozen scorer. Left as given when there is not exactly one
+    model (`attach_iterative_rl` says what is wrong)."""
+    from transformers import AutoTokenizer, PreTrainedModel
+
+    from .reward_models import OutcomeRewardModel
+
+    funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+    models = [i for i, f in enumerate(funcs) if isinstance(f, PreTrainedModel)]
+    if len(models) != 1:
+        return reward_funcs
+    i = models[0]
+    classes = trl_kwargs.get("reward_processing_classes")
+    classes = list(classes) if isinstance(classes, (list, tuple)) else [classes] * len(funcs)
+    tokenizer = classes[i] if classes[i] is not None else AutoTokenizer.from_pretrained(
+        funcs[i].config._name_or_path, trust_remote_code=getattr(args, "trust_remote_code", False))
+    funcs[i] = OutcomeRewardModel(funcs[i], tokenizer, getattr(args, "chat_template_kwargs", None))
+    return funcs
 
 
 def uses_trl_advantages(options: dict) -> bool:

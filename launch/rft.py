@@ -102,6 +102,7 @@ def sample_from_starting_model(script_args, training_args, model_args, problems)
     from accelerate.utils import gather_object
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from grpo_ext.engines import is_zero3_partitioned
     from grpo_ext.paradigm import sample_completions
 
     init_kwargs = {k: v for k, v in training_args.model_init_kwargs.items() if v is not None}  # as the trainer loads
@@ -109,10 +110,12 @@ def sample_from_starting_model(script_args, training_args, model_args, problems)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if not is_zero3_partitioned(model):  # under ZeRO-3 transformers loaded it partitioned, already placed
+        model = model.to(training_args.device)
     state = PartialState()
     with state.split_between_processes(list(range(len(problems)))) as share:
         samples = sample_completions(
-            model.to(training_args.device), tokenizer, [problems[i]["prompt"] for i in share], script_args.num_samples,
+            model, tokenizer, [problems[i]["prompt"] for i in share], script_args.num_samples,
             max_new_tokens=script_args.sampling_max_new_tokens, temperature=script_args.sampling_temperature,
             top_p=script_args.sampling_top_p, batch_size=script_args.sampling_batch_size,
             seed=training_args.seed + state.process_index,

@@ -9,8 +9,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from iterative_helpers import last_number_scorer, tiny_orm, tiny_prm, tiny_tokenizer
+from transformers import TrainerCallback
 
 import grpo_ext.iterative as iterative
+from grpo_ext.engines import TrainableModel
 from grpo_ext.iterative import (
     IterativeRLCallback,
     IterativeRLConfig,
@@ -24,9 +27,7 @@ from grpo_ext.iterative import (
     reset_reference,
     training_mix,
 )
-from transformers import TrainerCallback
 from grpo_ext.reward_models import ProcessRewardModel, orm_scores
-from iterative_helpers import last_number_scorer, tiny_orm, tiny_prm, tiny_tokenizer
 
 HERE = Path(__file__).resolve().parent
 
@@ -113,8 +114,8 @@ def test_config_validation_and_grpo_config_mixin(tmp_path):
 
 
 def _orm_refresher(refresh_steps=3, seed=0, model=None, **kw):
-    args = IterativeRLConfig(reward_model_refresh_steps=refresh_steps, reward_model_learning_rate=1e-3,
-                             reward_model_batch_size=4, reward_model_train_epochs=2, **kw)
+    args = IterativeRLConfig(**{"reward_model_refresh_steps": refresh_steps, "reward_model_learning_rate": 1e-3,
+                                "reward_model_batch_size": 4, "reward_model_train_epochs": 2, **kw})
     model = model if model is not None else tiny_orm(seed=seed)
     return RewardModelRefresher(model, tiny_tokenizer(), "orm", args, scorer=last_number_scorer, seed=seed)
 
@@ -171,9 +172,9 @@ def test_training_mix_has_the_replay_fraction(monkeypatch):
     seen = []
     real = iterative.train_reward_model
 
-    def spy(model, collate, rows, optimizer, **kw):
+    def spy(trainable, collate, rows, **kw):
         seen.append(list(rows))
-        return real(model, collate, rows, optimizer, **kw)
+        return real(trainable, collate, rows, **kw)
 
     monkeypatch.setattr(iterative, "train_reward_model", spy)
     refresher = _orm_refresher(replay_ratio=0.25)
@@ -346,14 +347,14 @@ def test_resume_restores_buffer_counters_and_makes_the_same_next_refresh(tmp_pat
         cb_a.on_step_end(*_state(step, tmp_path), model=torch.nn.Linear(1, 1))
     cb_a.on_save(*_state(3, tmp_path))  # checkpoint-3: one refresh done, step 3's rollouts pending
     saved = tmp_path / "checkpoint-3" / "iterative_rl"
-    assert sorted(os.listdir(saved)) == ["pending_rank0.jsonl", "replay_buffer.jsonl", "reward_model.pt", "state.json"]
+    assert sorted(os.listdir(saved)) == ["pending_rank0.jsonl", "replay_buffer.jsonl", "reward_model", "state.json"]
 
     b = _orm_refresher(refresh_steps=2, model=tiny_orm(seed=9))
     IterativeRLCallback(b).on_train_begin(*_state(3, tmp_path, resume=str(tmp_path / "checkpoint-3")))
     assert b.buffer.rows == a.buffer.rows and b.pending == a.pending
     assert (b.iteration, b.last_refresh_step) == (a.iteration, a.last_refresh_step) == (1, 2)
     assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
-    sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
+    sa, sb = a.trainable.optimizer.state_dict(), b.trainable.optimizer.state_dict()
     assert all(torch.equal(sa["state"][i]["exp_avg_sq"], sb["state"][i]["exp_avg_sq"]) for i in sa["state"])
 
     # the resumed run and the uninterrupted one make the same refresh at step 4
@@ -628,7 +629,7 @@ def test_grpo_ext_trainer_resume_restores_the_refresher_and_makes_the_same_next_
     replay buffer, iteration counter and ORM weights of the uninterrupted run."""
     full = _grpo_run(tmp_path / "full", tiny_model_path, max_steps=2)
     assert full.refresher.iteration == 2 and len(full.refresher.buffer) == 8
-    assert (tmp_path / "full" / "checkpoint-1" / "iterative_rl" / "reward_model.pt").is_file()
+    assert (tmp_path / "full" / "checkpoint-1" / "iterative_rl" / "reward_model" / "trainable.pt").is_file()
     resumed = _grpo_run(tmp_path / "full", tiny_model_path, max_steps=2,
                         resume=str(tmp_path / "full" / "checkpoint-1"))
     assert resumed.refresher.iteration == 2 and resumed.refresher.last_refresh_step == 2
@@ -637,17 +638,22 @@ def test_grpo_ext_trainer_resume_restores_the_refresher_and_makes_the_same_next_
     assert all(torch.allclose(v, resumed_orm[k], atol=1e-6) for k, v in full_orm.items())
 
 
-def test_prm_iterative_rl_refuses_fsdp_at_construction():
-    """Math-Shepherd labelling generates on each rank independently, which would deadlock FSDP's all-gathers."""
+@pytest.mark.parametrize("engine", ["zero2", "fsdp2"])
+def test_offloading_the_policy_optimizer_is_refused_where_the_engine_owns_it(engine):
+    """DeepSpeed and FSDP2 keep the policy's optimizer state in their own structures; moving it is their config's
+    job (offload_optimizer, fsdp_offload_params), so the option is refused at construction, saying so."""
     from accelerate.utils import DistributedType
 
     from grpo_ext import GRPOConfig
 
     args = GRPOConfig(output_dir="unused", use_cpu=True, bf16=False, supervision="process",
-                      reward_model_refresh_steps=1)
+                      reward_model_refresh_steps=1, rm_offload_policy_optimizer=True)
+    kind = DistributedType.DEEPSPEED if engine == "zero2" else DistributedType.FSDP
+    accelerator = SimpleNamespace(distributed_type=kind, is_fsdp2=True, num_processes=2,
+                                  state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=2)))
     trainer = SimpleNamespace(args=args, process_reward_model=ProcessRewardModel(tiny_prm(), tiny_tokenizer()),
-                              accelerator=SimpleNamespace(distributed_type=DistributedType.FSDP))
-    with pytest.raises(ValueError, match="FSDP sharding does not allow"):
+                              accelerator=accelerator)
+    with pytest.raises(ValueError, match=f"under {engine} the engine owns the policy's optimizer state"):
         attach_iterative_rl(trainer)
 
 
@@ -720,7 +726,7 @@ def test_a_checkpoint_is_complete_or_refused_with_what_is_missing(tmp_path, monk
     checkpoint, ref = _checkpoint_after_one_refresh(tmp_path)
     saved = checkpoint / "iterative_rl"
     assert sorted(os.listdir(saved)) == ["pending_rank0.jsonl", "reference_model.pt", "replay_buffer.jsonl",
-                                         "reward_model.pt", "state.json"]
+                                         "reward_model", "state.json"]
     restored = _resume(tmp_path, checkpoint).ref_model  # complete: the reference of step 2 comes back exactly
     assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), restored.state_dict().values()))
 
@@ -741,7 +747,7 @@ def test_a_checkpoint_is_complete_or_refused_with_what_is_missing(tmp_path, monk
     def killed(path, rows):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(iterative, "_write_jsonl", killed)
+    monkeypatch.setattr(iterative, "write_jsonl", killed)
     refresher = _orm_refresher()
     with pytest.raises(KeyboardInterrupt):
         refresher.save(str(tmp_path / "checkpoint-9" / "iterative_rl"))
@@ -846,9 +852,9 @@ def test_refresh_progress_bars_on_the_main_process_only(capsys, monkeypatch):
     refresher.args.disable_tqdm = True  # the trainer's option
     assert not refresher.show_progress
     rows = [{"text": f"it is {i}", "label": i % 2} for i in range(8)]
-    model = tiny_orm()
-    train_reward_model(model, make_collate("orm", tiny_tokenizer()), rows, torch.optim.AdamW(model.parameters()),
-                       batch_size=4, num_epochs=2, show_progress=True)
+    trainable = TrainableModel(tiny_orm(), None, learning_rate=1e-3)
+    train_reward_model(trainable, make_collate("orm", tiny_tokenizer()), rows, batch_size=4, num_epochs=2,
+                       show_progress=True)
     err = capsys.readouterr().err
     assert "reward model training" in err and "4/4" in err and "epoch=2.00" in err
 
@@ -877,3 +883,81 @@ def test_named_scorer_and_step_splitter(tiny_model_path):
                                                      "--use_cpu", "true", "--bf16", "false", "--rm_label_scorer",
                                                      "strict_accuracy", "--step_splitter", "sentences"])
     assert (args.rm_label_scorer, args.step_splitter) == ("strict_accuracy", "sentences")  # from the command line
+
+
+# ------------------------------------------------------------------------------------------- precision and PEFT
+
+
+def test_a_bfloat16_reward_model_trains_as_its_float32_copy_does():
+    """A refresh at the recipe's learning rate (2e-6) on a bfloat16 ORM: the model trains with float32 weights (the
+    refresher's TrainableModel), so it ends exactly where a float32 copy of the same weights ends, every weight
+    moved. (In bfloat16 an update of 2e-6 rounds away on weights of order 1e-2: most never changed.)"""
+    bf16 = tiny_orm(seed=3).to(torch.bfloat16)
+    fp32 = copy.deepcopy(bf16).float()
+    initial = {k: v.float().clone() for k, v in bf16.state_dict().items()}
+    ends = []
+    for model in (bf16, fp32):
+        refresher = _orm_refresher(model=model, reward_model_learning_rate=2e-6)
+        refresher.record(*_rollouts(1, n=8))
+        refresher.refresh()
+        ends.append(refresher.model.state_dict())
+    assert bf16 is refresher.model or refresher.model is fp32  # trained in place, the scorer's own object
+    assert {v.dtype for v in ends[0].values()} == {torch.float32}
+    assert all(torch.equal(ends[0][k], ends[1][k]) for k in ends[1])
+    # rows of tokens absent from the rows trained on get no gradient: the weights every batch reaches
+    weights = [k for k in initial if "layers" in k and "norm" not in k]
+    changed = sum(int((ends[0][k] != initial[k]).sum()) for k in weights)
+    assert changed / sum(initial[k].numel() for k in weights) > 0.9
+
+
+def test_a_peft_policy_has_a_reference_adapter_that_the_refresh_resets(tmp_path, tiny_model_path):
+    """With a LoRA policy, TRL's reference is the adapter-disabled base unless the policy has a "ref" adapter.
+    Iterative RL gives it one (a frozen copy of the trained adapter: the base, while LoRA's B is 0); after the
+    refresh the "ref" adapter equals the trained one, which has moved, and is saved and restored on resume."""
+    from datasets import Dataset
+    from grpo_ext_helpers import make_trainer
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+
+    def run(output_dir, max_steps, resume=None):
+        trainer = make_trainer(
+            tiny_model_path, output_dir, reward_funcs=[tiny_orm(seed=2)], beta=0.1, max_steps=max_steps,
+            reward_model_refresh_steps=2, reward_model_train_steps=1, save_strategy="steps", save_steps=1,
+            learning_rate=1e-2, per_device_train_batch_size=4, num_generations=4,
+            dataset=Dataset.from_list([{"prompt": f"Q{i}: 3+{i}=", "answer": str(3 + i)} for i in range(12)]),
+            trainer_kwargs={"peft_config": LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+                            "reward_processing_classes": [tok]},
+        )  # fmt: skip
+        trainer.refresher.scorer = last_number_scorer
+        trainer.add_callback(snapshot)  # after the iterative-RL callback, which restores the reference
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    def adapters(model):
+        named = dict(model.named_parameters())
+        return {n: p.detach().clone() for n, p in named.items() if ".default." in n}, \
+            {n.replace(".ref.", ".default."): p.detach().clone() for n, p in named.items() if ".ref." in n}
+
+    class Snapshot(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.reference = adapters(model)[1]
+
+    snapshot = Snapshot()
+    trainer = run(tmp_path / "a", max_steps=3)
+    assert all(not p.requires_grad for n, p in trainer.model.named_parameters() if ".ref." in n)
+    assert all(p.requires_grad for n, p in trainer.model.named_parameters() if ".default." in n)
+    initial_reference = snapshot.reference
+    trained, reference = adapters(trainer.model)
+    assert trained.keys() == reference.keys() == initial_reference.keys() and trained
+    assert any(not torch.equal(reference[n], initial_reference[n]) for n in reference)  # reset at step 2
+    assert any(not torch.equal(trained[n], reference[n]) for n in trained)  # step 3 moved the policy on
+    assert trainer.state.log_history[1]["rm/reference_reset"] == 1.0
+    # checkpoint-3 holds the reference of the reset at step 2 as full weights: the "ref" adapter's
+    saved = torch.load(tmp_path / "a" / "checkpoint-3" / "iterative_rl" / "reference_model.pt")
+    named = dict(trainer.model.named_parameters())
+    assert saved.keys() == {n for n in named if ".ref." in n}
+    assert all(torch.equal(saved[n], named[n]) for n in saved)
+    run(tmp_path / "b", max_steps=4, resume=str(tmp_path / "a" / "checkpoint-3"))
+    assert all(torch.equal(reference[n], snapshot.reference[n]) for n in reference)  # restored before step 4

@@ -2,7 +2,9 @@ import math
 
 import pytest
 import torch
+from iterative_helpers import tiny_orm, tiny_prm, tiny_tokenizer
 
+from grpo_ext.engines import TrainableModel
 from grpo_ext.reward_models import (
     ProcessRewardModel,
     collate_orm,
@@ -20,7 +22,6 @@ from grpo_ext.reward_models import (
     unwrap_reward_model,
 )
 from grpo_ext.steps import split_steps
-from iterative_helpers import tiny_orm, tiny_prm, tiny_tokenizer
 
 
 def test_encode_prm_example_labels_sit_on_the_separator_closing_each_step():
@@ -157,8 +158,8 @@ def test_training_fits_a_separable_toy_task(kind):
         rows = [{"chosen_text": f"Q{i} the answer is 7", "rejected_text": f"Q{i} x y z"} for i in range(8)]
         collate = lambda r: collate_orm(tok, r)  # noqa: E731
     before = evaluate_reward_model(model, collate, rows)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = train_reward_model(model, collate, rows, optimizer, max_steps=30, batch_size=4, seed=0)
+    trainable = TrainableModel(model, None, learning_rate=3e-3)
+    losses = train_reward_model(trainable, collate, rows, max_steps=30, batch_size=4, seed=0)
     after = evaluate_reward_model(model, collate, rows)
     assert len(losses) == 30
     assert after["loss"] < 0.5 * before["loss"]
@@ -172,7 +173,7 @@ def test_train_reward_model_is_deterministic_given_the_seed():
     states = []
     for _ in range(2):
         model = tiny_orm(seed=3)
-        train_reward_model(model, collate, rows, torch.optim.AdamW(model.parameters(), lr=1e-3), num_epochs=2,
+        train_reward_model(TrainableModel(model, None, learning_rate=1e-3), collate, rows, num_epochs=2,
                            batch_size=4, seed=7)
         states.append(model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
