@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .engines import SHARDED_ENGINES, engine_name, unwrapped
+from .engines import SHARDED_ENGINES, engine_name, settle_shards, unwrapped
 
 MARKER_FILE = "state.json"
 TRAINABLE_FILE = "trainable.pt"  # weights and optimizer state of a TrainableModel (non-DeepSpeed engines)
@@ -112,6 +112,7 @@ def full_state_dict(model: torch.nn.Module, accelerator, keep=None) -> dict[str,
     engine = engine_name(accelerator)
     main = accelerator is None or accelerator.is_main_process
     keep = keep or (lambda name: True)
+    settle_shards(model)
     if engine == "fsdp2":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -146,6 +147,7 @@ def load_full_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor] 
     FSDP2 only the main process's is read (ZeRO-3: rank 0 writes inside the gather, the shards are re-partitioned;
     FSDP2: broadcast from rank 0)."""
     engine = engine_name(accelerator)
+    settle_shards(model)
     if engine == "fsdp2":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 

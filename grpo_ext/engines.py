@@ -76,12 +76,12 @@ def prepare_frozen(model: torch.nn.Module, accelerator) -> torch.nn.Module:
     model.requires_grad_(False)
     engine = engine_name(accelerator)
     if engine in ("zero2", "zero3"):
-        model = prepare_deepspeed(model, accelerator)
-    elif engine == "fsdp2":
-        model = prepare_fsdp(model, accelerator)
-    else:
-        model = accelerator.prepare_model(model, evaluation_mode=True, device_placement=True)
-    return model.eval()
+        return prepare_deepspeed(model, accelerator)  # in eval mode
+    if engine == "fsdp2":
+        return prepare_fsdp(model, accelerator)  # in eval mode
+    model = accelerator.prepare_model(model, evaluation_mode=True, device_placement=True)
+    model.eval()  # (a DeepSpeed engine's eval() returns None: not chained)
+    return model
 
 
 def copy_parameters(source: Iterable[torch.nn.Parameter], target: Iterable[torch.nn.Parameter]) -> None:
@@ -123,6 +123,7 @@ def gathered_for_generation(model, accelerator):
     if engine == "zero3":
         from trl.models import unwrap_model_for_generation
 
+        settle_shards(model)
         with unwrap_model_for_generation(model, accelerator) as whole:
             yield whole
         return
@@ -141,6 +142,24 @@ def gathered_for_generation(model, accelerator):
         for unit in units:
             unit.reshard()
             unit.set_reshard_after_forward(True)
+
+
+def settle_shards(model) -> None:
+    """Put a sharded model's parameters back in their shards before they are read or written outside a forward.
+    ZeRO-3: the engine's prefetched parameters land and are released (DeepSpeed's `empty_partition_cache`); after a
+    forward it may hold the next forward's first parameters in flight, and gathering one then fails with "Cannot
+    partition a param in flight". FSDP2: every unit is resharded; after a forward a unit that does not reshard
+    after forward (the root) holds its parameters as whole tensors, not its DTensor shards. Anything else: no-op."""
+    if model is None:
+        return
+    if hasattr(model, "empty_partition_cache"):
+        model.empty_partition_cache()
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    for unit in model.modules():
+        if isinstance(unit, FSDPModule):
+            unit.reshard()
 
 
 def is_zero3_partitioned(model) -> bool:

@@ -44,6 +44,7 @@ from .engines import (
     copy_parameters,
     engine_name,
     gathered_for_generation,
+    settle_shards,
     unwrapped,
 )
 from .labelling import (
@@ -242,6 +243,8 @@ def reset_reference(ref_model, policy_model) -> bool:
     parameters; without one the reference is the adapter-disabled base, which no reset can change. Both copies go
     through `grpo_ext.engines.copy_parameters` (TRL's `SyncRefModelCallback.sync_target_model` with alpha 1, which
     gathers ZeRO-3 shards; FSDP2 shards of policy and reference are laid out alike and copy locally)."""
+    for model in (policy_model, ref_model):  # engines: their prefetched parameters released before the gather
+        settle_shards(model)
     policy = unwrapped(policy_model)
     if hasattr(policy, "peft_config"):
         if ref_model is not None:
@@ -728,7 +731,7 @@ class IterativeRLCallback(TrainerCallback):
             if offload:
                 move_optimizer_state(optimizer, device)
         if cfg.reset_ref_on_refresh:
-            reset = reset_reference(self.ref_model, model)
+            reset = reset_reference(self.ref_model, policy)
             metrics["rm/reference_reset"] = float(reset)
             if reset:
                 self.reference_step = state.global_step

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_checks import tiny_value_model, trainable_batches, write_trainable_inputs
+from engine_checks import tiny_value_model, trainable_batches, write_inputs
 from engine_harness import ENGINES, engine_launch_args
 from launch_helpers import launch
 
@@ -37,7 +37,7 @@ def engine_output(tiny_model, tmp_path_factory):
     def run(engine: str) -> Path:
         if engine not in _runs:
             out = tmp_path_factory.mktemp(f"engine-{engine}")
-            write_trainable_inputs(str(out))
+            write_inputs(str(out))
             launch(engine_launch_args(engine), HERE / "engine_checks.py", engine, tiny_model, str(out), timeout=1200)
             _runs[engine] = out
         return _runs[engine]
@@ -126,3 +126,51 @@ def test_ppo_critic_on_every_engine(engine_output, engine, peft):
     torch.testing.assert_close(advantages_of(report), advantages_of(ddp), atol=1e-5, rtol=0)
     logged = [h for h in report["logs"] if "value/loss" in h]
     assert len(logged) == 2 and all(h["value/grad_norm"] > 0 for h in logged)
+
+
+# ------------------------------------------------------------------------------------------------ reward models
+
+
+@pytest.mark.parametrize("name", ["iterative_orm", "iterative_prm", "iterative_orm_peft"])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_iterative_rl_on_every_engine(engine_output, engine, name):
+    """Iterative RL with an ORM, a PRM (Math-Shepherd labels from continuations each process generates on its own,
+    as many as its prefixes need) and a LoRA policy: the RM changes at each refresh, trained by its engine; after the
+    reset the reference equals the policy (the "ref" adapter the trained one, for PEFT); a second trainer resuming
+    from checkpoint-1 ends with the same RM, reference and buffer bit for bit; and RM and policy equal DDP's."""
+    report = torch.load(engine_output(engine) / f"{name}.pt", weights_only=False)
+    refreshes = [h for h in report["logs"] if "rm/iteration" in h]
+    assert [h["rm/iteration"] for h in refreshes] == [1.0, 2.0] and report["buffer"] == 8
+    assert all(h["rm/reference_reset"] == 1.0 and h["rm/train_steps"] == 2.0 for h in refreshes)
+    if name == "iterative_prm":
+        assert all(h["rm/label_num_continuations"] > 0 for h in refreshes)
+    assert max_difference(report["rm0"], report["rm2"]) > 1e-3
+    policy, reference = report["policy2"], report["reference2"]
+    if name.endswith("peft"):  # the "ref" adapter, named as the trained one
+        policy = {k: v for k, v in policy.items() if ".default." in k}
+    assert reference.keys() == policy.keys() and all(torch.equal(reference[k], policy[k]) for k in policy)
+    assert all(torch.equal(report["rm2"][k], report["rm2_resumed"][k]) for k in report["rm2"])
+    assert all(torch.equal(reference[k], report["reference2_resumed"][k]) for k in reference)
+    assert report["buffer_resumed"] == report["buffer"]
+    ddp = torch.load(engine_output("ddp") / f"{name}.pt", weights_only=False)
+    assert max_difference(report["rm2"], ddp["rm2"]) < 1e-5
+    assert max_difference(report["policy2"], ddp["policy2"]) < 1e-5
+    if name == "iterative_orm":  # MathEvalCallback at each step: no hang, DDP's figures
+        evaluated = [(h["math_eval/accuracy"], h["math_eval/count"]) for h in report["logs"] if "math_eval/count" in h]
+        ddp_evaluated = [(h["math_eval/accuracy"], h["math_eval/count"]) for h in ddp["logs"] if "math_eval/count" in h]
+        assert len(evaluated) == 2 and evaluated == ddp_evaluated and evaluated[0][1] == 5.0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_process_supervision_and_offline_sampling_on_every_engine(engine_output, engine):
+    """Process supervision with a frozen PRM (placed as TRL places its reward models; under ZeRO-3 and FSDP2 each
+    process runs as many PRM forwards as the busiest): DDP's advantages. RFT/DPO sampling of 3 problems on 2
+    processes (2 and 1: different numbers of generate calls): DDP's samples."""
+    out, ddp = engine_output(engine), engine_output("ddp")
+    advantages = advantages_of(torch.load(out / "process.pt", weights_only=False))
+    assert advantages.abs().sum() > 0
+    torch.testing.assert_close(advantages, advantages_of(torch.load(ddp / "process.pt", weights_only=False)),
+                               atol=1e-5, rtol=0)
+    samples = torch.load(out / "sampling.pt")["samples"]
+    assert len(samples) == 3 and all(len(row) == 2 for row in samples)
+    assert samples == torch.load(ddp / "sampling.pt")["samples"]
