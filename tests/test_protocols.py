@@ -306,6 +306,20 @@ def test_minerva_math_verify_score_is_lm_eval_s(shared_data):
     assert "maj@4" not in summary and summary["pass@4"] >= summary["pass@1"] > 0
 
 
+def test_minerva_note_says_how_much_of_each_text_math_verify_reads():
+    """The note is what a user reads about the `math_verify` column: it must name the characters `match_texts` keeps
+    (issue 18, item 7: it said 100,000 while the code keeps 8,000)."""
+    from rewards.equivalence import MAX_RAW_CHARS, match_texts
+
+    notes = get_protocol("minerva_math_4shot").notes
+    assert f"last {MAX_RAW_CHARS:,} characters" in notes and "100,000" not in notes
+    # what it keeps: an answer further back than that is cut off, one within it is read
+    answer = "$\\boxed{7}$ "
+    assert match_texts([(answer + "x" * MAX_RAW_CHARS, "$7$"), (answer + "x" * (MAX_RAW_CHARS - 100), "$7$")]) == [
+        False, True
+    ]  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Qwen2.5-Math evaluation
 # ---------------------------------------------------------------------------------------------------------------------

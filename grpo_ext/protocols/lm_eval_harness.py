@@ -8,6 +8,8 @@ import random
 import re
 from collections.abc import Sequence
 
+from rewards.equivalence import MAX_RAW_CHARS
+
 from .core import Protocol, Score
 
 LM_EVAL = "lm-eval 0.4.13 (EleutherAI/lm-evaluation-harness)"
@@ -235,6 +237,7 @@ LM_EVAL_PROTOCOLS = (
         fixed_exemplars="minerva_math_4shot",
         notes="exact_match's is_equiv (sympy parse_latex) is replaced by rewards.answers_match (math-verify); "
         "math_verify is lm-eval's second score, math-verify on the whole completion and solution, here bounded in "
-        "time and reading the last 100,000 characters of each (rewards.match_texts)",
+        f"time and reading the last {MAX_RAW_CHARS:,} characters of each (rewards.match_texts; a completion of the "
+        "protocol's 256 tokens is far shorter, a longer --max_new_tokens may be cut)",
     ),
 )
