@@ -404,11 +404,11 @@ def score_problems(
 def score_with(
     score, completions: Sequence[list[str]], rows: Sequence[dict], ks: Sequence[int], timeout: float = 5.0
 ) -> list[dict[str, Any]]:
-    """`score_problems` for a protocol's `Score` (`grpo_ext.protocols`): its extraction and gold; with
-    `score.exact` an answer is correct when it equals the gold string, else by `rewards.answers_match`; maj@k groups
-    answers by equality when `exact`, else by `rewards.answers_match`. A `whole_text` score's verdicts are
-    `rewards.match_texts` on (completion, gold) and it has no maj@k."""
-    from rewards import match_many, match_texts
+    """`score_problems` for a protocol's `Score` (`grpo_ext.protocols`): its extraction (`score.extract(text,
+    row)`), its gold and its judge (`score.judge`, every pair bounded by `timeout` seconds; without one an answer
+    is correct when it equals the gold string); maj@k groups answers by the same test. A `whole_text` score's
+    verdicts are `rewards.match_texts` on (completion, gold) and it has no maj@k."""
+    from rewards import match_texts
 
     golds = [score.gold(row) for row in rows]
     if score.whole_text:
@@ -416,18 +416,18 @@ def score_with(
         verdicts = iter(match_texts(pairs, timeout=timeout))
         corrects = [[gold is not None and bool(next(verdicts)) for _ in texts] for texts, gold in zip(completions, golds)]
         return _records(completions, [[None] * len(texts) for texts in completions], corrects, (), None)
-    extracted = [[score.extract(text) for text in texts] for texts in completions]
-    # one verdict per (answered sample, readable gold), in order; exact scores compare strings, the others go to
-    # math-verify in one batch
+    extracted = [[score.extract(text, row) for text in texts] for texts, row in zip(completions, rows)]
+    # one verdict per (answered sample, readable gold), in order, judged in one batch
     pairs = [
         (pred, gold) for preds, gold in zip(extracted, golds) if gold is not None for pred in preds if pred is not None
     ]
-    verdicts = iter([pred == gold for pred, gold in pairs] if score.exact else match_many(pairs, timeout=timeout))
+    verdicts = iter(score.judge(pairs, timeout) if score.judge else [pred == gold for pred, gold in pairs])
     corrects = [
         [gold is not None and pred is not None and bool(next(verdicts)) for pred in preds]
         for preds, gold in zip(extracted, golds)
     ]
-    return _records(completions, extracted, corrects, ks, None if score.exact else _answers_match(timeout))
+    same = None if score.judge is None else (lambda a, b: bool(score.judge([(a, b)], timeout)[0]))
+    return _records(completions, extracted, corrects, ks, same)
 
 
 def _answers_match(timeout: float) -> Callable[[str, str], bool]:
@@ -483,7 +483,7 @@ def run_evaluation(
     output_dir: str | None = None,
     resume: bool = False,
     chunk_size: int = 64,
-    answer_timeout: float = 5.0,
+    answer_timeout: float | None = None,
     run_info: dict | None = None,
     progress: bool = True,
     scores: Sequence = (),
@@ -494,7 +494,9 @@ def run_evaluation(
     and `answer`; `level`/`subject` are carried into the records and give per-level / per-subject tables. Problem
     `idx` samples with seed `problem_seed(params.seed, idx)`. `scores` (a protocol's `Score`s) replace the default
     scoring (`score_problems`): the first fills `correct`/`corrects`/`maj` and `overall`, each one its entry of
-    `record["scores"]` and `summary["scores"]`. Returns the summary dict (also written to `summary.json`).
+    `record["scores"]` and `summary["scores"]`. `answer_timeout` bounds each answer comparison in
+    seconds (None: each score's tool's own bound, `Score.timeout`, else 5). Returns the summary dict (also written
+    to `summary.json`).
     """
     from tqdm.auto import tqdm
 
@@ -519,6 +521,8 @@ def run_evaluation(
             "dropping them; use that run's --limit or a larger one, or a new --output_dir"
         )
     pending = [row for row in dataset if row["idx"] not in done]
+    # seconds per answer comparison: --answer_timeout, else each score's tool's own bound (5 s when it has none)
+    timeouts = {score.name: answer_timeout or score.timeout or 5.0 for score in scores}
     bar = tqdm(total=len(done) + len(pending), initial=len(done), disable=not progress, desc="evaluate")
     running = [sum(r["corrects"]) / len(r["corrects"]) for r in records]
     if running:
@@ -532,10 +536,10 @@ def run_evaluation(
             raise RuntimeError(f"generator returned {[len(o) for o in outputs]} completions for {len(rows)} prompts")
         new = []
         if scores:
-            by_score = [score_with(score, outputs, rows, ks, timeout=answer_timeout) for score in scores]
+            by_score = [score_with(score, outputs, rows, ks, timeout=timeouts[score.name]) for score in scores]
             primary = by_score[0]
         else:
-            primary = score_problems(outputs, [row["answer"] for row in rows], ks, timeout=answer_timeout)
+            primary = score_problems(outputs, [row["answer"] for row in rows], ks, timeout=answer_timeout or 5.0)
         for i, (row, prompt, score) in enumerate(zip(rows, prompts, primary)):
             record = {"idx": row["idx"], "prompt": prompt, "gold": row["answer"]}
             for key in ("level", "subject"):
@@ -562,6 +566,7 @@ def run_evaluation(
     records.sort(key=lambda r: r["idx"])
     summary = {**run_info, "generation": generation, "overall": summarize(records, ks)}
     if scores:
+        summary["answer_timeouts"] = timeouts
         summary["scores"] = {
             s.name: summarize([{**r, **r["scores"][s.name]} for r in records], ks) for s in scores
         }

@@ -115,7 +115,9 @@ def test_scoring_agrees_with_the_training_reward_where_only_math_verify_reads_th
     unread = [c for c in cases if (g := extract_gold(c.gold)) is None or extract_prediction(c.prediction, g) is None]
     predictions, golds = [c.prediction for c in unread], [c.gold for c in unread]
     rewarded = AccuracyReward(timeout=30.0)(predictions, answer=golds)
-    assert len(unread) >= 10 and rewarded.count(1.0) >= 6
+    # 6 rewarded under antlr4 4.13; under the 4.11 that pyproject pins (sympy's parse_latex needs it) the parser
+    # latex2sympy2_extended ships for 4.11 reads no percent, and `\boxed{28\%}` against a prose gold is not read
+    assert len(unread) >= 10 and rewarded.count(1.0) >= 5
     records = score_problems([[p] for p in predictions], golds, ks=[1], timeout=30.0)
     assert [float(r["correct"]) for r in records] == [float(bool(r)) for r in rewarded]
 
@@ -675,6 +677,30 @@ def test_lm_eval_gsm8k_protocol_reports_strict_and_flexible(shared_data, tmp_pat
     assert "| all (flexible-extract) | 4 | 50.0 |" in (out / "summary.md").read_text()
     with pytest.raises(ValueError, match="is for"):
         evaluate(["--protocol", "lm_eval_gsm8k", "--dataset_name", "math500"], generator=ByQuestion())
+
+
+class ByQuestionText:
+    """Answers each prompt with the completion of the question it ends with (plain-text protocols)."""
+
+    def __init__(self, by_question):
+        self.by_question = by_question
+        self.params = None
+
+    def generate(self, prompts, n, params, seeds=None):
+        self.params = params
+        return [[next(c for q, c in self.by_question.items() if q in p[-len(q) - 200 :])] for p in prompts]
+
+
+def test_reference_verdicts_need_sympy_s_latex_parser_before_anything_runs(monkeypatch):
+    """A protocol whose score is a tool's sympy verdict stops at once, naming the option and the fix, when sympy's
+    parse_latex cannot run (any antlr4 runtime but 4.11), instead of failing after generating."""
+    from grpo_ext.protocols import symbolic
+
+    monkeypatch.setattr(symbolic, "latex_parser_available", lambda: "antlr4-python3-runtime is 4.13.2")
+    for protocol in ("minerva_math_4shot",):
+        with pytest.raises(ValueError, match=f"--protocol {protocol}: .*antlr4-python3-runtime 4.11 .*4.13.2"):
+            evaluate(["--protocol", protocol, "--dataset_name", "math500"],
+                     generator=ByQuestionText({}))  # fmt: skip
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 DATA_DIR = Path(__file__).resolve().parent
 
@@ -22,25 +23,38 @@ def load_exemplars(name: str) -> tuple[dict, ...]:
 
 @dataclass(frozen=True)
 class Score:
-    """One way of scoring a completion: `extract(text)` gives the answer (None: no answer); `gold(row)` the
-    reference; `match(pred, gold)` decides. `exact` = matching is equality of the extracted strings (so majority
-    votes group by equality); otherwise votes group by `rewards.answers_match`. `whole_text` = the verdict is
-    math-verify's own reading of the whole completion against `gold(row)`, `verify(parse(gold), parse(text))`
-    (`rewards.match_texts`, bounded in time); `extract` is then unused and there is no answer to vote on, so no
-    maj@k."""
+    """One way of scoring a completion, as a tool scores it. `extract(text, row)` gives the answer (None: no
+    answer); `gold(row)` the reference; `judge(pairs, timeout)` decides each (answer, gold) pair, every pair bounded
+    by `timeout` seconds from any thread (None: the answer must equal the gold string). Majority votes group
+    answers by the same test. `whole_text`: the verdict is math-verify's own reading of the whole completion
+    against `gold(row)`, `verify(parse(gold), parse(text))` (`rewards.match_texts`, bounded in time); `extract` is
+    then unused and there is no answer to vote on, so no maj@k. `timeout` is the tool's own bound per pair, used
+    unless `--answer_timeout` is given. `needs_latex_parser`: the judge reads LaTeX with sympy's `parse_latex`
+    (antlr4 4.11), checked before a run starts."""
 
     name: str
-    extract: Callable[[str], str | None]
-    gold: Callable[[dict], str | None]
-    exact: bool = True
+    extract: Callable[[str, dict], Any]
+    gold: Callable[[dict], Any]
+    judge: Callable[[list[tuple[Any, Any]], float], list[bool]] | None = None
     whole_text: bool = False
+    timeout: float | None = None
+    needs_latex_parser: bool = False
+
+
+def answers_match_judge(pairs: list[tuple[str, str]], timeout: float) -> list[bool]:
+    """This project's equivalence, `rewards.answers_match` on each pair (exact fast path, bounded math-verify)."""
+    from rewards import match_many
+
+    return match_many(pairs, timeout=timeout)
 
 
 @dataclass(frozen=True)
 class Protocol:
     """A published evaluation set-up. `render(row, shots)` gives the prompt text from a dataset row (`question`,
     and `shots`, the exemplar rows for this problem); `stop` are the tool's stop strings (the backends add the
-    model's EOS and the chat template's end of turn); `scores[0]` is the primary score."""
+    model's EOS and the chat template's end of turn); `scores[0]` is the primary score. `variant(dataset,
+    num_few_shot)`, when set, gives the protocol as the tool runs it on that dataset with that many shots (its
+    scores read the dataset's gold, its prompt and stops may change with the shots); `resolve` applies it."""
 
     name: str
     source: str
@@ -53,7 +67,12 @@ class Protocol:
     fixed_exemplars: str | None = None  # data file name ("{kind}": gsm8k or math)
     samples_train_shots: bool = False  # shots drawn from the train split as lm-eval's default sampler does
     notes: str = ""
+    variant: Callable[[str, int], Protocol] | None = None
 
     @property
     def uses_chat_template(self) -> bool:
         return self.render is None
+
+    def resolve(self, dataset: str, num_few_shot: int) -> Protocol:
+        """The protocol as run on `dataset` (`gsm8k`, `math`, `math500`) with `num_few_shot` shots."""
+        return self if self.variant is None else self.variant(dataset, num_few_shot)

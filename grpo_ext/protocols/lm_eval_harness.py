@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from rewards.equivalence import MAX_RAW_CHARS
 
-from .core import Protocol, Score
+from .core import Protocol, Score, answers_match_judge
 
 LM_EVAL = "lm-eval 0.4.13 (EleutherAI/lm-evaluation-harness)"
 LM_EVAL_FEWSHOT_SEED = 1234  # lm_eval.defaults.DEFAULT_OTHER_SEED, the fewshot_random_seed of simple_evaluate
@@ -147,11 +147,11 @@ def _gsm8k_scores(strict_pattern: str) -> tuple[Score, Score]:
     def gold(row: dict) -> str:
         return lm_eval_exact_match_key(row["solution"])
 
-    def strict(text: str) -> str | None:
+    def strict(text: str, row: dict | None = None) -> str | None:
         found = regex_filter(text, strict_pattern)
         return None if found is None else lm_eval_exact_match_key(found)
 
-    def flexible(text: str) -> str | None:
+    def flexible(text: str, row: dict | None = None) -> str | None:
         found = regex_filter(text, LM_EVAL_FLEXIBLE, group_select=-1)
         return None if found is None else lm_eval_exact_match_key(found)
 
@@ -179,17 +179,38 @@ def _render_minerva(row: dict, shots: Sequence[dict]) -> str:
     return render_lm_eval(row["question"], [(s["problem"], s["solution"]) for s in shots], fmt)
 
 
-def _minerva_score() -> Score:
-    def extract(text: str) -> str | None:
-        answer = minerva_unnormalized_answer(text)
-        return None if answer is None else minerva_normalize_final_answer(answer)
-
-    return Score("exact_match", extract, lambda row: minerva_gold(row["solution"]), exact=False)
+LM_EVAL_IS_EQUIV_TIMEOUT = 5.0  # minerva_math/utils.py is_equiv: `with timeout(seconds=5)`, then not equal
 
 
+def lm_eval_is_equiv_judge(pairs: list[tuple[str, str]], timeout: float) -> list[bool]:
+    """lm-eval's Minerva `is_equiv` on each (normalised answer, normalised gold) pair: identical non-empty strings
+    here, the rest (sympy's `parse_latex` and `simplify`) in bounded workers (`grpo_ext.protocols.symbolic`)."""
+    from .workers import run_checks
+
+    verdicts: list[bool | None] = [True if pred and pred == gold else None for pred, gold in pairs]
+    todo = [i for i, v in enumerate(verdicts) if v is None]
+    for i, verdict in zip(todo, run_checks("lm_eval_is_equiv", [pairs[i] for i in todo], timeout)):
+        verdicts[i] = verdict
+    return verdicts  # type: ignore[return-value]
+
+
+def minerva_extract(text: str, row: dict | None = None) -> str | None:
+    """lm-eval's Minerva prediction: `normalize_final_answer(get_unnormalized_answer(text))`; None for its
+    "[invalidanswer]" (no "Final Answer: The final answer is ... I hope it is correct." sentence)."""
+    answer = minerva_unnormalized_answer(text)
+    return None if answer is None else minerva_normalize_final_answer(answer)
+
+
+def _minerva_gold(row: dict) -> str | None:
+    return minerva_gold(row["solution"])
+
+
+MINERVA_EXACT_MATCH = Score("exact_match", minerva_extract, _minerva_gold, judge=lm_eval_is_equiv_judge,
+                            timeout=LM_EVAL_IS_EQUIV_TIMEOUT, needs_latex_parser=True)  # fmt: skip
 # lm-eval's minerva_math process_results: math_verify = verify(gold=parse(doc["solution"]), target=parse(completion))
-MINERVA_MATH_VERIFY = Score("math_verify", lambda text: None, lambda row: row["solution"], exact=False,
-                            whole_text=True)
+MINERVA_MATH_VERIFY = Score("math_verify", lambda text, row: None, lambda row: row["solution"], whole_text=True)
+# this project's equivalence on lm-eval's extraction: the column exact_match used to be
+MINERVA_ANSWERS_MATCH = Score("answers_match", minerva_extract, _minerva_gold, judge=answers_match_judge)
 
 
 def lm_eval_fewshot_indices(num_docs: int, pool_size: int, k: int, seed: int = LM_EVAL_FEWSHOT_SEED) -> list[list[int]]:
@@ -232,12 +253,14 @@ LM_EVAL_PROTOCOLS = (
         render=_render_minerva,
         stop=("Problem:",),
         max_new_tokens=LM_EVAL_MAX_GEN_TOKS,
-        scores=(_minerva_score(), MINERVA_MATH_VERIFY),
+        scores=(MINERVA_EXACT_MATCH, MINERVA_MATH_VERIFY, MINERVA_ANSWERS_MATCH),
         num_few_shot=4,
         fixed_exemplars="minerva_math_4shot",
-        notes="exact_match's is_equiv (sympy parse_latex) is replaced by rewards.answers_match (math-verify); "
-        "math_verify is lm-eval's second score, math-verify on the whole completion and solution, here bounded in "
-        f"time and reading the last {MAX_RAW_CHARS:,} characters of each (rewards.match_texts; a completion of the "
-        "protocol's 256 tokens is far shorter, a longer --max_new_tokens may be cut)",
+        notes="exact_match is lm-eval's is_equiv (sympy parse_latex and simplify, antlr4 4.11) in bounded workers "
+        "(5 s per pair, as its SIGALRM); math_verify is lm-eval's second score, math-verify on the whole completion "
+        f"and solution, here bounded in time and reading the last {MAX_RAW_CHARS:,} characters of each "
+        "(rewards.match_texts; a completion of the protocol's 256 tokens is far shorter, a longer --max_new_tokens "
+        "may be cut); answers_match is this "
+        "project's equivalence (rewards.answers_match) on the same extraction",
     ),
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from .core import Protocol, Score
+from .core import Protocol, Score, answers_match_judge
 
 QWEN = "QwenLM/Qwen2.5-Math evaluation/ @ a45202bd16f1ec06f433442dc1152d0074773465"
 QWEN_MAX_TOKENS = 2048  # Qwen2.5-Math evaluation/math_eval.py --max_tokens_per_call
@@ -88,7 +88,8 @@ def render_qwen_fewshot_cot(row: dict, shots: Sequence[dict]) -> str:
 def _qwen_score() -> Score:
     from rewards import extract_gold
 
-    return Score("accuracy", qwen_extract_answer, lambda row: extract_gold(row["answer"]), exact=False)
+    return Score("accuracy", lambda text, row: qwen_extract_answer(text), lambda row: extract_gold(row["answer"]),
+                 judge=answers_match_judge)
 
 
 def _qwen_instruct_protocol(name: str, template: str) -> Protocol:
