@@ -697,7 +697,7 @@ def test_reference_verdicts_need_sympy_s_latex_parser_before_anything_runs(monke
     from grpo_ext.protocols import symbolic
 
     monkeypatch.setattr(symbolic, "latex_parser_available", lambda: "antlr4-python3-runtime is 4.13.2")
-    for protocol in ("minerva_math_4shot",):
+    for protocol in ("minerva_math_4shot", "qwen25_math_cot"):
         with pytest.raises(ValueError, match=f"--protocol {protocol}: .*antlr4-python3-runtime 4.11 .*4.13.2"):
             evaluate(["--protocol", protocol, "--dataset_name", "math500"],
                      generator=ByQuestionText({}))  # fmt: skip

@@ -4,6 +4,7 @@ filters, metric, sampler and Minerva utils) and, for Qwen2.5-Math (not on PyPI),
 
 import json
 import threading
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -433,6 +434,137 @@ def test_qwen_extraction_is_qwen_s_before_strip_string():
         assert qwen_extract_answer(case["text"]) == (case["answer"] or None), case
     # hand-worked: Minerva's sentence, then the last boxed, then "he answer is", then the last number
     assert [qwen_extract_answer(c["text"]) for c in cases[:14:2]] == ["3", " 42", "5.5", "7", None, "a+ b", "9"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Verdicts: the tools' own, on real and hand-written completions (tests/fixtures/*_verdicts.json; README says how)
+# ---------------------------------------------------------------------------------------------------------------------
+
+SYSTEMS = ["6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification"]
+
+
+def verdict_fixture(name: str) -> dict:
+    return json.loads((QWEN_FIXTURES.parent / name).read_text())
+
+
+@lru_cache(maxsize=1)
+def gsm8k_model_solutions(shared_data) -> tuple[list[list[str]], list[dict]]:
+    """GSM8K's 5,276 real model solutions, 4 per test problem, and each problem's row as `grpo_ext.data` maps it."""
+    from grpo_ext.data import load_math_dataset
+
+    rows = {r["question"]: r for r in load_math_dataset("gsm8k", data_files=str(shared_data / "gsm8k" / "test.jsonl"))}
+    solutions = [json.loads(line) for line in (shared_data / "gsm8k" / "example_model_solutions.jsonl").open()]
+    return [[s[system]["solution"] for system in SYSTEMS] for s in solutions], [rows[s["question"]] for s in solutions]
+
+
+@lru_cache(maxsize=1)
+def math500_sets(shared_data) -> tuple[dict[str, list[str]], list[dict]]:
+    """The three MATH-500 sets of the verdict fixtures (each gold solution as the completion, its answer column
+    boxed, the next problem's answer boxed) and the rows as `grpo_ext.data` maps them."""
+    from grpo_ext.data import load_math_dataset
+
+    rows = list(load_math_dataset("math500", data_files=str(shared_data / "math500" / "test.jsonl")))
+    boxed = "So the answer is $\\boxed{{{}}}$."
+    return {
+        "solution": [row["solution"] for row in rows],
+        "answer_column": [boxed.format(row["answer"]) for row in rows],
+        "next_answer": [boxed.format(rows[(i + 1) % len(rows)]["answer"]) for i in range(len(rows))],
+    }, rows
+
+
+def decided_and_some_sympy(pairs, pure_verdict, sympy_pairs: int = 15) -> list[int]:
+    """Indices of the pairs the pure rules decide, and of the first `sympy_pairs` that need sympy (a worker each:
+    the whole set would cost seconds of CI)."""
+    chosen, sympy = [], 0
+    for i, pair in enumerate(pairs):
+        needs = pure_verdict(*pair) is None
+        if not needs or sympy < sympy_pairs:
+            chosen.append(i)
+            sympy += needs
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def latex_parser():
+    """Qwen's and DeepSeek's graders read LaTeX with sympy's `parse_latex`, which needs antlr4 4.11 (pinned)."""
+    from grpo_ext.protocols.symbolic import latex_parser_available
+
+    reason = latex_parser_available()
+    if reason is not None:
+        pytest.fail(f"{reason}: pyproject pins 4.11 (math-verify[antlr4_11_0]); reinstall: pip install -e '.[test]'")
+
+
+def test_qwen_accuracy_is_qwen_s_own_verdict_on_the_real_gsm8k_solutions(shared_data):
+    """Qwen's gold, prediction (extract_answer, strip_string twice) and math_equal verdict on GSM8K's 5,276 real
+    model solutions, against what its own code gave: 2,016 correct (this project's equivalence on the same
+    extraction, the `answers_match` column, counts 2,001, the dataset authors' labels)."""
+    expected = verdict_fixture("qwen25_math_verdicts.json")["gsm8k_model_solutions"]
+    assert expected["systems"] == SYSTEMS
+    completions, rows = gsm8k_model_solutions(shared_data)
+    accuracy, ours = get_protocol("qwen25_math_cot").resolve("gsm8k", 0).scores
+    assert (accuracy.name, ours.name) == ("accuracy", "answers_match")
+    golds = [accuracy.gold(row) for row in rows]
+    preds = [[accuracy.extract(text, row) for text in texts] for texts, row in zip(completions, rows)]
+    assert golds == expected["gold"] and preds == expected["pred"]
+    verdicts = iter(accuracy.judge([(p, gold) for ps, gold in zip(preds, golds) for p in ps], accuracy.timeout))
+    assert ["".join(str(int(next(verdicts))) for _ in ps) for ps in preds] == expected["correct"]
+    assert sum(c.count("1") for c in expected["correct"]) == 2016
+
+
+def qwen_pure_verdict(pred, gold):
+    from grpo_ext.protocols.qwen25_math import NeedsSympy, math_equal
+
+    try:
+        return math_equal(pred, gold)
+    except NeedsSympy:
+        return None
+
+
+def test_qwen_accuracy_is_qwen_s_own_verdict_on_math(shared_data, latex_parser):
+    """The same on MATH: MATH-500's gold solutions, its answer column and the next problem's answer as completions
+    (every pair the pure rules decide, and 15 per set that need sympy), and the hand-written completions, one rule
+    each."""
+    from grpo_ext.protocols.qwen25_math import QWEN_STOP, qwen_gold, qwen_judge, qwen_prediction
+
+    fixture = verdict_fixture("qwen25_math_verdicts.json")
+    sets, rows = math500_sets(shared_data)
+    pairs, expected = [], []
+    for name, completions in sets.items():
+        block = fixture[f"math500_{name}"]
+        golds = [qwen_gold(row, "math") for row in rows]
+        preds = [qwen_prediction(text, gold, QWEN_STOP) for text, gold in zip(completions, golds)]
+        assert golds == block["gold"] and preds == block["pred"], name
+        chosen = decided_and_some_sympy(list(zip(preds, golds)), qwen_pure_verdict)
+        pairs += [(preds[i], golds[i]) for i in chosen]
+        expected += [block["correct"][i] == "1" for i in chosen]
+    for case in fixture["hand_written"]:
+        gold = qwen_gold({"solution": case["solution"]}, case["dataset"])
+        pred = qwen_prediction(case["text"], gold, QWEN_STOP)
+        assert (gold, pred) == (case["gold"], case["pred"]), case["text"]
+        pairs.append((pred, gold))
+        expected.append(case["correct"])
+    assert qwen_judge(pairs, timeout=10.0) == expected
+    assert len(expected) > 1300 and sum(expected) > 1000
+
+
+def test_qwen_rules_the_issue_names():
+    """Hand-worked, from the fixture's hand-written cases: Qwen accepts percentage scaling, a relative 1e-4,
+    number words and `\\text{}` answers, and rejects an order-free list, a number without its base, and a boxed
+    answer inside Minerva's sentence; `answers_match` (this project's equivalence) decides each the other way."""
+    from grpo_ext.protocols.qwen25_math import convert_word_number
+
+    cases = {(c["text"], c["solution"]): c for c in verdict_fixture("qwen25_math_verdicts.json")["hand_written"]}
+    boxed = "Reasoning here. So the answer is $\\boxed{{{}}}$."
+    named = [("So it is \\boxed{2500}.", boxed.format("25"), True),
+             ("So it is \\boxed{25.001}.", boxed.format("25"), True),
+             ("So \\boxed{\\text{eighteen}}.", boxed.format("18"), True),
+             ("So \\boxed{-2,1}.", boxed.format("1,-2"), False),
+             ("So \\boxed{52}.", boxed.format("52_8"), False),
+             ("Final Answer: The final answer is $\\boxed{5}$. I hope it is correct.", boxed.format("5"), False),
+             ]  # fmt: skip
+    assert [cases[text, solution]["correct"] for text, solution, _ in named] == [v for _, _, v in named]
+    for word, number in verdict_fixture("qwen25_math_verdicts.json")["convert_word_number"].items():
+        assert convert_word_number(word) == number, word  # word2number 1.1's reading, quirks included
 
 
 def test_every_protocol_is_documented_and_unknown_names_are_refused():

@@ -44,9 +44,17 @@ def _lm_eval_is_equiv(x1: str, x2: str) -> bool:
     return lm_eval_is_equiv(x1, x2)
 
 
+def _qwen_math_equal(pred: str, ref: str) -> bool:
+    from .qwen25_math import math_equal
+    from .symbolic import qwen_symbolic_equal
+
+    return math_equal(pred, ref, symbolic=qwen_symbolic_equal)
+
+
 # The checks a worker runs, by name: each tool's whole equivalence test, its sympy work included.
 CHECKS = {
     "lm_eval_is_equiv": _lm_eval_is_equiv,
+    "qwen_math_equal": _qwen_math_equal,
 }
 
 
