@@ -57,8 +57,9 @@ class EvalArguments:
         metadata={
             "help": "Worked examples. `chat` (default 0): chat turns from the first rows of few_shot_data_files or of "
             "the hub train split. Other protocols: default the tool's (lm_eval_gsm8k 5, sampled from the train split "
-            "as lm-eval does; gsm8k_cot_8shot 8 and minerva_math_4shot 4, the first N fixed exemplars; "
-            "qwen25_math_fewshot_cot 4 of Qwen's exemplars; the other Qwen protocols 0)."
+            "as lm-eval does; gsm8k_cot_8shot 8 and minerva_math_4shot 4, the first N fixed exemplars; the other "
+            "Qwen protocols 0). Required, with no default, for qwen25_math_fewshot_cot (the first N of Qwen's "
+            "exemplars)."
         },
     )
     few_shot_data_files: list[str] | None = field(
@@ -162,6 +163,10 @@ def load_problems(args: EvalArguments, protocol):
 
     chat = protocol.uses_chat_template
     num_few_shot = args.num_few_shot if args.num_few_shot is not None else protocol.num_few_shot
+    if num_few_shot is None:
+        raise ValueError(
+            f"--protocol {protocol.name} needs --num_few_shot (no source gives a default): {protocol.notes}"
+        )
     kind = resolve_dataset_name(args.dataset_name)
     if not chat and kind not in protocol.datasets:
         raise ValueError(f"--protocol {protocol.name} is for {list(protocol.datasets)}, not {args.dataset_name!r}")

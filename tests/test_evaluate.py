@@ -691,6 +691,20 @@ class ByQuestionText:
         return [[next(c for q, c in self.by_question.items() if q in p[-len(q) - 200 :])] for p in prompts]
 
 
+def test_protocols_without_a_sourced_shot_count_need_num_few_shot(shared_data, tmp_path):
+    """qwen25_math_fewshot_cot (Qwen's --num_shots, 0 in its script, no stated base-model value) runs only with
+    --num_few_shot, which summary.json records."""
+    golds = gsm8k_golds(shared_data)[:2]
+    common = ["--data_files", str(shared_data / "gsm8k" / "test.jsonl"), "--limit", "2"]
+    generator = ByQuestionText({q: f"The answer is {g}." for q, g in golds})
+    for protocol in ("qwen25_math_fewshot_cot",):
+        with pytest.raises(ValueError, match=f"--protocol {protocol} needs --num_few_shot"):
+            evaluate(["--protocol", protocol, *common, "--output_dir", str(tmp_path / protocol)], generator=generator)
+    summary = evaluate(["--protocol", "qwen25_math_fewshot_cot", *common, "--num_few_shot", "4", "--output_dir",
+                        str(tmp_path / "qwen")], generator=generator)  # fmt: skip
+    assert summary["num_few_shot"] == 4 and summary["overall"] == {"count": 2, "pass@1": 1.0}
+
+
 def test_reference_verdicts_need_sympy_s_latex_parser_before_anything_runs(monkeypatch):
     """A protocol whose score is a tool's sympy verdict stops at once, naming the option and the fix, when sympy's
     parse_latex cannot run (any antlr4 runtime but 4.11), instead of failing after generating."""
@@ -699,7 +713,7 @@ def test_reference_verdicts_need_sympy_s_latex_parser_before_anything_runs(monke
     monkeypatch.setattr(symbolic, "latex_parser_available", lambda: "antlr4-python3-runtime is 4.13.2")
     for protocol in ("minerva_math_4shot", "qwen25_math_cot"):
         with pytest.raises(ValueError, match=f"--protocol {protocol}: .*antlr4-python3-runtime 4.11 .*4.13.2"):
-            evaluate(["--protocol", protocol, "--dataset_name", "math500"],
+            evaluate(["--protocol", protocol, "--dataset_name", "math500", "--num_few_shot", "0"],
                      generator=ByQuestionText({}))  # fmt: skip
 
 

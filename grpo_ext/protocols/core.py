@@ -52,7 +52,8 @@ def answers_match_judge(pairs: list[tuple[str, str]], timeout: float) -> list[bo
 class Protocol:
     """A published evaluation set-up. `render(row, shots)` gives the prompt text from a dataset row (`question`,
     and `shots`, the exemplar rows for this problem); `stop` are the tool's stop strings (the backends add the
-    model's EOS and the chat template's end of turn); `scores[0]` is the primary score. `variant(dataset,
+    model's EOS and the chat template's end of turn); `scores[0]` is the primary score. `num_few_shot` None: the
+    user must choose (no source fixes a default; `notes` say which counts the tool uses). `variant(dataset,
     num_few_shot)`, when set, gives the protocol as the tool runs it on that dataset with that many shots (its
     scores read the dataset's gold, its prompt and stops may change with the shots); `resolve` applies it."""
 
@@ -63,7 +64,7 @@ class Protocol:
     stop: tuple[str, ...]
     max_new_tokens: int
     scores: tuple[Score, ...]
-    num_few_shot: int = 0
+    num_few_shot: int | None = 0
     fixed_exemplars: str | None = None  # data file name ("{kind}": gsm8k or math)
     samples_train_shots: bool = False  # shots drawn from the train split as lm-eval's default sampler does
     notes: str = ""

@@ -581,9 +581,10 @@ QWEN_PROTOCOLS = (
         "grader.py, evaluate.py",
         render=render_qwen_fewshot_cot,
         stop=(*QWEN_STOP, "\n\nQuestion:"),
-        num_few_shot=4,
+        num_few_shot=None,  # no source states the base models' count: the user gives it
         fixed_exemplars="qwen25_math_fewshot_cot_{kind}",  # Qwen's load_prompt: GSM8K's 8 or MATH's 5, first N
-        notes="the shot count is Qwen's --num_shots (its default is 0; 4 here, the base-model few-shot setting as "
-        "we read the Qwen2.5-Math report, not re-checked offline); " + QWEN_SCORING_NOTE,
+        notes="--num_few_shot is required: it is Qwen's --num_shots (0 to 8 on GSM8K, 0 to 5 on MATH), which its "
+        "sh/eval.sh leaves at 0 and for which no source states a base-model value; one round (cot), as Qwen's code; "
+        + QWEN_SCORING_NOTE,
     ),
 )
