@@ -60,7 +60,7 @@ def majority_vote(answers: Sequence[str | None], same: Callable[[str, str], bool
     for i, answer in enumerate(answers):
         if answer is None:
             continue
-        key = normalize_answer(answer)
+        key = normalize_answer(answer) if isinstance(answer, str) else json.dumps(answer)  # a list of answers
         group = by_key.get(key)
         if group is None and same is not None:
             group = next((g for g, r in enumerate(representatives) if same(answer, answers[r])), None)

@@ -6,7 +6,7 @@
         --temperature 0.6 --num_samples 16 --k 1 4 16 --backend vllm --output_dir eval/math500-maj16
 
 Prompts are the zero-shot chat prompt of `grpo_ext.data.make_prompt` (few-shot with `--num_few_shot`), or with
-`--protocol` those of lm-evaluation-harness or Qwen2.5-Math's evaluation (`grpo_ext.protocols`),
+`--protocol` those of lm-evaluation-harness, Qwen2.5-Math's or DeepSeek-Math's evaluation (`grpo_ext.protocols`),
 scored as each tool scores. Writes `samples.jsonl` (one line per problem), `summary.json` and `summary.md` to
 `--output_dir`; `--resume` skips problems already in `samples.jsonl`. The metrics, backends and scoring live in
 `grpo_ext.evaluation`.
@@ -49,7 +49,8 @@ class EvalArguments:
         metadata={
             "help": "Prompt, exemplars, stop strings and extraction: `chat` (the tokenizer's chat template), "
             "`lm_eval_gsm8k`, `gsm8k_cot_8shot`, `minerva_math_4shot` (lm-evaluation-harness), `qwen25_math_cot`, "
-            "`qwen_boxed`, `qwen25_math_fewshot_cot` (Qwen2.5-Math's evaluation). See grpo_ext/protocols."
+            "`qwen_boxed`, `qwen25_math_fewshot_cot` (Qwen2.5-Math's evaluation), `deepseek_math` (DeepSeek-Math's "
+            "own harness). See grpo_ext/protocols."
         },
     )
     num_few_shot: int | None = field(
@@ -59,7 +60,7 @@ class EvalArguments:
             "the hub train split. Other protocols: default the tool's (lm_eval_gsm8k 5, sampled from the train split "
             "as lm-eval does; gsm8k_cot_8shot 8 and minerva_math_4shot 4, the first N fixed exemplars; the other "
             "Qwen protocols 0). Required, with no default, for qwen25_math_fewshot_cot (the first N of Qwen's "
-            "exemplars)."
+            "exemplars) and deepseek_math (0 for instruct/RL models, 8 GSM8K / 4 MATH for base models)."
         },
     )
     few_shot_data_files: list[str] | None = field(
@@ -73,7 +74,7 @@ class EvalArguments:
     max_new_tokens: int | None = field(
         default=None,
         metadata={
-            "help": "Maximum new tokens (default the protocol's: chat 1024, lm-eval 256, Qwen 2048)."
+            "help": "Maximum new tokens (default the protocol's: chat 1024, lm-eval 256, Qwen 2048, DeepSeek 1024)."
         },
     )
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy; > 0 samples (needed for num_samples > 1)."})
@@ -93,7 +94,7 @@ class EvalArguments:
         default=None,
         metadata={
             "help": "Seconds allowed per answer comparison (default: the protocol's tool's own bound, lm-eval's "
-            "is_equiv 5, Qwen's math_equal 3; 5 otherwise)."
+            "is_equiv 5, Qwen's math_equal 3, DeepSeek's 15; 5 otherwise)."
         },
     )
     tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM tensor parallel size."})

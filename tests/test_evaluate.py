@@ -692,17 +692,47 @@ class ByQuestionText:
 
 
 def test_protocols_without_a_sourced_shot_count_need_num_few_shot(shared_data, tmp_path):
-    """qwen25_math_fewshot_cot (Qwen's --num_shots, 0 in its script, no stated base-model value) runs only with
-    --num_few_shot, which summary.json records."""
+    """qwen25_math_fewshot_cot (Qwen's --num_shots, 0 in its script, no stated base-model value) and deepseek_math
+    (base or instruct prompts) run only with --num_few_shot, which summary.json records."""
     golds = gsm8k_golds(shared_data)[:2]
     common = ["--data_files", str(shared_data / "gsm8k" / "test.jsonl"), "--limit", "2"]
     generator = ByQuestionText({q: f"The answer is {g}." for q, g in golds})
-    for protocol in ("qwen25_math_fewshot_cot",):
+    for protocol in ("qwen25_math_fewshot_cot", "deepseek_math"):
         with pytest.raises(ValueError, match=f"--protocol {protocol} needs --num_few_shot"):
             evaluate(["--protocol", protocol, *common, "--output_dir", str(tmp_path / protocol)], generator=generator)
     summary = evaluate(["--protocol", "qwen25_math_fewshot_cot", *common, "--num_few_shot", "4", "--output_dir",
                         str(tmp_path / "qwen")], generator=generator)  # fmt: skip
     assert summary["num_few_shot"] == 4 and summary["overall"] == {"count": 2, "pass@1": 1.0}
+    with pytest.raises(ValueError, match="--num_few_shot 3: protocol deepseek_math on gsm8k takes 0 .* or 8"):
+        evaluate(["--protocol", "deepseek_math", *common, "--num_few_shot", "3", "--output_dir",
+                  str(tmp_path / "ds3")], generator=generator)  # fmt: skip
+
+
+def test_deepseek_math_protocol_runs_its_base_and_instruct_set_ups(shared_data, tmp_path):
+    """deepseek_math end to end: 8 fixed shots and a stop at "\\nQ:" for the base model on GSM8K, its last-number
+    extraction; zero-shot "User: ... Assistant:" with a stop at EOS only for instruct models on MATH-500, answers
+    read as lists; 1024 new tokens; the verdicts are the harness's."""
+    golds = gsm8k_golds(shared_data)[:2]
+    base = ByQuestionText({golds[0][0]: f"She has {golds[0][1]} left.", golds[1][0]: "It is 3.5 then 1000."})
+    summary = evaluate(["--protocol", "deepseek_math", "--num_few_shot", "8", "--data_files",
+                        str(shared_data / "gsm8k" / "test.jsonl"), "--limit", "2", "--output_dir", str(tmp_path / "b")],
+                       generator=base)  # fmt: skip
+    assert base.params.stop == ("\nQ:",) and base.params.max_new_tokens == 1024
+    assert summary["overall"] == {"count": 2, "pass@1": 0.5} and "evaluation_results.json" in summary["protocol_notes"]
+    record = json.loads((tmp_path / "b" / "samples.jsonl").read_text().splitlines()[0])
+    assert record["prompt"].startswith("Q: There are 15 trees") and record["prompt"].endswith("\nA:")
+    rows = read_rows(shared_data / "math500" / "test.jsonl", n=2)
+    instruct = ByQuestionText({rows[0]["problem"] + "\nPlease reason step by step, and put your final answer within "
+                               "\\boxed{}.": f"So $\\boxed{{{rows[0]['answer']}}}$.",
+                               rows[1]["problem"][-60:] + "\nPlease reason step by step, and put your final answer "
+                               "within \\boxed{}.": "So $\\boxed{0}$."})  # fmt: skip
+    summary = evaluate(["--protocol", "deepseek_math", "--num_few_shot", "0", "--dataset_name", "math500",
+                        "--data_files", str(shared_data / "math500" / "test.jsonl"), "--limit", "2", "--output_dir",
+                        str(tmp_path / "i")], generator=instruct)  # fmt: skip
+    assert instruct.params.stop == () and summary["overall"] == {"count": 2, "pass@1": 0.5}
+    records = [json.loads(line) for line in (tmp_path / "i" / "samples.jsonl").read_text().splitlines()]
+    assert records[0]["prompt"].startswith("User: ") and records[0]["prompt"].endswith("\n\nAssistant:")
+    assert records[1]["extracted_answer"] == ["0"]
 
 
 def test_reference_verdicts_need_sympy_s_latex_parser_before_anything_runs(monkeypatch):
@@ -711,7 +741,7 @@ def test_reference_verdicts_need_sympy_s_latex_parser_before_anything_runs(monke
     from grpo_ext.protocols import symbolic
 
     monkeypatch.setattr(symbolic, "latex_parser_available", lambda: "antlr4-python3-runtime is 4.13.2")
-    for protocol in ("minerva_math_4shot", "qwen25_math_cot"):
+    for protocol in ("minerva_math_4shot", "qwen25_math_cot", "deepseek_math"):
         with pytest.raises(ValueError, match=f"--protocol {protocol}: .*antlr4-python3-runtime 4.11 .*4.13.2"):
             evaluate(["--protocol", protocol, "--dataset_name", "math500", "--num_few_shot", "0"],
                      generator=ByQuestionText({}))  # fmt: skip

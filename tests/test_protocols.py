@@ -567,6 +567,93 @@ def test_qwen_rules_the_issue_names():
         assert convert_word_number(word) == number, word  # word2number 1.1's reading, quirks included
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# DeepSeek-Math's harness (tests/fixtures/deepseek_math_verdicts.json: prompts and verdicts its own code produced)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_deepseek_math_prompts_and_stops_are_its_harness_s():
+    """Base (few-shot) and instruct/RL (zero-shot) prompts byte for byte as `run_cot_eval.py` builds them, on three
+    questions (a GSM8K one, one with spaces and a newline, a MATH-500 one) for both datasets; stop strings and
+    budget as there; and only the shot counts the harness has."""
+    from grpo_ext.protocols.deepseek_math import few_shot_block
+
+    protocol = get_protocol("deepseek_math")
+    assert protocol.num_few_shot is None and protocol.max_new_tokens == 1024
+    cases = verdict_fixture("deepseek_math_verdicts.json")["prompts"]
+    assert len(cases) == 12
+    for case in cases:
+        dataset = "gsm8k" if case["dataset"] == "gsm8k" else "math500"
+        shots = 0 if case["prompt_format"] == "sft" else few_shot_block(case["dataset"])["num_shots"]
+        resolved = protocol.resolve(dataset, shots)
+        assert render_prompts(resolved, [{"idx": 0, "question": case["question"]}], [], shots, dataset) == [
+            case["prompt"]
+        ], case  # fmt: skip
+        assert resolved.stop == tuple(case["stop_words"])
+    assert [few_shot_block(k)["num_shots"] for k in ("gsm8k", "math")] == [8, 4]
+    for dataset, shots in (("gsm8k", 4), ("math500", 8)):
+        with pytest.raises(ValueError, match=f"--num_few_shot {shots}: protocol deepseek_math"):
+            protocol.resolve(dataset, shots)
+    for figure in ("64.2 / 36.2", "82.9 / 46.8", "88.2 / 51.7", "evaluation_results.json"):
+        assert figure in protocol.notes
+
+
+def test_deepseek_math_accuracy_is_its_harness_s_verdict_on_the_real_gsm8k_solutions(shared_data):
+    """Gold, prediction and verdict of both of its GSM8K configs (the base model's few-shot extraction, the
+    instruct/RL models' boxed one) on the 5,276 real model solutions, against its own code's."""
+    expected = verdict_fixture("deepseek_math_verdicts.json")["gsm8k_model_solutions"]
+    completions, rows = gsm8k_model_solutions(shared_data)
+    for shots, key in ((8, "few_shot"), (0, "zero_shot")):
+        (accuracy,) = get_protocol("deepseek_math").resolve("gsm8k", shots).scores
+        golds = [accuracy.gold(row) for row in rows]
+        preds = [[accuracy.extract(t, row) for t in texts] for texts, row in zip(completions, rows)]
+        assert golds == expected["gold"] and preds == expected[f"pred_{key}"], key
+        verdicts = iter(accuracy.judge([(p, gold) for ps, gold in zip(preds, golds) for p in ps], accuracy.timeout))
+        assert ["".join(str(int(next(verdicts))) for _ in ps) for ps in preds] == expected[key], key
+    assert [sum(c.count("1") for c in expected[key]) for key in ("few_shot", "zero_shot")] == [2014, 2015]
+
+
+def deepseek_pure_verdict(pred, gold):
+    from grpo_ext.protocols.deepseek_math import eval_math_pair, is_correct
+    from grpo_ext.protocols.qwen25_math import NeedsSympy
+
+    try:
+        return is_correct(*(eval_math_pair(pred, gold) if isinstance(pred, list) else (pred, gold)))
+    except NeedsSympy:
+        return None
+
+
+def test_deepseek_math_accuracy_is_its_harness_s_verdict_on_math(shared_data, latex_parser):
+    """Both MATH configs on MATH-500's three sets (every pair the pure rules decide, 15 per set that need sympy)
+    and on the hand-written completions, against its own code's answers lists and verdicts."""
+    from grpo_ext.protocols.deepseek_math import deepseek_judge
+
+    fixture = verdict_fixture("deepseek_math_verdicts.json")
+    sets, rows = math500_sets(shared_data)
+    pairs, expected = [], []
+    for shots, key in ((4, "few_shot"), (0, "zero_shot")):
+        (accuracy,) = get_protocol("deepseek_math").resolve("math500", shots).scores
+        for name, completions in sets.items():
+            block = fixture[f"math500_{name}"]
+            golds = [accuracy.gold(row) for row in rows]
+            preds = [accuracy.extract(text, row) for text, row in zip(completions, rows)]
+            assert golds == block["gold"] and preds == block[f"pred_{key}"], (name, key)
+            chosen = decided_and_some_sympy(list(zip(preds, golds)), deepseek_pure_verdict)
+            pairs += [(preds[i], golds[i]) for i in chosen]
+            expected += [block[key][i] == "1" for i in chosen]
+    for case in fixture["hand_written"]:
+        dataset = "gsm8k" if case["dataset"] == "gsm8k" else "math500"
+        row = {"question": "q", "solution": case["solution"]}
+        for shots, key in ((4 if dataset != "gsm8k" else 8, "few_shot"), (0, "zero_shot")):
+            (accuracy,) = get_protocol("deepseek_math").resolve(dataset, shots).scores
+            pred = accuracy.extract(case["text"], row)
+            assert (accuracy.gold(row), pred) == (case["gold"], case[f"pred_{key}"]), case["text"]
+            pairs.append((pred, case["gold"]))
+            expected.append(case[key])
+    assert deepseek_judge(pairs, timeout=15.0) == expected
+    assert len(expected) > 2500 and sum(expected) > 2000
+
+
 def test_every_protocol_is_documented_and_unknown_names_are_refused():
     with pytest.raises(ValueError, match="--protocol must be one of"):
         get_protocol("lm_eval")

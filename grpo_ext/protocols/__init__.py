@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .core import DATA_DIR, Protocol, Score, load_exemplars
+from .deepseek_math import DEEPSEEK, DEEPSEEK_MATH, DEEPSEEK_MAX_TOKENS
 from .lm_eval_harness import (
     LM_EVAL,
     LM_EVAL_FEWSHOT_SEED,
@@ -64,7 +65,7 @@ CHAT = Protocol(
     scores=(),  # rewards.grade_completions (accuracy_reward's verdicts), in grpo_ext.evaluation.score_problems
 )
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (CHAT, *LM_EVAL_PROTOCOLS, *QWEN_PROTOCOLS)}
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (CHAT, *LM_EVAL_PROTOCOLS, *QWEN_PROTOCOLS, DEEPSEEK_MATH)}
 
 
 def get_protocol(name: str) -> Protocol:
@@ -91,7 +92,7 @@ def render_prompts(
             )
         shots = list(exemplars[:num_few_shot])  # lm-eval's first_n sampler
         return [protocol.render(row, shots) for row in rows]
-    if num_few_shot == 0:
+    if num_few_shot == 0 or protocol.shots_in_render:
         return [protocol.render(row, []) for row in rows]
     if not protocol.samples_train_shots:
         raise ValueError(f"protocol {protocol.name} is zero-shot: --num_few_shot must be 0, got {num_few_shot}")
@@ -105,7 +106,8 @@ def render_prompts(
 
 
 __all__ = [
-    "DATA_DIR", "LM_EVAL", "LM_EVAL_FEWSHOT_SEED", "LM_EVAL_FLEXIBLE", "LM_EVAL_IGNORE", "LM_EVAL_MAX_GEN_TOKS",
+    "DATA_DIR", "DEEPSEEK", "DEEPSEEK_MATH", "DEEPSEEK_MAX_TOKENS", "LM_EVAL", "LM_EVAL_FEWSHOT_SEED",
+    "LM_EVAL_FLEXIBLE", "LM_EVAL_IGNORE", "LM_EVAL_MAX_GEN_TOKS",
     "MINERVA_MATH_VERIFY", "MINERVA_REMOVED_EXPRESSIONS", "MINERVA_SUBSTITUTIONS", "PROTOCOLS", "Protocol", "QWEN",
     "QWEN_MAX_TOKENS", "QWEN_STOP", "QWEN_TEMPLATES", "Score", "get_protocol", "lm_eval_exact_match_key",
     "lm_eval_fewshot_indices", "load_exemplars", "minerva_gold", "minerva_last_boxed_only_string",

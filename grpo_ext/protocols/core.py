@@ -67,6 +67,7 @@ class Protocol:
     num_few_shot: int | None = 0
     fixed_exemplars: str | None = None  # data file name ("{kind}": gsm8k or math)
     samples_train_shots: bool = False  # shots drawn from the train split as lm-eval's default sampler does
+    shots_in_render: bool = False  # the tool's exemplars are one fixed block that `render` writes itself
     notes: str = ""
     variant: Callable[[str, int], Protocol] | None = None
 

@@ -51,10 +51,18 @@ def _qwen_math_equal(pred: str, ref: str) -> bool:
     return math_equal(pred, ref, symbolic=qwen_symbolic_equal)
 
 
+def _deepseek_is_correct(pred, answer) -> bool:
+    from .deepseek_math import is_correct
+    from .symbolic import deepseek_symbolic_equal
+
+    return is_correct(pred, answer, symbolic=deepseek_symbolic_equal)
+
+
 # The checks a worker runs, by name: each tool's whole equivalence test, its sympy work included.
 CHECKS = {
     "lm_eval_is_equiv": _lm_eval_is_equiv,
     "qwen_math_equal": _qwen_math_equal,
+    "deepseek_is_correct": _deepseek_is_correct,
 }
 
 
