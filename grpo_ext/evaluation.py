@@ -142,6 +142,9 @@ def markdown_table(summary: dict) -> str:
         lines.append(row(subject, metrics))
     lines.append("")
     lines.append("Metrics in %. " + _generation_note(summary["generation"]))
+    for name, tally in summary.get("tallies", {}).items():
+        lines.append(f"{name.replace('_', ' ').capitalize()}: {tally['samples']} of {tally['of']} samples "
+                     "(see protocol_notes in summary.json).")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -487,6 +490,7 @@ def run_evaluation(
     run_info: dict | None = None,
     progress: bool = True,
     scores: Sequence = (),
+    tallies: Sequence[tuple[str, Callable[[str], bool]]] = (),
 ) -> dict:
     """Generate, score and summarise; with `output_dir`, stream records to `samples.jsonl` and write the summary.
 
@@ -494,9 +498,10 @@ def run_evaluation(
     and `answer`; `level`/`subject` are carried into the records and give per-level / per-subject tables. Problem
     `idx` samples with seed `problem_seed(params.seed, idx)`. `scores` (a protocol's `Score`s) replace the default
     scoring (`score_problems`): the first fills `correct`/`corrects`/`maj` and `overall`, each one its entry of
-    `record["scores"]` and `summary["scores"]`. `answer_timeout` bounds each answer comparison in
-    seconds (None: each score's tool's own bound, `Score.timeout`, else 5). Returns the summary dict (also written
-    to `summary.json`).
+    `record["scores"]` and `summary["scores"]`. `tallies` (a protocol's (name, test) pairs) count the samples
+    each test holds for: per sample in `record["tallies"]`, in all in `summary["tallies"]`. `answer_timeout`
+    bounds each answer comparison in seconds (None: each score's tool's own bound, `Score.timeout`, else 5).
+    Returns the summary dict (also written to `summary.json`).
     """
     from tqdm.auto import tqdm
 
@@ -546,6 +551,8 @@ def run_evaluation(
                 if key in row and row[key] is not None:
                     record[key] = row[key]
             record.update(score)
+            if tallies:
+                record["tallies"] = {name: [bool(test(text)) for text in outputs[i]] for name, test in tallies}
             if scores:
                 record["scores"] = {
                     s.name: {k: r[i][k] for k in ("extracted_answers", "corrects", "maj") if k in r[i]}
@@ -569,6 +576,11 @@ def run_evaluation(
         summary["answer_timeouts"] = timeouts
         summary["scores"] = {
             s.name: summarize([{**r, **r["scores"][s.name]} for r in records], ks) for s in scores
+        }
+    if tallies:
+        total = sum(len(r["corrects"]) for r in records)
+        summary["tallies"] = {
+            name: {"samples": sum(sum(r["tallies"][name]) for r in records), "of": total} for name, _ in tallies
         }
     if any("level" in r for r in records):
         summary["by_level"] = summarize_by(records, "level", ks)

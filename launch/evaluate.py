@@ -271,6 +271,7 @@ def evaluate(argv: list[str] | None = None, generator: Generator | None = None, 
         answer_timeout=args.answer_timeout,
         run_info=run_info,
         scores=protocol.scores,
+        tallies=protocol.tallies,
     )
     print(markdown_table(summary))
     return summary

@@ -691,6 +691,28 @@ class ByQuestionText:
         return [[next(c for q, c in self.by_question.items() if q in p[-len(q) - 200 :])] for p in prompts]
 
 
+def test_qwen_chat_protocol_scores_as_qwen_and_counts_outputs_ending_in_an_unanswered_code_fence(shared_data, tmp_path):
+    """qwen25_math_cot end to end: the primary score is Qwen's own verdict (2500 for a gold of 25 counts, as its
+    percentage rule has it; `answers_match` does not), and an output with no boxed answer that ends in a code fence
+    (which Qwen's code would execute and continue) is counted and said so in summary.json and summary.md."""
+    golds = gsm8k_golds(shared_data)[:4]
+    texts = ["So the answer is \\boxed{{{g}}}.", "So it is \\boxed{{{h}}}.", "Let me compute.\n```python\nprint({g})\n```\n",
+             "```python\nx = 1\n```\nSo \\boxed{{{w}}}\n```"]  # fmt: skip
+    by_question = {q: t.format(g=g, h=int(g) * 100, w=int(g) + 1) for (q, g), t in zip(golds, texts)}
+    out = tmp_path / "qwen"
+    summary = evaluate(["--protocol", "qwen25_math_cot", "--data_files", str(shared_data / "gsm8k" / "test.jsonl"),
+                        "--limit", "4", "--output_dir", str(out)], generator=ByQuestionText(by_question))  # fmt: skip
+    assert list(summary["scores"]) == ["accuracy", "answers_match"]
+    # Qwen: right, percentage-scaled (right), last number of the code (right), wrong; ours: right, wrong, right, wrong
+    assert summary["overall"] == summary["scores"]["accuracy"] == {"count": 4, "pass@1": 3 / 4}
+    assert summary["scores"]["answers_match"] == {"count": 4, "pass@1": 2 / 4}
+    assert summary["tallies"] == {"unanswered_code_fence": {"samples": 1, "of": 4}}
+    assert "not reproduced" in summary["protocol_notes"] and summary["answer_timeouts"]["accuracy"] == 3.0
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [r["tallies"]["unanswered_code_fence"] for r in records] == [[False], [False], [True], [False]]
+    assert "Unanswered code fence: 1 of 4 samples" in (out / "summary.md").read_text()
+
+
 def test_protocols_without_a_sourced_shot_count_need_num_few_shot(shared_data, tmp_path):
     """qwen25_math_fewshot_cot (Qwen's --num_shots, 0 in its script, no stated base-model value) and deepseek_math
     (base or instruct prompts) run only with --num_few_shot, which summary.json records."""

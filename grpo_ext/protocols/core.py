@@ -55,7 +55,9 @@ class Protocol:
     model's EOS and the chat template's end of turn); `scores[0]` is the primary score. `num_few_shot` None: the
     user must choose (no source fixes a default; `notes` say which counts the tool uses). `variant(dataset,
     num_few_shot)`, when set, gives the protocol as the tool runs it on that dataset with that many shots (its
-    scores read the dataset's gold, its prompt and stops may change with the shots); `resolve` applies it."""
+    scores read the dataset's gold, its prompt and stops may change with the shots); `resolve` applies it.
+    `tallies` are (name, test) pairs counted over the samples and reported beside the scores: what the tool would
+    have done with a sample that is not reproduced here."""
 
     name: str
     source: str
@@ -70,6 +72,7 @@ class Protocol:
     shots_in_render: bool = False  # the tool's exemplars are one fixed block that `render` writes itself
     notes: str = ""
     variant: Callable[[str, int], Protocol] | None = None
+    tallies: tuple[tuple[str, Callable[[str], bool]], ...] = ()
 
     @property
     def uses_chat_template(self) -> bool:

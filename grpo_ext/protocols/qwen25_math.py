@@ -514,6 +514,20 @@ def render_qwen_fewshot_cot(row: dict, shots: Sequence[dict]) -> str:
     return (demos + "\n\n\n" + context if demos else context).strip(" ")
 
 
+def ends_in_unanswered_code_fence(text: str) -> bool:
+    """`math_eval.py` main(): for every prompt type but `cot` and `pal` an output with no "boxed" that ends (right-
+    stripped) in a code fence has its code executed and the model continues, up to 4 rounds."""
+    return "boxed" not in text and text.rstrip().endswith("```")
+
+
+CODE_FENCE_NOTE = (
+    "Qwen's math_eval.py gives these prompts up to 4 rounds: an output with no 'boxed' that ends in a code fence "
+    "has its code executed and the model continues after the output; nothing here executes text a model wrote, so "
+    "that continuation is not reproduced, and tallies.unanswered_code_fence counts the outputs it would have "
+    "continued (at most that many verdicts can differ from Qwen's); "
+)
+
+
 def _qwen_kind(dataset: str) -> str:
     """Qwen's data name for our dataset: `gsm8k`, or `math` for MATH and its MATH-500 subset (same fields)."""
     return "gsm8k" if dataset == "gsm8k" else "math"
@@ -568,7 +582,8 @@ def _qwen_instruct_protocol(name: str, template: str) -> Protocol:
         source=f"{QWEN} utils.py PROMPT_TEMPLATES['{template}'], math_eval.py, parser.py, grader.py, evaluate.py",
         render=_qwen_render(name),
         stop=QWEN_STOP,
-        notes=QWEN_SCORING_NOTE,
+        notes=CODE_FENCE_NOTE + QWEN_SCORING_NOTE,
+        tallies=(("unanswered_code_fence", ends_in_unanswered_code_fence),),
     )
 
 
