@@ -172,7 +172,9 @@ class SamplingParams:
     greedy. `top_k` 0, `min_p` 0 and `repetition_penalty` 1 switch those filters off. Generation stops at any of
     `stop` (the protocol's stop strings, the chat template's end of turn, the EOS token; cut from the text, as
     vLLM and lm-eval do) or after `max_new_tokens`. `seed` is the run's seed; each problem samples with
-    `problem_seed(seed, idx)`."""
+    `problem_seed(seed, idx)`. `add_special_tokens`: the prompt is tokenized with the tokenizer's own special
+    tokens (its BOS), as the reference tools tokenize plain-text prompts (`encode_prompts`); off for chat
+    templates, which render their own."""
 
     temperature: float = 0.0
     top_p: float = 1.0
@@ -182,6 +184,7 @@ class SamplingParams:
     min_p: float = 0.0
     repetition_penalty: float = 1.0
     stop: tuple[str, ...] = ()
+    add_special_tokens: bool = False
 
 
 def problem_seed(seed: int, idx: int) -> int:
@@ -207,6 +210,19 @@ def end_of_turn(tokenizer) -> str | None:
     )
     after = text[text.rindex(marker) + len(marker) :].strip() if marker in text else ""
     return after or None
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
+    """Each prompt's token ids. With `add_special_tokens`, the tokenizer's default special tokens (the BOS of Llama
+    and DeepSeek tokenizers; none for Qwen's), except on a prompt that already starts with the BOS text: lm-eval's
+    rule for plain-text contexts (`has_bos_prefix` in lm_eval/models/huggingface.py `tok_batch_encode` and
+    vllm_causallms.py `tok_encode`), and what Qwen's and DeepSeek's harnesses get from vLLM's defaults. Without,
+    the text alone: a chat template renders its own BOS, and TRL tokenizes training prompts so."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return [
+        tokenizer(prompt, add_special_tokens=add_special_tokens and not (bos and prompt.startswith(bos)))["input_ids"]
+        for prompt in prompts
+    ]
 
 
 def single_token_ids(tokenizer, stop: Sequence[str]) -> list[int]:
@@ -302,8 +318,8 @@ class TransformersGenerator:
             raise ValueError("greedy decoding (temperature 0) gives one completion per prompt; use n=1")
         per_prompt = do_sample and seeds is not None
         config = self.generation_config(n, params)
-        lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-        order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+        prompt_ids = encode_prompts(self.tokenizer, prompts, params.add_special_tokens)
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompt_ids[i]))
         batch_size = 1 if per_prompt else self.batch_size
         if do_sample and not per_prompt:
             torch.manual_seed(params.seed)
@@ -314,13 +330,9 @@ class TransformersGenerator:
         try:
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
-                inputs = self.tokenizer(
-                    [prompts[i] for i in batch],
-                    return_tensors="pt",
-                    padding=True,
-                    padding_side="left",
-                    add_special_tokens=False,
-                ).to(self.model.device)
+                batch_ids = {"input_ids": [prompt_ids[i] for i in batch]}
+                inputs = self.tokenizer.pad(batch_ids, padding=True, padding_side="left", return_tensors="pt")
+                inputs = inputs.to(self.model.device)
                 if per_prompt:
                     torch.manual_seed(seeds[batch[0]])
                 with torch.no_grad():
@@ -338,7 +350,9 @@ class TransformersGenerator:
 class VLLMGenerator:
     """vLLM offline generation (continuous batching: all prompts are submitted at once). The engine is built with
     `generation_config="vllm"`, so the model's generation_config.json sets no default; each prompt carries its own
-    sampling parameters (its seed) from `SamplingParams`; one-token stop strings also go in as `stop_token_ids`."""
+    sampling parameters (its seed) from `SamplingParams`; one-token stop strings also go in as `stop_token_ids`.
+    Prompts go in as token ids from `encode_prompts`, so both backends see the same tokens (vLLM would add the BOS
+    to a chat template's text that already has one)."""
 
     def __init__(self, model_path: str, **llm_kwargs):
         try:
@@ -370,7 +384,8 @@ class VLLMGenerator:
 
         seeds = list(seeds) if seeds is not None else [params.seed] * len(prompts)
         sampling = [VLLMSamplingParams(**self.sampling_kwargs(n, params, seed)) for seed in seeds]
-        outputs = self.llm.generate(prompts, sampling, use_tqdm=False)
+        ids = encode_prompts(self.llm.get_tokenizer(), prompts, params.add_special_tokens)
+        outputs = self.llm.generate([{"prompt_token_ids": i} for i in ids], sampling, use_tqdm=False)
         return [[candidate.text for candidate in output.outputs] for output in outputs]
 
 

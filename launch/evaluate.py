@@ -243,6 +243,7 @@ def evaluate(argv: list[str] | None = None, generator: Generator | None = None, 
         max_new_tokens=args.max_new_tokens or protocol.max_new_tokens,
         seed=args.seed,
         stop=stop_strings(tokenizer, protocol.stop) if tokenizer is not None else protocol.stop,
+        add_special_tokens=protocol.add_special_tokens,
     )
     run_info = {
         "model": args.model_name_or_path,

@@ -443,7 +443,8 @@ def test_console_script_runs_and_exits_zero(shared_data, tiny_model_path, tmp_pa
 
 def test_vllm_generator_maps_sampling_params_and_keeps_order(monkeypatch):
     """The vLLM glue, against a stand-in `vllm` module (vLLM itself needs a GPU and is not installed in CI): every
-    decoding setting explicit, the model's generation_config.json off, one seed per prompt, the stop strings."""
+    decoding setting explicit, the model's generation_config.json off, one seed per prompt, the stop strings, the
+    prompts as token ids (`encode_prompts`)."""
     import sys
     import types
 
@@ -459,15 +460,28 @@ def test_vllm_generator_maps_sampling_params_and_keeps_order(monkeypatch):
         def __init__(self, model, **kwargs):
             calls["llm"] = {"model": model, **kwargs}
 
-        def get_tokenizer(self):  # <|im_end|> is one token, "Question:" two
-            return types.SimpleNamespace(encode=lambda text, add_special_tokens: [7] if "im_end" in text else [1, 2])
+        def get_tokenizer(self):
+            return FakeTokenizer()
 
         def generate(self, prompts, sampling, use_tqdm):
             calls["sampling"] = [s.kwargs for s in sampling]
+            calls["prompts"] = prompts
             return [
-                types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"{p}-{j}") for j in range(s.kwargs["n"])])
+                types.SimpleNamespace(outputs=[
+                    types.SimpleNamespace(text=f"{''.join(map(chr, p['prompt_token_ids']))}-{j}")
+                    for j in range(s.kwargs["n"])
+                ])
                 for p, s in zip(prompts, sampling)
-            ]
+            ]  # fmt: skip
+
+    class FakeTokenizer:  # <|im_end|> is one token, "Question:" two; prompts "a" and "b" are [97] and [98]
+        bos_token = None
+
+        def encode(self, text, add_special_tokens):
+            return [7] if "im_end" in text else [1, 2]
+
+        def __call__(self, text, add_special_tokens):
+            return {"input_ids": [ord(c) for c in text]}
 
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=FakeLLM, SamplingParams=FakeSamplingParams))
     generator = VLLMGenerator("some/model", tensor_parallel_size=2)
@@ -476,6 +490,7 @@ def test_vllm_generator_maps_sampling_params_and_keeps_order(monkeypatch):
                             stop=("Question:", "<|im_end|>"))  # fmt: skip
     out = generator.generate(["a", "b"], 3, params, seeds=[11, 12])
     assert out == [["a-0", "a-1", "a-2"], ["b-0", "b-1", "b-2"]]
+    assert calls["prompts"] == [{"prompt_token_ids": [97]}, {"prompt_token_ids": [98]}]  # tokenized here
     common = {"n": 3, "temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0, "repetition_penalty": 1.0,
               "max_tokens": 64, "stop": ["Question:", "<|im_end|>"], "stop_token_ids": [7]}  # fmt: skip
     assert calls["sampling"] == [{**common, "seed": 11}, {**common, "seed": 12}]
@@ -711,6 +726,7 @@ def test_qwen_chat_protocol_scores_as_qwen_and_counts_outputs_ending_in_an_unans
     records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert [r["tallies"]["unanswered_code_fence"] for r in records] == [[False], [False], [True], [False]]
     assert "Unanswered code fence: 1 of 4 samples" in (out / "summary.md").read_text()
+    assert summary["generation"]["add_special_tokens"] is True
 
 
 def test_protocols_without_a_sourced_shot_count_need_num_few_shot(shared_data, tmp_path):
@@ -739,7 +755,7 @@ def test_deepseek_math_protocol_runs_its_base_and_instruct_set_ups(shared_data, 
     summary = evaluate(["--protocol", "deepseek_math", "--num_few_shot", "8", "--data_files",
                         str(shared_data / "gsm8k" / "test.jsonl"), "--limit", "2", "--output_dir", str(tmp_path / "b")],
                        generator=base)  # fmt: skip
-    assert base.params.stop == ("\nQ:",) and base.params.max_new_tokens == 1024
+    assert base.params.stop == ("\nQ:",) and base.params.max_new_tokens == 1024 and base.params.add_special_tokens
     assert summary["overall"] == {"count": 2, "pass@1": 0.5} and "evaluation_results.json" in summary["protocol_notes"]
     record = json.loads((tmp_path / "b" / "samples.jsonl").read_text().splitlines()[0])
     assert record["prompt"].startswith("Q: There are 15 trees") and record["prompt"].endswith("\nA:")
@@ -767,6 +783,68 @@ def test_reference_verdicts_need_sympy_s_latex_parser_before_anything_runs(monke
         with pytest.raises(ValueError, match=f"--protocol {protocol}: .*antlr4-python3-runtime 4.11 .*4.13.2"):
             evaluate(["--protocol", protocol, "--dataset_name", "math500", "--num_few_shot", "0"],
                      generator=ByQuestionText({}))  # fmt: skip
+
+
+def bos_tokenizer():
+    """The tiny byte-level tokenizer with a BOS that it adds to every text, as Llama's and DeepSeek's do."""
+    from tokenizers.processors import TemplateProcessing
+
+    from grpo_ext.tiny import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.add_special_tokens({"bos_token": "<s>"})
+    bos = tokenizer.bos_token_id
+    tokenizer._tokenizer.post_processor = TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                             special_tokens=[("<s>", bos)])  # fmt: skip
+    return tokenizer
+
+
+class RecordingModel:
+    """Stands in for a causal LM: records the token ids it is asked to continue and appends one EOS."""
+
+    def __init__(self, eos_id):
+        import torch
+
+        self.eos_id, self.asked = eos_id, []
+        self.generation_config, self.training, self.device = None, False, torch.device("cpu")
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
+
+    def generate(self, input_ids, attention_mask, generation_config, tokenizer):
+        import torch
+
+        self.asked += [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
+        return torch.cat([input_ids, torch.full((len(input_ids), 1), self.eos_id)], dim=1)
+
+
+def test_plain_text_prompts_get_the_bos_that_lm_eval_gives_them():
+    """A plain-text protocol's prompt is tokenized as lm-eval's HF model tokenizes a context (its own
+    `HFLM.tok_batch_encode`): the tokenizer's BOS first, not doubled when the text starts with it; a chat template's
+    text (the `chat` protocol, training) gets nothing added."""
+    from types import SimpleNamespace
+
+    from lm_eval.models.huggingface import HFLM
+
+    tokenizer = bos_tokenizer()
+    model = RecordingModel(tokenizer.eos_token_id)
+    generator = TransformersGenerator(model, tokenizer, batch_size=2)
+    prompts = ["Question: 2+2?\nAnswer:", "<s>Question: 3+3?\nAnswer:"]
+    generator.generate(prompts, 1, SamplingParams(max_new_tokens=1, add_special_tokens=True))
+    lm_eval_model = SimpleNamespace(tokenizer=tokenizer, backend="causal", add_bos_token=None)
+    expected = [HFLM.tok_batch_encode(lm_eval_model, [prompt])[0][0].tolist() for prompt in prompts]  # one at a time:
+    # lm-eval looks for the BOS in a batch's first text only
+    assert sorted(model.asked) == sorted(expected)
+    assert all(ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1 for ids in expected)
+    model.asked = []
+    generator.generate(prompts[:1], 1, SamplingParams(max_new_tokens=1))
+    assert model.asked == [tokenizer(prompts[0], add_special_tokens=False)["input_ids"]]
+    from grpo_ext.protocols import PROTOCOLS
+
+    assert [name for name, p in PROTOCOLS.items() if not p.add_special_tokens] == ["chat"]
 
 
 @pytest.mark.slow

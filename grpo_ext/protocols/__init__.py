@@ -63,6 +63,7 @@ CHAT = Protocol(
     stop=(),
     max_new_tokens=1024,
     scores=(),  # rewards.grade_completions (accuracy_reward's verdicts), in grpo_ext.evaluation.score_problems
+    add_special_tokens=False,  # the chat template renders its own BOS; training tokenizes prompts this way too
 )
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (CHAT, *LM_EVAL_PROTOCOLS, *QWEN_PROTOCOLS, DEEPSEEK_MATH)}

@@ -73,6 +73,7 @@ class Protocol:
     notes: str = ""
     variant: Callable[[str, int], Protocol] | None = None
     tallies: tuple[tuple[str, Callable[[str], bool]], ...] = ()
+    add_special_tokens: bool = True  # the prompt text gets the tokenizer's BOS, as every tool's backend gives it
 
     @property
     def uses_chat_template(self) -> bool:
