@@ -1,22 +1,25 @@
-"""Evaluation protocols: the prompt, exemplars, stop sequences, decoding defaults and answer extraction of the
+"""Evaluation protocols: the prompt, exemplars, stop strings, decoding defaults, answer extraction and verdict of the
 tools that published GSM8K / MATH figures, so that `launch/evaluate.py --protocol NAME` can be held against them.
 
-Each protocol was read from the tool's own code, one module per tool (`lm_eval_harness`, `qwen25_math`; the
-dataclasses are in `core`); this package keeps the registry. `tests/test_protocols.py` compares each protocol with
-the installed `lm_eval` package and with fixtures that Qwen2.5-Math's code produced (`tests/fixtures/`). Fixed
-exemplars are data files beside these modules, each naming its source.
+Each protocol was read from the tool's own code, one module per tool (`lm_eval_harness`, `qwen25_math`,
+`deepseek_math`; the dataclasses are in `core`, the tools' sympy work in `symbolic`, run in the bounded worker
+processes of `workers`); this package keeps the registry. `tests/test_protocols.py` compares each protocol with the
+installed `lm_eval` package and with fixtures that Qwen2.5-Math's and DeepSeek-Math's code produced
+(`tests/fixtures/`). Fixed exemplars are data files beside these modules, each naming its source.
 
 | name | tool | prompt | scores |
 | --- | --- | --- | --- |
 | `chat` | this project | the tokenizer's chat template, `grpo_ext.data.make_prompt` | `accuracy` (`rewards`) |
 | `lm_eval_gsm8k` | lm-evaluation-harness `gsm8k` | "Question: ...\\nAnswer:", 5 shots from train, seed 1234 | `strict-match`, `flexible-extract` |
 | `gsm8k_cot_8shot` | lm-evaluation-harness `gsm8k_cot` | "Q: ...\\nA:", the 8 fixed chain-of-thought exemplars | `strict-match`, `flexible-extract` |
-| `minerva_math_4shot` | lm-evaluation-harness `minerva_math_*` | "Problem:\\n...\\n\\nSolution:", the 4 Minerva exemplars | `exact_match`, `math_verify` |
-| `qwen25_math_cot` | Qwen2.5-Math `evaluation/` prompt type `qwen25-math-cot` | fixed ChatML string, boxed instruction as system | `accuracy` |
-| `qwen_boxed` | Qwen2.5-Math `evaluation/` prompt type `qwen-boxed` | fixed ChatML string, "You are a helpful assistant." | `accuracy` |
-| `qwen25_math_fewshot_cot` | Qwen2.5-Math `evaluation/` prompt type `cot` (base models) | "Question: ...\nAnswer:", Qwen's GSM8K or MATH exemplars | `accuracy` |
+| `minerva_math_4shot` | lm-evaluation-harness `minerva_math_*` | "Problem:\\n...\\n\\nSolution:", the 4 Minerva exemplars | `exact_match` (`is_equiv`), `math_verify`, `answers_match` |
+| `qwen25_math_cot` | Qwen2.5-Math `evaluation/` prompt type `qwen25-math-cot` | fixed ChatML string, boxed instruction as system | `accuracy` (`math_equal`), `answers_match` |
+| `qwen_boxed` | Qwen2.5-Math `evaluation/` prompt type `qwen-boxed` | fixed ChatML string, "You are a helpful assistant." | `accuracy`, `answers_match` |
+| `qwen25_math_fewshot_cot` | Qwen2.5-Math `evaluation/` prompt type `cot` (base models) | "Question: ...\nAnswer:", `--num_few_shot` of Qwen's exemplars | `accuracy`, `answers_match` |
+| `deepseek_math` | DeepSeek-Math `evaluation/` (the paper's figures) | 0 shots "User: ...\\n\\nAssistant:", or its fixed 8 (GSM8K) / 4 (MATH) | `accuracy` (`is_correct`) |
 
-The first score of a protocol is its primary one (`overall` in `summary.json`); all are under `scores`.
+The first score of a protocol is its primary one (`overall` in `summary.json`), the tool's own verdict; all are
+under `scores`.
 """
 
 from __future__ import annotations
