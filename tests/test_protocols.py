@@ -3,6 +3,7 @@ filters, metric, sampler and Minerva utils) and, for Qwen2.5-Math (not on PyPI),
 (tests/fixtures/qwen25_math.json; tests/fixtures/README.md says how)."""
 
 import json
+import os
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -340,6 +341,24 @@ def test_sympy_workers_bound_each_pair_from_any_thread():
     assert out == [[False, True]] and pool.killed == killed + 1
     assert run_checks("lm_eval_is_equiv", [("\\sqrt{4}", "2")], timeout=5.0) == [True]
 
+
+def test_sympy_workers_report_a_check_that_cannot_run_and_stay_in_step(tmp_path, monkeypatch):
+    """Workers without a LaTeX parser (an antlr4 runtime that says it is 4.13.2, which sympy's parse_latex
+    refuses) answer `!`, which the caller raises with the reason; the call's other answers, still coming, must not
+    be read as the next call's."""
+    from grpo_ext.protocols.workers import SympyPool
+
+    metadata = tmp_path / "antlr4_python3_runtime-4.13.2.dist-info"
+    metadata.mkdir()
+    (metadata / "METADATA").write_text("Metadata-Version: 2.1\nName: antlr4-python3-runtime\nVersion: 4.13.2\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    pool = SympyPool(size=2)
+    try:
+        with pytest.raises(RuntimeError, match="lm_eval_is_equiv cannot run: LaTeX parsing requires the antlr4"):
+            pool.run([("lm_eval_is_equiv", ["1", "2"])] * 2, timeout=30.0)
+        assert pool.run([("lm_eval_is_equiv", ["x", "x"])], timeout=30.0) == [True]  # decided without the parser
+    finally:
+        pool.close()
 
 def test_literal_parse_expr_reads_what_parse_expr_reads_and_evaluates_nothing(tmp_path):
     """The graders' `parse_expr` fallback, read without eval: on literal arithmetic it gives what sympy's

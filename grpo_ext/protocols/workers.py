@@ -183,45 +183,51 @@ class SympyPool:
             pending = deque(range(len(items)))
             busy: dict[int, tuple[_Worker, int, float]] = {}  # fd -> (worker, item, deadline)
             started_by = time.monotonic() + _STARTUP_TIMEOUT_S
-            while pending or busy:
-                for worker in self._workers:
-                    if pending and worker.ready and worker.fd not in busy:
-                        index = pending.popleft()
-                        try:
-                            worker.send(*items[index])
-                        except OSError:  # died while idle: replace it, the item waits
-                            pending.appendleft(index)
+            try:
+                while pending or busy:
+                    for worker in self._workers:
+                        if pending and worker.ready and worker.fd not in busy:
+                            index = pending.popleft()
+                            try:
+                                worker.send(*items[index])
+                            except OSError:  # died while idle: replace it, the item waits
+                                pending.appendleft(index)
+                                self._replace(worker)
+                                break
+                            busy[worker.fd] = (worker, index, time.monotonic() + timeout)
+                    starting = {w.fd: w for w in self._workers if not w.ready}
+                    now = time.monotonic()
+                    if not busy and now > started_by:
+                        raise RuntimeError("grpo_ext.protocols.workers did not start (is sympy installed?)")
+                    wait = min((d for _, _, d in busy.values()), default=started_by) - now
+                    for fd in _readable([*busy, *starting], wait):
+                        worker = busy[fd][0] if fd in busy else starting[fd]
+                        lines = worker.read_lines()
+                        if fd in starting:
+                            if lines is None:
+                                raise RuntimeError("a grpo_ext.protocols.workers process exited at start")
+                            worker.ready = worker.ready or "ready" in lines
+                            continue
+                        _, index, _ = busy[fd]
+                        if lines is None:  # died (memory limit): not equal
+                            del busy[fd]
                             self._replace(worker)
-                            break
-                        busy[worker.fd] = (worker, index, time.monotonic() + timeout)
-                starting = {w.fd: w for w in self._workers if not w.ready}
-                now = time.monotonic()
-                if not busy and now > started_by:
-                    raise RuntimeError("grpo_ext.protocols.workers did not start (is sympy installed?)")
-                wait = min((d for _, _, d in busy.values()), default=started_by) - now
-                for fd in _readable([*busy, *starting], wait):
-                    worker = busy[fd][0] if fd in busy else starting[fd]
-                    lines = worker.read_lines()
-                    if fd in starting:
-                        if lines is None:
-                            raise RuntimeError("a grpo_ext.protocols.workers process exited at start")
-                        worker.ready = worker.ready or "ready" in lines
-                        continue
-                    _, index, _ = busy[fd]
-                    if lines is None:  # died (memory limit): not equal
-                        del busy[fd]
-                        self._replace(worker)
-                    elif lines:
-                        del busy[fd]
-                        if lines[0].startswith("!"):
-                            raise RuntimeError(f"{items[index][0]} cannot run: {lines[0][1:].strip()}")
-                        results[index] = lines[0] == "1"
-                now = time.monotonic()
-                for fd, (worker, index, deadline) in list(busy.items()):
-                    if now >= deadline:
-                        del busy[fd]
-                        self.killed += 1
-                        self._replace(worker)
+                        elif lines:
+                            del busy[fd]
+                            if lines[0].startswith("!"):
+                                raise RuntimeError(f"{items[index][0]} cannot run: {lines[0][1:].strip()}")
+                            results[index] = lines[0] == "1"
+                    now = time.monotonic()
+                    for fd, (worker, index, deadline) in list(busy.items()):
+                        if now >= deadline:
+                            del busy[fd]
+                            self.killed += 1
+                            self._replace(worker)
+            except BaseException:
+                for worker, _, _ in busy.values():  # an answer still to come would be read as the next call's
+                    worker.kill()
+                    self._workers.remove(worker)
+                raise
         return results
 
     def _replace(self, worker: _Worker) -> None:
