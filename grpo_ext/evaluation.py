@@ -60,7 +60,7 @@ def majority_vote(answers: Sequence[str | None], same: Callable[[str, str], bool
     for i, answer in enumerate(answers):
         if answer is None:
             continue
-        key = normalize_answer(answer)
+        key = normalize_answer(answer) if isinstance(answer, str) else json.dumps(answer)  # a list of answers
         group = by_key.get(key)
         if group is None and same is not None:
             group = next((g for g, r in enumerate(representatives) if same(answer, answers[r])), None)
@@ -142,6 +142,9 @@ def markdown_table(summary: dict) -> str:
         lines.append(row(subject, metrics))
     lines.append("")
     lines.append("Metrics in %. " + _generation_note(summary["generation"]))
+    for name, tally in summary.get("tallies", {}).items():
+        lines.append(f"{name.replace('_', ' ').capitalize()}: {tally['samples']} of {tally['of']} samples "
+                     "(see protocol_notes in summary.json).")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -169,7 +172,9 @@ class SamplingParams:
     greedy. `top_k` 0, `min_p` 0 and `repetition_penalty` 1 switch those filters off. Generation stops at any of
     `stop` (the protocol's stop strings, the chat template's end of turn, the EOS token; cut from the text, as
     vLLM and lm-eval do) or after `max_new_tokens`. `seed` is the run's seed; each problem samples with
-    `problem_seed(seed, idx)`."""
+    `problem_seed(seed, idx)`. `add_special_tokens`: the prompt is tokenized with the tokenizer's own special
+    tokens (its BOS), as the reference tools tokenize plain-text prompts (`encode_prompts`); off for chat
+    templates, which render their own."""
 
     temperature: float = 0.0
     top_p: float = 1.0
@@ -179,6 +184,7 @@ class SamplingParams:
     min_p: float = 0.0
     repetition_penalty: float = 1.0
     stop: tuple[str, ...] = ()
+    add_special_tokens: bool = False
 
 
 def problem_seed(seed: int, idx: int) -> int:
@@ -204,6 +210,19 @@ def end_of_turn(tokenizer) -> str | None:
     )
     after = text[text.rindex(marker) + len(marker) :].strip() if marker in text else ""
     return after or None
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
+    """Each prompt's token ids. With `add_special_tokens`, the tokenizer's default special tokens (the BOS of Llama
+    and DeepSeek tokenizers; none for Qwen's), except on a prompt that already starts with the BOS text: lm-eval's
+    rule for plain-text contexts (`has_bos_prefix` in lm_eval/models/huggingface.py `tok_batch_encode` and
+    vllm_causallms.py `tok_encode`), and what Qwen's and DeepSeek's harnesses get from vLLM's defaults. Without,
+    the text alone: a chat template renders its own BOS, and TRL tokenizes training prompts so."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return [
+        tokenizer(prompt, add_special_tokens=add_special_tokens and not (bos and prompt.startswith(bos)))["input_ids"]
+        for prompt in prompts
+    ]
 
 
 def single_token_ids(tokenizer, stop: Sequence[str]) -> list[int]:
@@ -299,8 +318,8 @@ class TransformersGenerator:
             raise ValueError("greedy decoding (temperature 0) gives one completion per prompt; use n=1")
         per_prompt = do_sample and seeds is not None
         config = self.generation_config(n, params)
-        lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-        order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+        prompt_ids = encode_prompts(self.tokenizer, prompts, params.add_special_tokens)
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompt_ids[i]))
         batch_size = 1 if per_prompt else self.batch_size
         if do_sample and not per_prompt:
             torch.manual_seed(params.seed)
@@ -311,13 +330,9 @@ class TransformersGenerator:
         try:
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
-                inputs = self.tokenizer(
-                    [prompts[i] for i in batch],
-                    return_tensors="pt",
-                    padding=True,
-                    padding_side="left",
-                    add_special_tokens=False,
-                ).to(self.model.device)
+                batch_ids = {"input_ids": [prompt_ids[i] for i in batch]}
+                inputs = self.tokenizer.pad(batch_ids, padding=True, padding_side="left", return_tensors="pt")
+                inputs = inputs.to(self.model.device)
                 if per_prompt:
                     torch.manual_seed(seeds[batch[0]])
                 with torch.no_grad():
@@ -335,7 +350,9 @@ class TransformersGenerator:
 class VLLMGenerator:
     """vLLM offline generation (continuous batching: all prompts are submitted at once). The engine is built with
     `generation_config="vllm"`, so the model's generation_config.json sets no default; each prompt carries its own
-    sampling parameters (its seed) from `SamplingParams`; one-token stop strings also go in as `stop_token_ids`."""
+    sampling parameters (its seed) from `SamplingParams`; one-token stop strings also go in as `stop_token_ids`.
+    Prompts go in as token ids from `encode_prompts`, so both backends see the same tokens (vLLM would add the BOS
+    to a chat template's text that already has one)."""
 
     def __init__(self, model_path: str, **llm_kwargs):
         try:
@@ -367,7 +384,8 @@ class VLLMGenerator:
 
         seeds = list(seeds) if seeds is not None else [params.seed] * len(prompts)
         sampling = [VLLMSamplingParams(**self.sampling_kwargs(n, params, seed)) for seed in seeds]
-        outputs = self.llm.generate(prompts, sampling, use_tqdm=False)
+        ids = encode_prompts(self.llm.get_tokenizer(), prompts, params.add_special_tokens)
+        outputs = self.llm.generate([{"prompt_token_ids": i} for i in ids], sampling, use_tqdm=False)
         return [[candidate.text for candidate in output.outputs] for output in outputs]
 
 
@@ -404,11 +422,11 @@ def score_problems(
 def score_with(
     score, completions: Sequence[list[str]], rows: Sequence[dict], ks: Sequence[int], timeout: float = 5.0
 ) -> list[dict[str, Any]]:
-    """`score_problems` for a protocol's `Score` (`grpo_ext.protocols`): its extraction and gold; with
-    `score.exact` an answer is correct when it equals the gold string, else by `rewards.answers_match`; maj@k groups
-    answers by equality when `exact`, else by `rewards.answers_match`. A `whole_text` score's verdicts are
-    `rewards.match_texts` on (completion, gold) and it has no maj@k."""
-    from rewards import match_many, match_texts
+    """`score_problems` for a protocol's `Score` (`grpo_ext.protocols`): its extraction (`score.extract(text,
+    row)`), its gold and its judge (`score.judge`, every pair bounded by `timeout` seconds; without one an answer
+    is correct when it equals the gold string); maj@k groups answers by the same test. A `whole_text` score's
+    verdicts are `rewards.match_texts` on (completion, gold) and it has no maj@k."""
+    from rewards import match_texts
 
     golds = [score.gold(row) for row in rows]
     if score.whole_text:
@@ -416,18 +434,18 @@ def score_with(
         verdicts = iter(match_texts(pairs, timeout=timeout))
         corrects = [[gold is not None and bool(next(verdicts)) for _ in texts] for texts, gold in zip(completions, golds)]
         return _records(completions, [[None] * len(texts) for texts in completions], corrects, (), None)
-    extracted = [[score.extract(text) for text in texts] for texts in completions]
-    # one verdict per (answered sample, readable gold), in order; exact scores compare strings, the others go to
-    # math-verify in one batch
+    extracted = [[score.extract(text, row) for text in texts] for texts, row in zip(completions, rows)]
+    # one verdict per (answered sample, readable gold), in order, judged in one batch
     pairs = [
         (pred, gold) for preds, gold in zip(extracted, golds) if gold is not None for pred in preds if pred is not None
     ]
-    verdicts = iter([pred == gold for pred, gold in pairs] if score.exact else match_many(pairs, timeout=timeout))
+    verdicts = iter(score.judge(pairs, timeout) if score.judge else [pred == gold for pred, gold in pairs])
     corrects = [
         [gold is not None and pred is not None and bool(next(verdicts)) for pred in preds]
         for preds, gold in zip(extracted, golds)
     ]
-    return _records(completions, extracted, corrects, ks, None if score.exact else _answers_match(timeout))
+    same = None if score.judge is None else (lambda a, b: bool(score.judge([(a, b)], timeout)[0]))
+    return _records(completions, extracted, corrects, ks, same)
 
 
 def _answers_match(timeout: float) -> Callable[[str, str], bool]:
@@ -483,10 +501,11 @@ def run_evaluation(
     output_dir: str | None = None,
     resume: bool = False,
     chunk_size: int = 64,
-    answer_timeout: float = 5.0,
+    answer_timeout: float | None = None,
     run_info: dict | None = None,
     progress: bool = True,
     scores: Sequence = (),
+    tallies: Sequence[tuple[str, Callable[[str], bool]]] = (),
 ) -> dict:
     """Generate, score and summarise; with `output_dir`, stream records to `samples.jsonl` and write the summary.
 
@@ -494,7 +513,10 @@ def run_evaluation(
     and `answer`; `level`/`subject` are carried into the records and give per-level / per-subject tables. Problem
     `idx` samples with seed `problem_seed(params.seed, idx)`. `scores` (a protocol's `Score`s) replace the default
     scoring (`score_problems`): the first fills `correct`/`corrects`/`maj` and `overall`, each one its entry of
-    `record["scores"]` and `summary["scores"]`. Returns the summary dict (also written to `summary.json`).
+    `record["scores"]` and `summary["scores"]`. `tallies` (a protocol's (name, test) pairs) count the samples
+    each test holds for: per sample in `record["tallies"]`, in all in `summary["tallies"]`. `answer_timeout`
+    bounds each answer comparison in seconds (None: each score's tool's own bound, `Score.timeout`, else 5).
+    Returns the summary dict (also written to `summary.json`).
     """
     from tqdm.auto import tqdm
 
@@ -519,6 +541,8 @@ def run_evaluation(
             "dropping them; use that run's --limit or a larger one, or a new --output_dir"
         )
     pending = [row for row in dataset if row["idx"] not in done]
+    # seconds per answer comparison: --answer_timeout, else each score's tool's own bound (5 s when it has none)
+    timeouts = {score.name: answer_timeout or score.timeout or 5.0 for score in scores}
     bar = tqdm(total=len(done) + len(pending), initial=len(done), disable=not progress, desc="evaluate")
     running = [sum(r["corrects"]) / len(r["corrects"]) for r in records]
     if running:
@@ -532,16 +556,18 @@ def run_evaluation(
             raise RuntimeError(f"generator returned {[len(o) for o in outputs]} completions for {len(rows)} prompts")
         new = []
         if scores:
-            by_score = [score_with(score, outputs, rows, ks, timeout=answer_timeout) for score in scores]
+            by_score = [score_with(score, outputs, rows, ks, timeout=timeouts[score.name]) for score in scores]
             primary = by_score[0]
         else:
-            primary = score_problems(outputs, [row["answer"] for row in rows], ks, timeout=answer_timeout)
+            primary = score_problems(outputs, [row["answer"] for row in rows], ks, timeout=answer_timeout or 5.0)
         for i, (row, prompt, score) in enumerate(zip(rows, prompts, primary)):
             record = {"idx": row["idx"], "prompt": prompt, "gold": row["answer"]}
             for key in ("level", "subject"):
                 if key in row and row[key] is not None:
                     record[key] = row[key]
             record.update(score)
+            if tallies:
+                record["tallies"] = {name: [bool(test(text)) for text in outputs[i]] for name, test in tallies}
             if scores:
                 record["scores"] = {
                     s.name: {k: r[i][k] for k in ("extracted_answers", "corrects", "maj") if k in r[i]}
@@ -562,8 +588,14 @@ def run_evaluation(
     records.sort(key=lambda r: r["idx"])
     summary = {**run_info, "generation": generation, "overall": summarize(records, ks)}
     if scores:
+        summary["answer_timeouts"] = timeouts
         summary["scores"] = {
             s.name: summarize([{**r, **r["scores"][s.name]} for r in records], ks) for s in scores
+        }
+    if tallies:
+        total = sum(len(r["corrects"]) for r in records)
+        summary["tallies"] = {
+            name: {"samples": sum(sum(r["tallies"][name]) for r in records), "of": total} for name, _ in tallies
         }
     if any("level" in r for r in records):
         summary["by_level"] = summarize_by(records, "level", ks)

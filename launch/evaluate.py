@@ -6,9 +6,10 @@
         --temperature 0.6 --num_samples 16 --k 1 4 16 --backend vllm --output_dir eval/math500-maj16
 
 Prompts are the zero-shot chat prompt of `grpo_ext.data.make_prompt` (few-shot with `--num_few_shot`), or with
-`--protocol` those of lm-evaluation-harness or Qwen2.5-Math's evaluation (`grpo_ext.protocols`). Writes
-`samples.jsonl` (one line per problem), `summary.json` and `summary.md` to `--output_dir`; `--resume` skips
-problems already in `samples.jsonl`. The metrics, backends and scoring live in `grpo_ext.evaluation`.
+`--protocol` those of lm-evaluation-harness, Qwen2.5-Math's or DeepSeek-Math's evaluation (`grpo_ext.protocols`),
+scored as each tool scores. Writes `samples.jsonl` (one line per problem), `summary.json` and `summary.md` to
+`--output_dir`; `--resume` skips problems already in `samples.jsonl`. The metrics, backends and scoring live in
+`grpo_ext.evaluation`.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class EvalArguments:
         metadata={
             "help": "Prompt, exemplars, stop strings and extraction: `chat` (the tokenizer's chat template), "
             "`lm_eval_gsm8k`, `gsm8k_cot_8shot`, `minerva_math_4shot` (lm-evaluation-harness), `qwen25_math_cot`, "
-            "`qwen_boxed`, `qwen25_math_fewshot_cot` (Qwen2.5-Math's evaluation). See grpo_ext/protocols."
+            "`qwen_boxed`, `qwen25_math_fewshot_cot` (Qwen2.5-Math's evaluation), `deepseek_math` (DeepSeek-Math's "
+            "own harness). See grpo_ext/protocols."
         },
     )
     num_few_shot: int | None = field(
@@ -56,8 +58,9 @@ class EvalArguments:
         metadata={
             "help": "Worked examples. `chat` (default 0): chat turns from the first rows of few_shot_data_files or of "
             "the hub train split. Other protocols: default the tool's (lm_eval_gsm8k 5, sampled from the train split "
-            "as lm-eval does; gsm8k_cot_8shot 8 and minerva_math_4shot 4, the first N fixed exemplars; "
-            "qwen25_math_fewshot_cot 4 of Qwen's exemplars; the other Qwen protocols 0)."
+            "as lm-eval does; gsm8k_cot_8shot 8 and minerva_math_4shot 4, the first N fixed exemplars; the other "
+            "Qwen protocols 0). Required, with no default, for qwen25_math_fewshot_cot (the first N of Qwen's "
+            "exemplars) and deepseek_math (0 for instruct/RL models, 8 GSM8K / 4 MATH for base models)."
         },
     )
     few_shot_data_files: list[str] | None = field(
@@ -70,7 +73,9 @@ class EvalArguments:
     dtype: str = field(default="auto", metadata={"help": "Model dtype: auto, bfloat16, float16, float32."})
     max_new_tokens: int | None = field(
         default=None,
-        metadata={"help": "Maximum new tokens (default the protocol's: chat 1024, lm-eval 256, Qwen 2048)."},
+        metadata={
+            "help": "Maximum new tokens (default the protocol's: chat 1024, lm-eval 256, Qwen 2048, DeepSeek 1024)."
+        },
     )
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy; > 0 samples (needed for num_samples > 1)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold (1 = off)."})
@@ -85,7 +90,13 @@ class EvalArguments:
     output_dir: str = field(default="eval_outputs", metadata={"help": "Where samples.jsonl and summaries go."})
     resume: bool = field(default=False, metadata={"help": "Continue a partial run in output_dir."})
     save_every: int = field(default=64, metadata={"help": "Problems generated between appends to samples.jsonl."})
-    answer_timeout: float = field(default=5.0, metadata={"help": "Seconds allowed per answer comparison."})
+    answer_timeout: float | None = field(
+        default=None,
+        metadata={
+            "help": "Seconds allowed per answer comparison (default: the protocol's tool's own bound, lm-eval's "
+            "is_equiv 5, Qwen's math_equal 3, DeepSeek's 15; 5 otherwise)."
+        },
+    )
     tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM tensor parallel size."})
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM GPU memory fraction."})
 
@@ -118,7 +129,7 @@ class EvalArguments:
         for name in ("max_new_tokens", "batch_size", "save_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if not self.answer_timeout > 0:
+        if self.answer_timeout is not None and not self.answer_timeout > 0:
             raise ValueError(f"--answer_timeout must be positive, got {self.answer_timeout}")
 
 
@@ -129,16 +140,40 @@ def make_parser():
     return TrlParser(EvalArguments, prog="grpo-ext-evaluate", description=__doc__, allow_abbrev=False)
 
 
+def check_latex_parser(protocol) -> None:
+    """Before anything loads: a score that is a tool's own sympy verdict needs sympy's LaTeX parser (antlr4 4.11,
+    which pyproject pins); without it the run would stop at the first such comparison, after generating."""
+    from grpo_ext.protocols.symbolic import latex_parser_available
+
+    needing = [score.name for score in protocol.scores if score.needs_latex_parser]
+    reason = latex_parser_available() if needing else None
+    if reason is not None:
+        raise ValueError(
+            f"--protocol {protocol.name}: its {needing[0]} score is the reference tool's own verdict, which reads "
+            f"LaTeX with sympy's parse_latex; that needs antlr4-python3-runtime 4.11 ({reason}). pyproject pins it "
+            "(math-verify[antlr4_11_0]): reinstall the project, pip install -e ."
+        )
+
+
 def load_problems(args: EvalArguments, protocol):
     """The problems to evaluate, with `prompt` as the protocol renders it (chat messages for `chat`, text
-    otherwise), and the number of few-shot examples used."""
+    otherwise), the number of few-shot examples used, and the protocol as run on this dataset with that many shots
+    (`Protocol.resolve`)."""
     from grpo_ext.data import load_math_dataset, resolve_dataset_name
     from grpo_ext.protocols import render_prompts
 
     chat = protocol.uses_chat_template
     num_few_shot = args.num_few_shot if args.num_few_shot is not None else protocol.num_few_shot
-    if not chat and resolve_dataset_name(args.dataset_name) not in protocol.datasets:
+    if num_few_shot is None:
+        raise ValueError(
+            f"--protocol {protocol.name} needs --num_few_shot (no source gives a default): {protocol.notes}"
+        )
+    kind = resolve_dataset_name(args.dataset_name)
+    if not chat and kind not in protocol.datasets:
         raise ValueError(f"--protocol {protocol.name} is for {list(protocol.datasets)}, not {args.dataset_name!r}")
+    if not chat:
+        protocol = protocol.resolve(kind, num_few_shot)
+        check_latex_parser(protocol)
     dataset = load_math_dataset(
         args.dataset_name,
         split=args.dataset_split,
@@ -151,12 +186,12 @@ def load_problems(args: EvalArguments, protocol):
         few_shot_data_files=args.few_shot_data_files,
     )
     if chat:
-        return dataset, num_few_shot
+        return dataset, num_few_shot, protocol
     pool = []
     if num_few_shot and protocol.samples_train_shots:
         pool = list(load_math_dataset(args.dataset_name, split="train", data_files=args.few_shot_data_files))
-    prompts = render_prompts(protocol, list(dataset), pool, num_few_shot, resolve_dataset_name(args.dataset_name))
-    return dataset.remove_columns("prompt").add_column("prompt", prompts), num_few_shot
+    prompts = render_prompts(protocol, list(dataset), pool, num_few_shot, kind)
+    return dataset.remove_columns("prompt").add_column("prompt", prompts), num_few_shot, protocol
 
 
 def evaluate(argv: list[str] | None = None, generator: Generator | None = None, render=None, tokenizer=None) -> dict:
@@ -171,8 +206,7 @@ def evaluate(argv: list[str] | None = None, generator: Generator | None = None, 
             "evaluate.py runs as a single process (python launch/evaluate.py ...); for several GPUs use "
             "--backend vllm --tensor_parallel_size N"
         )
-    protocol = get_protocol(args.protocol)
-    dataset, num_few_shot = load_problems(args, protocol)
+    dataset, num_few_shot, protocol = load_problems(args, get_protocol(args.protocol))
     if generator is None:
         if args.model_name_or_path is None:
             raise ValueError("--model_name_or_path is required")
@@ -209,6 +243,7 @@ def evaluate(argv: list[str] | None = None, generator: Generator | None = None, 
         max_new_tokens=args.max_new_tokens or protocol.max_new_tokens,
         seed=args.seed,
         stop=stop_strings(tokenizer, protocol.stop) if tokenizer is not None else protocol.stop,
+        add_special_tokens=protocol.add_special_tokens,
     )
     run_info = {
         "model": args.model_name_or_path,
@@ -237,6 +272,7 @@ def evaluate(argv: list[str] | None = None, generator: Generator | None = None, 
         answer_timeout=args.answer_timeout,
         run_info=run_info,
         scores=protocol.scores,
+        tallies=protocol.tallies,
     )
     print(markdown_table(summary))
     return summary

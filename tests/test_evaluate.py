@@ -115,7 +115,9 @@ def test_scoring_agrees_with_the_training_reward_where_only_math_verify_reads_th
     unread = [c for c in cases if (g := extract_gold(c.gold)) is None or extract_prediction(c.prediction, g) is None]
     predictions, golds = [c.prediction for c in unread], [c.gold for c in unread]
     rewarded = AccuracyReward(timeout=30.0)(predictions, answer=golds)
-    assert len(unread) >= 10 and rewarded.count(1.0) >= 6
+    # 6 rewarded under antlr4 4.13; under the 4.11 that pyproject pins (sympy's parse_latex needs it) the parser
+    # latex2sympy2_extended ships for 4.11 reads no percent, and `\boxed{28\%}` against a prose gold is not read
+    assert len(unread) >= 10 and rewarded.count(1.0) >= 5
     records = score_problems([[p] for p in predictions], golds, ks=[1], timeout=30.0)
     assert [float(r["correct"]) for r in records] == [float(bool(r)) for r in rewarded]
 
@@ -441,7 +443,8 @@ def test_console_script_runs_and_exits_zero(shared_data, tiny_model_path, tmp_pa
 
 def test_vllm_generator_maps_sampling_params_and_keeps_order(monkeypatch):
     """The vLLM glue, against a stand-in `vllm` module (vLLM itself needs a GPU and is not installed in CI): every
-    decoding setting explicit, the model's generation_config.json off, one seed per prompt, the stop strings."""
+    decoding setting explicit, the model's generation_config.json off, one seed per prompt, the stop strings, the
+    prompts as token ids (`encode_prompts`)."""
     import sys
     import types
 
@@ -457,15 +460,28 @@ def test_vllm_generator_maps_sampling_params_and_keeps_order(monkeypatch):
         def __init__(self, model, **kwargs):
             calls["llm"] = {"model": model, **kwargs}
 
-        def get_tokenizer(self):  # <|im_end|> is one token, "Question:" two
-            return types.SimpleNamespace(encode=lambda text, add_special_tokens: [7] if "im_end" in text else [1, 2])
+        def get_tokenizer(self):
+            return FakeTokenizer()
 
         def generate(self, prompts, sampling, use_tqdm):
             calls["sampling"] = [s.kwargs for s in sampling]
+            calls["prompts"] = prompts
             return [
-                types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"{p}-{j}") for j in range(s.kwargs["n"])])
+                types.SimpleNamespace(outputs=[
+                    types.SimpleNamespace(text=f"{''.join(map(chr, p['prompt_token_ids']))}-{j}")
+                    for j in range(s.kwargs["n"])
+                ])
                 for p, s in zip(prompts, sampling)
-            ]
+            ]  # fmt: skip
+
+    class FakeTokenizer:  # <|im_end|> is one token, "Question:" two; prompts "a" and "b" are [97] and [98]
+        bos_token = None
+
+        def encode(self, text, add_special_tokens):
+            return [7] if "im_end" in text else [1, 2]
+
+        def __call__(self, text, add_special_tokens):
+            return {"input_ids": [ord(c) for c in text]}
 
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=FakeLLM, SamplingParams=FakeSamplingParams))
     generator = VLLMGenerator("some/model", tensor_parallel_size=2)
@@ -474,6 +490,7 @@ def test_vllm_generator_maps_sampling_params_and_keeps_order(monkeypatch):
                             stop=("Question:", "<|im_end|>"))  # fmt: skip
     out = generator.generate(["a", "b"], 3, params, seeds=[11, 12])
     assert out == [["a-0", "a-1", "a-2"], ["b-0", "b-1", "b-2"]]
+    assert calls["prompts"] == [{"prompt_token_ids": [97]}, {"prompt_token_ids": [98]}]  # tokenized here
     common = {"n": 3, "temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0, "repetition_penalty": 1.0,
               "max_tokens": 64, "stop": ["Question:", "<|im_end|>"], "stop_token_ids": [7]}  # fmt: skip
     assert calls["sampling"] == [{**common, "seed": 11}, {**common, "seed": 12}]
@@ -675,6 +692,159 @@ def test_lm_eval_gsm8k_protocol_reports_strict_and_flexible(shared_data, tmp_pat
     assert "| all (flexible-extract) | 4 | 50.0 |" in (out / "summary.md").read_text()
     with pytest.raises(ValueError, match="is for"):
         evaluate(["--protocol", "lm_eval_gsm8k", "--dataset_name", "math500"], generator=ByQuestion())
+
+
+class ByQuestionText:
+    """Answers each prompt with the completion of the question it ends with (plain-text protocols)."""
+
+    def __init__(self, by_question):
+        self.by_question = by_question
+        self.params = None
+
+    def generate(self, prompts, n, params, seeds=None):
+        self.params = params
+        return [[next(c for q, c in self.by_question.items() if q in p[-len(q) - 200 :])] for p in prompts]
+
+
+def test_qwen_chat_protocol_scores_as_qwen_and_counts_outputs_ending_in_an_unanswered_code_fence(shared_data, tmp_path):
+    """qwen25_math_cot end to end: the primary score is Qwen's own verdict (2500 for a gold of 25 counts, as its
+    percentage rule has it; `answers_match` does not), and an output with no boxed answer that ends in a code fence
+    (which Qwen's code would execute and continue) is counted and said so in summary.json and summary.md."""
+    golds = gsm8k_golds(shared_data)[:4]
+    texts = ["So the answer is \\boxed{{{g}}}.", "So it is \\boxed{{{h}}}.", "Let me compute.\n```python\nprint({g})\n```\n",
+             "```python\nx = 1\n```\nSo \\boxed{{{w}}}\n```"]  # fmt: skip
+    by_question = {q: t.format(g=g, h=int(g) * 100, w=int(g) + 1) for (q, g), t in zip(golds, texts)}
+    out = tmp_path / "qwen"
+    summary = evaluate(["--protocol", "qwen25_math_cot", "--data_files", str(shared_data / "gsm8k" / "test.jsonl"),
+                        "--limit", "4", "--output_dir", str(out)], generator=ByQuestionText(by_question))  # fmt: skip
+    assert list(summary["scores"]) == ["accuracy", "answers_match"]
+    # Qwen: right, percentage-scaled (right), last number of the code (right), wrong; ours: right, wrong, right, wrong
+    assert summary["overall"] == summary["scores"]["accuracy"] == {"count": 4, "pass@1": 3 / 4}
+    assert summary["scores"]["answers_match"] == {"count": 4, "pass@1": 2 / 4}
+    assert summary["tallies"] == {"unanswered_code_fence": {"samples": 1, "of": 4}}
+    assert "not reproduced" in summary["protocol_notes"] and summary["answer_timeouts"]["accuracy"] == 3.0
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [r["tallies"]["unanswered_code_fence"] for r in records] == [[False], [False], [True], [False]]
+    assert "Unanswered code fence: 1 of 4 samples" in (out / "summary.md").read_text()
+    assert summary["generation"]["add_special_tokens"] is True
+
+
+def test_protocols_without_a_sourced_shot_count_need_num_few_shot(shared_data, tmp_path):
+    """qwen25_math_fewshot_cot (Qwen's --num_shots, 0 in its script, no stated base-model value) and deepseek_math
+    (base or instruct prompts) run only with --num_few_shot, which summary.json records."""
+    golds = gsm8k_golds(shared_data)[:2]
+    common = ["--data_files", str(shared_data / "gsm8k" / "test.jsonl"), "--limit", "2"]
+    generator = ByQuestionText({q: f"The answer is {g}." for q, g in golds})
+    for protocol in ("qwen25_math_fewshot_cot", "deepseek_math"):
+        with pytest.raises(ValueError, match=f"--protocol {protocol} needs --num_few_shot"):
+            evaluate(["--protocol", protocol, *common, "--output_dir", str(tmp_path / protocol)], generator=generator)
+    summary = evaluate(["--protocol", "qwen25_math_fewshot_cot", *common, "--num_few_shot", "4", "--output_dir",
+                        str(tmp_path / "qwen")], generator=generator)  # fmt: skip
+    assert summary["num_few_shot"] == 4 and summary["overall"] == {"count": 2, "pass@1": 1.0}
+    with pytest.raises(ValueError, match="--num_few_shot 3: protocol deepseek_math on gsm8k takes 0 .* or 8"):
+        evaluate(["--protocol", "deepseek_math", *common, "--num_few_shot", "3", "--output_dir",
+                  str(tmp_path / "ds3")], generator=generator)  # fmt: skip
+
+
+def test_deepseek_math_protocol_runs_its_base_and_instruct_set_ups(shared_data, tmp_path):
+    """deepseek_math end to end: 8 fixed shots and a stop at "\\nQ:" for the base model on GSM8K, its last-number
+    extraction; zero-shot "User: ... Assistant:" with a stop at EOS only for instruct models on MATH-500, answers
+    read as lists; 1024 new tokens; the verdicts are the harness's."""
+    golds = gsm8k_golds(shared_data)[:2]
+    base = ByQuestionText({golds[0][0]: f"She has {golds[0][1]} left.", golds[1][0]: "It is 3.5 then 1000."})
+    summary = evaluate(["--protocol", "deepseek_math", "--num_few_shot", "8", "--data_files",
+                        str(shared_data / "gsm8k" / "test.jsonl"), "--limit", "2", "--output_dir", str(tmp_path / "b")],
+                       generator=base)  # fmt: skip
+    assert base.params.stop == ("\nQ:",) and base.params.max_new_tokens == 1024 and base.params.add_special_tokens
+    assert summary["overall"] == {"count": 2, "pass@1": 0.5} and "evaluation_results.json" in summary["protocol_notes"]
+    record = json.loads((tmp_path / "b" / "samples.jsonl").read_text().splitlines()[0])
+    assert record["prompt"].startswith("Q: There are 15 trees") and record["prompt"].endswith("\nA:")
+    rows = read_rows(shared_data / "math500" / "test.jsonl", n=2)
+    instruct = ByQuestionText({rows[0]["problem"] + "\nPlease reason step by step, and put your final answer within "
+                               "\\boxed{}.": f"So $\\boxed{{{rows[0]['answer']}}}$.",
+                               rows[1]["problem"][-60:] + "\nPlease reason step by step, and put your final answer "
+                               "within \\boxed{}.": "So $\\boxed{0}$."})  # fmt: skip
+    summary = evaluate(["--protocol", "deepseek_math", "--num_few_shot", "0", "--dataset_name", "math500",
+                        "--data_files", str(shared_data / "math500" / "test.jsonl"), "--limit", "2", "--output_dir",
+                        str(tmp_path / "i")], generator=instruct)  # fmt: skip
+    assert instruct.params.stop == () and summary["overall"] == {"count": 2, "pass@1": 0.5}
+    records = [json.loads(line) for line in (tmp_path / "i" / "samples.jsonl").read_text().splitlines()]
+    assert records[0]["prompt"].startswith("User: ") and records[0]["prompt"].endswith("\n\nAssistant:")
+    assert records[1]["extracted_answer"] == ["0"]
+
+
+def test_reference_verdicts_need_sympy_s_latex_parser_before_anything_runs(monkeypatch):
+    """A protocol whose score is a tool's sympy verdict stops at once, naming the option and the fix, when sympy's
+    parse_latex cannot run (any antlr4 runtime but 4.11), instead of failing after generating."""
+    from grpo_ext.protocols import symbolic
+
+    monkeypatch.setattr(symbolic, "latex_parser_available", lambda: "antlr4-python3-runtime is 4.13.2")
+    for protocol in ("minerva_math_4shot", "qwen25_math_cot", "deepseek_math"):
+        with pytest.raises(ValueError, match=f"--protocol {protocol}: .*antlr4-python3-runtime 4.11 .*4.13.2"):
+            evaluate(["--protocol", protocol, "--dataset_name", "math500", "--num_few_shot", "0"],
+                     generator=ByQuestionText({}))  # fmt: skip
+
+
+def bos_tokenizer():
+    """The tiny byte-level tokenizer with a BOS that it adds to every text, as Llama's and DeepSeek's do."""
+    from tokenizers.processors import TemplateProcessing
+
+    from grpo_ext.tiny import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.add_special_tokens({"bos_token": "<s>"})
+    bos = tokenizer.bos_token_id
+    tokenizer._tokenizer.post_processor = TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                             special_tokens=[("<s>", bos)])  # fmt: skip
+    return tokenizer
+
+
+class RecordingModel:
+    """Stands in for a causal LM: records the token ids it is asked to continue and appends one EOS."""
+
+    def __init__(self, eos_id):
+        import torch
+
+        self.eos_id, self.asked = eos_id, []
+        self.generation_config, self.training, self.device = None, False, torch.device("cpu")
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
+
+    def generate(self, input_ids, attention_mask, generation_config, tokenizer):
+        import torch
+
+        self.asked += [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
+        return torch.cat([input_ids, torch.full((len(input_ids), 1), self.eos_id)], dim=1)
+
+
+def test_plain_text_prompts_get_the_bos_that_lm_eval_gives_them():
+    """A plain-text protocol's prompt is tokenized as lm-eval's HF model tokenizes a context (its own
+    `HFLM.tok_batch_encode`): the tokenizer's BOS first, not doubled when the text starts with it; a chat template's
+    text (the `chat` protocol, training) gets nothing added."""
+    from types import SimpleNamespace
+
+    from lm_eval.models.huggingface import HFLM
+
+    tokenizer = bos_tokenizer()
+    model = RecordingModel(tokenizer.eos_token_id)
+    generator = TransformersGenerator(model, tokenizer, batch_size=2)
+    prompts = ["Question: 2+2?\nAnswer:", "<s>Question: 3+3?\nAnswer:"]
+    generator.generate(prompts, 1, SamplingParams(max_new_tokens=1, add_special_tokens=True))
+    lm_eval_model = SimpleNamespace(tokenizer=tokenizer, backend="causal", add_bos_token=None)
+    expected = [HFLM.tok_batch_encode(lm_eval_model, [prompt])[0][0].tolist() for prompt in prompts]  # one at a time:
+    # lm-eval looks for the BOS in a batch's first text only
+    assert sorted(model.asked) == sorted(expected)
+    assert all(ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1 for ids in expected)
+    model.asked = []
+    generator.generate(prompts[:1], 1, SamplingParams(max_new_tokens=1))
+    assert model.asked == [tokenizer(prompts[0], add_special_tokens=False)["input_ids"]]
+    from grpo_ext.protocols import PROTOCOLS
+
+    assert [name for name, p in PROTOCOLS.items() if not p.add_special_tokens] == ["chat"]
 
 
 @pytest.mark.slow
