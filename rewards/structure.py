@@ -76,8 +76,6 @@ _DECIMAL_RE = re.compile(r"\d?\.\d")
 _LETTER_RUN_RE = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}")
 _COMMAND_RE = re.compile(r"\\(?:begin|end)\{[a-z]+\}|\\[a-zA-Z]+")
 # Outside brackets, `10,\!080` and `1,000` are numbers with a thousands separator to math-verify.
-_THOUSANDS_RE = re.compile(r"\d\s*,(?:\\!|\s)*\d{3}(?!\d)")
-_THOUSANDS_JOIN_RE = re.compile(r"(\d)\s*,(?:\\!|\s)*(\d{3})(?!\d)")
 # math-verify's unit normalization strips a trailing word after a digit, brace or space (`2t` -> `2`).
 # Its unit names include the single letters o t h c l s g m d (`5i` and `2k` keep their letter); a test holds
 # this list to the installed latex2sympy2_extended.
@@ -409,7 +407,7 @@ def _word(match: re.Match) -> str:
 
 
 def _tokens(answer: str) -> list[str]:
-    answer = _without_unit_or_base(answer)
+    answer = _without_unit_or_base(answer).replace("\\$", "").replace("$", "")  # math-verify drops dollar signs
     answer = _BASE_INLINE_RE.sub(r"\1", answer)  # `52_8 + 1` is 52 + 1 to math-verify
     answer = _TEXT_GROUP_RE.sub(_word, answer)
     if re.search(r"\\W[a-z]+\s*$", answer) and not re.fullmatch(r"\s*\\W[a-z]+\s*", answer):
@@ -565,14 +563,37 @@ def _opaque(tokens: list[str], exact: bool) -> tuple:
     return ("opaque", readings, constant)
 
 
+def _joined_thousands(tokens: list[str]) -> list[str] | None:
+    """`tokens` with each top-level comma between digits and a group of three digits read as a thousands
+    separator (`11,\\! 111,\\! 100` -> 11111100), or None when there is none."""
+    out: list[str] = []
+    depth, joined = 0, False
+    for k, token in enumerate(tokens):
+        if token in ("(", "[", "{", "\\{"):
+            depth += 1
+        elif token in (")", "]", "}", "\\}"):
+            depth -= 1
+        if (
+            depth == 0 and out and k + 1 < len(tokens) and out[-1].isdigit()
+            and (token == "," and tokens[k + 1].isdigit() and len(tokens[k + 1]) == 3)
+        ):
+            joined = True
+            continue
+        if joined and out and out[-1].isdigit() and token.isdigit() and len(token) == 3 and tokens[k - 1] == ",":
+            out[-1] += token
+            continue
+        out.append(token)
+    return out if joined else None
+
+
 def _readings(answer: str) -> list[tuple]:
     tokens = _tokens(answer)
     if not tokens:
         raise Refuse
     exact = not _DECIMAL_RE.search(answer)
-    if _THOUSANDS_RE.search(answer) and not _enclosed(tokens):
+    joined = _joined_thousands(tokens)
+    if joined is not None:
         # Bare `10,\!080` is 10080 to math-verify, `10,\!080+1` the list {10, 81}: both readings.
-        joined = _tokens(_THOUSANDS_JOIN_RE.sub(r"\1\2", answer))
         return [_shape(joined, exact, bare_list=False), _shape(tokens, exact)]
     try:
         return [_shape(tokens, exact)]

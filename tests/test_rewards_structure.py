@@ -51,6 +51,9 @@ DIFFERENT = [
     ("3R^2+1", "3R^2"),  # upper-case letters are read in lower case
     (r"10,\!080+1", r"10,\!080"),  # a bare thousands separator: different under both readings
     (r"864 \mbox{ inches}^2+1", r"864 \mbox{ inches}^2"),  # a unit word before `+ 1` is a symbol
+    (r"11,\! 111,\! 111,\! 100+1", r"11,\! 111,\! 111,\! 100"),
+    (r"\$32,\!348+1", r"\$32,\!348"),  # math-verify drops dollar signs
+    (r"(2,12) \cup (12,102)+1", r"(2,12) \cup (12,102)"),  # inside brackets a comma is no thousands separator
 ]
 
 # Pairs math-verify finds EQUAL although a naive reading says different: the fast path must leave them
@@ -78,6 +81,8 @@ EQUAL_TO_MATH_VERIFY = [
     ("13535+1", "13536"),
     (r"10,\!080", "10080"),
     ("N+1", "n+1"),
+    ("1,000", "1000"),
+    (r"\$32,\!348", "32348"),
 ]
 
 
