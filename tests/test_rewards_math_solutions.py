@@ -137,3 +137,11 @@ def test_a_final_statement_is_still_read():
     # Repeated short lines (a table, a column of equations) are no loop.
     table = "\\[x = 1\\]\n\\[x = 2\\]\n\\[x = 3\\]"
     assert not ends_in_a_loop(table)
+
+
+def test_a_search_loop_is_not_read_again_by_math_verify():
+    """math-verify's own extraction would take the last span, `y = 15`, as the answer: a loop is not sent to it."""
+    loop = "\n".join(f"Trying \\( y = {y} \\) does not satisfy the second equation." for y in (12, 13, 14, 15))
+    assert ends_in_a_loop(loop)
+    assert _score(loop, "15") == 0.0
+    assert _score(loop.rsplit("\n", 1)[0] + "\nTherefore \\( y = 15 \\).", "15") == 1.0
