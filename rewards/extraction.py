@@ -397,7 +397,8 @@ def extract_answer(text: str, last_number_fallback: bool = True, last_math_fallb
     group = boxed_group(text)
     if group is not None and _clean(", ".join(group[0])):
         conclusions.append((group[1], ", ".join(group[0])))
-    for found in (_after_hashes(text), _after_answer_heading(text), _after_answer_is(text, concluding_only=group is not None)):
+    phrase = _after_answer_is(text, concluding_only=group is not None)
+    for found in (_after_hashes(text), _after_answer_heading(text), phrase):
         if found is not None and _clean(found[0]) and (group is None or found[1] >= group[1]):
             conclusions.append((found[1], found[0]))
     if conclusions:

@@ -33,7 +33,9 @@ _THOUSANDS_NEGSPACE_RE = re.compile(r"(?<=\d),\\!\s*(?=\d{3}(?!\d))")
 
 # A text command written with a space before its argument, `\text {square inches}`: math-verify's unit removal
 # only knows `\text{...}`, so the unit stayed and the right value never matched.
-_SPACED_TEXT_COMMAND_RE = re.compile(r"(\\(?:text|textbf|textit|textrm|textnormal|mbox|mathrm|mathbf|mathit|operatorname))\s+\{")
+_SPACED_TEXT_COMMAND_RE = re.compile(
+    r"(\\(?:text|textbf|textit|textrm|textnormal|mbox|mathrm|mathbf|mathit|operatorname))\s+\{"
+)
 
 
 def tidy_latex(text: str) -> str:

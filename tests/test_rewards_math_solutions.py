@@ -3,13 +3,18 @@ corpus `tests/data/math_solution_cases.jsonl` (real solutions with other people'
 `tests/data/build_math_solution_cases.py`) held against its labels and against math-verify.
 """
 
+import json
+from pathlib import Path
+
 import pytest
 
 from rewards import AccuracyReward, extract_answer, extract_gold, get_default_pool
 from rewards.accuracy import extract_prediction
+from rewards.agreement import agreement, load_cases, math_verify_verdicts, our_verdicts
 from rewards.equivalence import match_many
 from rewards.extraction import ends_in_a_loop
 
+DATA = Path(__file__).resolve().parent / "data"
 # Correctness, not speed, is measured here: a deadline no loaded CI machine reaches on these small answers.
 TIMEOUT = 30.0
 
@@ -145,3 +150,47 @@ def test_a_search_loop_is_not_read_again_by_math_verify():
     assert ends_in_a_loop(loop)
     assert _score(loop, "15") == 0.0
     assert _score(loop.rsplit("\n", 1)[0] + "\nTherefore \\( y = 15 \\).", "15") == 1.0
+
+
+# The labelled corpus of real solutions.
+def test_corpus_rows_name_their_source_and_label():
+    rows = [json.loads(line) for line in (DATA / "math_solution_cases.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert 200 <= len(rows) <= 400
+    for row in rows:
+        assert row["prediction"] and row["gold"] and isinstance(row["expected"], bool)
+        assert "@" in row["source"] and row["label_source"] and row["gold_source"] and row["problem_id"]
+    by_class = {}
+    for row in rows:
+        for name in row["classes"] or ["ordinary"]:
+            by_class.setdefault(name, []).append(row)
+    sizes = {name: len(members) for name, members in by_class.items()}
+    assert sizes["final-answer-display"] >= 40 and sizes["no-conclusion"] >= 80 and sizes["ordinary"] >= 100, sizes
+    assert {"answer-heading", "box-in-prose", "spaced-text-unit"} <= set(sizes), sizes
+    ordinary = by_class["ordinary"]
+    assert sum(r["expected"] for r in ordinary) == len(ordinary) // 2  # drawn half right, half wrong
+    assert len({r["generator"] for r in rows}) >= 8
+
+
+def test_corpus_agrees_with_its_labels_at_least_as_often_as_math_verify():
+    cases = load_cases(DATA / "math_solution_cases.jsonl")
+    ours, ours_false_positives = agreement(cases, our_verdicts(cases, timeout=TIMEOUT))
+    theirs, their_false_positives = agreement(cases, math_verify_verdicts(cases))
+    assert ours >= 0.98, ours
+    assert ours >= theirs, (ours, theirs)
+    assert len(ours_false_positives) <= len(their_false_positives), [c.source for c in ours_false_positives]
+
+
+@pytest.mark.parametrize(
+    "record, expected",
+    [
+        ("#math-644", True),  # "Final Answer: The final answer is\n\\[ matrix \\]"
+        ("#math-767", True),  # "Putting the final answer within \\boxed{}, we get: \\[\\boxed{6}\\]"
+        ("#math-744", True),  # gold 8\\sqrt{3} \\text { square inches}
+        ("#math-381", False),  # a search loop cut off, its last span y = 15 equal to the gold
+        ("#annotated-sample", False),  # PRM800K: "# Answer\n\n320,000" against 40,\\!000
+    ],
+)
+def test_corpus_rows_of_each_failure_class(record, expected):
+    (case,) = [c for c in load_cases(DATA / "math_solution_cases.jsonl") if c.source.endswith(record)]
+    assert case.expected is expected
+    assert _score(case.prediction, case.gold) == (1.0 if expected else 0.0)
