@@ -21,15 +21,18 @@ certain to find the pair unequal, so that the pair need not travel to a worker:
   against a finite set of values, or when one is opaque and the other is not and differs from it also under
   each reading a grader that did add the number could give (to every entry, endpoint or matrix entry, `M + cI`,
   to every interval of a union or to its last one). Equal values prove nothing: those pairs still go to
-  math-verify. An answer math-verify may read in two ways (a bare `10,\!080`: 10080 alone, the list {10, 80}
-  inside `10,\!080+1`) has both readings, and the pair differs only when every reading of one differs from
-  every reading of the other.
+  math-verify. An answer math-verify may read in two ways has both readings, and the pair differs only when
+  every reading of one differs from every reading of the other: a bare `10,\!080` (10080 alone, the list
+  {10, 80} inside `10,\!080+1`), a value written before `(` (a product in `x(x-1)` and `(a+5)(b+2)`, a sum in
+  `2(3)`, which is 5 there, and `(3)(4)`, 7).
 
 Read as math-verify reads them: `x = a` and `x \in S` (one-letter `x`) are compared through `a` / `S`, and
 two such answers only when they name the same letter and `a` does not mention it (math-verify compares
 `x - a` with sides flipped and solves); a trailing `\text{unit}` / `\mbox{unit}` with an optional one-digit
 power is dropped; `204_5` is 204, also inside an expression (`52_8+1` is 53); a multiple-choice `\text{(C)}` is
-the symbol c; upper-case letters other than E and I are read in lower case (`3R^2` is `3r^2`); any other
+the symbol c; `\sin \cos \tan \cot \sec \csc` of a one-letter argument followed by an operator, a bracket
+or the end (`\cot x + 1`) or of a bracketed argument (`\sin(2x)`) are those functions; upper-case letters other
+than E and I are read in lower case (`3R^2` is `3r^2`); any other
 `\text{...}` of letters is a symbol named by its letters in lower case (`\text{Evelyn}` is `evelyn`,
 `864 \mbox{ inches}^2+1` is `864 inches^2 + 1`), except the words math-verify reads otherwise (`and`, `or`, `e`,
 `i`, `pi`, `gamma`, `oo`, `nan`, `zoo`, anything with `inf`, `percent`, `pct` or `sqrt`), and a word is not
@@ -39,16 +42,17 @@ The reader refuses (returns no shape) whatever math-verify could read differentl
 number, the imaginary unit there), runs of two or more letters outside `\text{}` (words, `and`/`or`, unit names,
 concatenated symbols), a one-letter unit name (`o t h c l s g m d`) or a word at the end after a digit, brace or
 space (math-verify strips a trailing unit: `2t` is 2, `5 m` is 5), `=` elsewhere, `<`, `_` other than a base,
-`%`, `!`, `|`, `$`, every command but `\frac \dfrac \tfrac \sqrt \pi \cdot \times \infty \pm \cup \left \right
-\begin \end` and spacing, an implicit product with `(` (math-verify reads `2(3)` as 5), an implicit product
-after `/` (`1/2x` is `1/(2x)` there), a number followed by a fraction (the mixed number `3\frac{1}{2}`),
-chained or letter exponents, variables under a root or with a fractional exponent, and more than 300
-characters. It is a recursive-descent parser over a token list: nothing is executed.
+`%`, `!`, `|`, every command but `\frac \dfrac \tfrac \sqrt \pi \cdot \times \infty \pm \cup \left \right
+\begin \end`, the six trigonometric functions and spacing, a power of a function or of its one-letter argument
+(`\sin^2 x`, `\sin x^2`), `\sin 2x`, an implicit product after `/` (`1/2x` is `1/(2x)` there), a number followed
+by a fraction (the mixed number `3\frac{1}{2}`), chained or letter exponents, variables under a root or with a
+fractional exponent, and more than 300 characters. It is a recursive-descent parser over a token list: nothing is executed.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from fractions import Fraction
 from functools import lru_cache
 
@@ -68,6 +72,14 @@ _SPACING = {"\\,", "\\;", "\\:", "\\!", "\\ ", "\\quad", "\\qquad", "\\left", "\
 _COMMANDS = {"\\frac", "\\dfrac", "\\tfrac", "\\sqrt", "\\pi", "\\cdot", "\\times", "\\infty", "\\pm", "\\cup",
              "\\begin", "\\end", "\\\\", "\\{", "\\}"} | _SPACING
 _MATRIX_ENVS = ("pmatrix", "bmatrix")
+# Trigonometric functions, read with a one-letter argument (`\cot x`) or a bracketed one (`\sin(2x)`).
+_FUNCTIONS = ("\\sin", "\\cos", "\\tan", "\\cot", "\\sec", "\\csc")
+_COMMANDS |= set(_FUNCTIONS)
+# What may follow a function's one-letter argument (`\sin x y` or `\sin x^2` may be read as sin(xy), sin(x^2)).
+_AFTER_ARGUMENT = {None, "+", "-", "*", "/", "\\cdot", "\\times", ",", ")", "}", "]", "&", "\\\\", "\\pm", "\\cup"}
+# How a value written before `(` is read: math-verify multiplies `x(x-1)` but adds `2(3)` (5) and `(3)(4)` (7).
+# An answer with such a juxtaposition is read both ways ("product", "sum"); "refuse" outside `_readings`.
+_READING = threading.local()
 # Characters math-verify reads in ways this reader does not follow (relations, subscripts, percent, ...).
 _REFUSED_CHARS_RE = re.compile(r"[=<>_%|$'\";:~?@#]|(?<!\\)!|(?<![\\a-zA-Z])[eEI](?![a-zA-Z])")
 # Other upper-case letters are read in lower case, as math-verify reads them (`3R^2` is `3r^2` there).
@@ -184,7 +196,14 @@ class _Expression(TokenCursor):
                     value, divided = value / right, True
                 else:
                     value = value * right
-            elif token is not None and (token in ("\\frac", "\\sqrt", "\\pi") or token.isalpha() or _is_word(token)):
+            elif token == "(" and _juxtaposition() != "refuse":
+                if divided:
+                    raise Refuse
+                right = self.power()
+                value = value * right if _juxtaposition() == "product" else value + right
+            elif token is not None and (
+                token in ("\\frac", "\\sqrt", "\\pi") or token in _FUNCTIONS or token.isalpha() or _is_word(token)
+            ):
                 if divided:
                     raise Refuse  # `1/2x` is 1/(2x) in math-verify
                 if token.startswith("\\") and token.endswith("frac") and self.toks[self.i - 1][0].isdigit():
@@ -256,9 +275,11 @@ class _Expression(TokenCursor):
         if token in ("(", "{"):
             value = self.expr()
             self.take(")" if token == "(" else "}")
-            if self.peek() == "(":
+            if self.peek() == "(" and _juxtaposition() == "refuse":
                 raise Refuse  # `(3)(4)` is 7 in math-verify
             return value
+        if token in _FUNCTIONS:
+            return self.function(token)
         if token in ("\\frac", "\\dfrac", "\\tfrac"):
             numerator = self.argument()
             denominator = self.argument()
@@ -281,6 +302,33 @@ class _Expression(TokenCursor):
                 raise Refuse
             return radicand ** (mpf(1) / int(index))
         raise Refuse
+
+    def function(self, name: str):
+        """`\\sin x`, `\\cot(2x)`: a one-letter argument followed by an operator, a bracket or the end, or a
+        bracketed argument; a power of the function or of a one-letter argument is refused (`\\sin^2 x`, `\\sin x^2`
+        are read differently by different graders)."""
+        if self.in_exact:
+            raise _Inexact
+        token = self.peek()
+        if token in ("(", "{"):
+            self.take()
+            argument = self.expr()
+            self.take(")" if token == "(" else "}")
+        elif token is not None and token.isalpha() and len(token) == 1:
+            argument = self.atom()
+            if self.peek() not in _AFTER_ARGUMENT:
+                raise Refuse
+        else:
+            raise Refuse
+        if self.peek() in ("^", "("):
+            raise Refuse
+        context = _context()
+        value = getattr(context, name[1:])(argument)
+        return _capped(value)
+
+
+def _juxtaposition() -> str:
+    return getattr(_READING, "juxtaposition", "refuse")
 
 
 def _capped(value):
@@ -586,10 +634,31 @@ def _joined_thousands(tokens: list[str]) -> list[str] | None:
     return out if joined else None
 
 
+def _juxtaposed(tokens: list[str]) -> bool:
+    """Whether a value is written right before `(` (`x(x-1)`, `2(3)`, `(a+5)(b+2)`)."""
+    return any(
+        token == "(" and k > 0 and (before[0].isalnum() or before in (")", "}", "\\pi") or _is_word(before))
+        for k, (before, token) in enumerate(zip([""] + tokens, tokens))
+    )
+
+
 def _readings(answer: str) -> list[tuple]:
     tokens = _tokens(answer)
     if not tokens:
         raise Refuse
+    if not _juxtaposed(tokens):
+        return _readings_of(answer, tokens)
+    shapes = []
+    try:
+        for mode in ("product", "sum"):
+            _READING.juxtaposition = mode
+            shapes += _readings_of(answer, tokens)
+    finally:
+        _READING.juxtaposition = "refuse"
+    return shapes
+
+
+def _readings_of(answer: str, tokens: list[str]) -> list[tuple]:
     exact = not _DECIMAL_RE.search(answer)
     joined = _joined_thousands(tokens)
     if joined is not None:

@@ -54,6 +54,9 @@ DIFFERENT = [
     (r"11,\! 111,\! 111,\! 100+1", r"11,\! 111,\! 111,\! 100"),
     (r"\$32,\!348+1", r"\$32,\!348"),  # math-verify drops dollar signs
     (r"(2,12) \cup (12,102)+1", r"(2,12) \cup (12,102)"),  # inside brackets a comma is no thousands separator
+    (r"\cot x+1", r"\cot x"),  # trigonometric functions of a one-letter or bracketed argument
+    ("(a+5)(b+2)+1", "(a+5)(b+2)"),  # a value before `(`: different as a product and as a sum
+    ("7x(x-1)(x-3)", "7x(x-1)(x-2)"),
 ]
 
 # Pairs math-verify finds EQUAL although a naive reading says different: the fast path must leave them
@@ -83,6 +86,10 @@ EQUAL_TO_MATH_VERIFY = [
     ("N+1", "n+1"),
     ("1,000", "1000"),
     (r"\$32,\!348", "32348"),
+    ("2(3)+1", "6"),  # 2(3) is 5 to math-verify
+    ("(3)(4)", "7"),
+    ("(1+2)(3)", "9"),  # but (1+2)(3) is 9
+    (r"\cot x", r"\frac{1}{\tan x}"),
 ]
 
 
@@ -115,6 +122,12 @@ def test_left_undecided_where_math_verify_finds_equal(pred, gold, math_verify_eq
     assert math_verify_equal(pred, gold)
 
 
+@pytest.mark.parametrize("pred,gold", EQUAL_TO_MATH_VERIFY)
+def test_fast_path_never_calls_them_different(pred, gold):
+    """Neither fast negative (the numeric one and the structure reader) decides a pair math-verify finds equal."""
+    assert fast_verdict(pred, gold) is not False
+
+
 @pytest.mark.parametrize(
     "pred,gold",
     [("1,2", "2,1"), ("(1,2)", "1,2"), (r"3\sqrt{13}", r"\sqrt{117}"), ("x^2-1", "(x-1)(x+1)"),
@@ -138,8 +151,8 @@ def test_shapes_read_by_hand():
     # A variable takes a different value at each of the two sample points.
     (x,) = answer_shape("x")[2]
     assert x[0] != x[1]
-    for refused in [r"\sin x", "ab", "2x^y", r"\sqrt{x}", "10!", "50%", r"\Gamma(3)", r"\text{E}", r"\text{I}",
-                    r"\text{infinite}", "E+1", "I^2"]:
+    for refused in [r"\sin^2 x", r"\sin x^2", r"\sin 2x", r"\log x", "ab", "2x^y", r"\sqrt{x}", "10!", "50%",
+                    r"\Gamma(3)", r"\text{E}", r"\text{I}", r"\text{infinite}", "E+1", "I^2"]:
         assert answer_shape(refused) is None, refused
     # Exact values where the answer has no decimal and no radical or pi; a word is a variable.
     ((value, _),) = answer_shape("2/3 + 1")[2]
