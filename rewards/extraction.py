@@ -302,7 +302,7 @@ def _display_at(text: str, pos: int) -> str | None:
 
 def _after_answer_heading(text: str) -> tuple[str, int] | None:
     """The value under the last `# Answer` heading (PRM800K's format: the heading line, then the value on the
-    same line or the next non-empty one), and where the heading starts."""
+    same line or the next non-empty one), and where the heading starts; None when that line is prose."""
     offset = max(len(text) - _FALLBACK_TAIL_CHARS * 4, 0)
     last = None
     for last in _ANSWER_HEADING_RE.finditer(text, offset):
@@ -313,7 +313,10 @@ def _after_answer_heading(text: str) -> tuple[str, int] | None:
     if not value:
         following = text[last.end() :].lstrip("\n")
         value = following.split("\n", 1)[0].strip()
-    value = _value_in_phrase(value.rstrip(".").strip()) if value else None
+    value = value.rstrip(".").strip()
+    if not value or _prose_words(_blank(value, _math_spans(value))):
+        return None  # `## Answer` opening a section of prose (a chat model's markdown) states no value
+    value = _value_in_phrase(value)
     return (value, last.start()) if value and value not in _LONE_DELIMITERS else None
 
 

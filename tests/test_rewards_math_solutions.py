@@ -194,3 +194,10 @@ def test_corpus_rows_of_each_failure_class(record, expected):
     (case,) = [c for c in load_cases(DATA / "math_solution_cases.jsonl") if c.source.endswith(record)]
     assert case.expected is expected
     assert _score(case.prediction, case.gold) == (1.0 if expected else 0.0)
+
+
+def test_a_markdown_answer_section_with_prose_is_not_a_value():
+    """`## Answer` opening a section of prose (as chat models write) states no value; the text is read as usual."""
+    text = "## Answer\n\nTo find it, note that $x = 3$ first.\nThen $y = 4$, so the total is $12$."
+    assert extract_prediction(text, "12") == "12"
+    assert _score(text, "12") == 1.0
