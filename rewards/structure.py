@@ -564,14 +564,19 @@ def _shifted(shape: tuple, constant: tuple) -> tuple:
     interval endpoint, every matrix entry."""
     kind, c = shape[0], _real(constant[0])
     if kind == "matrix":
-        return ("matrix", shape[1], [tuple(v + k for v, k in zip(values, constant)) for values in shape[2]])
+        return ("matrix", shape[1], [tuple(_add(v, k) for v, k in zip(values, constant)) for values in shape[2]])
     if kind == "union":
         return ("union", [(lo + c, hi + c, a, b) for lo, hi, a, b in shape[1]])
     interval = shape[3]
     if interval is not None:
         lo, hi, a, b = interval
         interval = (lo + c, hi + c, a, b)
-    return ("list", shape[1], [tuple(v + k for v, k in zip(values, constant)) for values in shape[2]], interval)
+    return ("list", shape[1], [tuple(_add(v, k) for v, k in zip(values, constant)) for values in shape[2]], interval)
+
+
+def _add(a, b):
+    """`a + b` for exact and 50-digit values alike (an exact value meeting an inexact one becomes inexact)."""
+    return a + b if isinstance(a, Fraction) == isinstance(b, Fraction) else _real(a) + _real(b)
 
 
 def _opaque(tokens: list[str], exact: bool) -> tuple:
@@ -597,16 +602,14 @@ def _opaque(tokens: list[str], exact: bool) -> tuple:
     if not (head[0] == "\\begin" or head[0] == "\\{" or "," in _depth_one_tokens(head)):
         raise Refuse  # `(1+2)+1`: parentheses around a number
     structure = _shape(head, exact)
-    (constant,) = _entry_values(rest[1:], exact)
+    (constant,) = _entry_values(rest, exact)  # `- 1 + 2` is +1
     if not _close(constant[0], constant[1]):
         raise Refuse  # a variable in the added term
-    if rest[0] == "-":
-        constant = tuple(-c for c in constant)
     readings = [_shifted(structure, constant)]
     if structure[0] == "matrix" and structure[1][0] == structure[1][1]:  # M + c may be M + cI
         n = structure[1][0]
         readings.append(("matrix", structure[1], [
-            tuple(v + c for v, c in zip(values, constant)) if k % (n + 1) == 0 else values
+            tuple(_add(v, c) for v, c in zip(values, constant)) if k % (n + 1) == 0 else values
             for k, values in enumerate(structure[2])]))
     return ("opaque", readings, constant)
 
