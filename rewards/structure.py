@@ -46,7 +46,8 @@ space (math-verify strips a trailing unit: `2t` is 2, `5 m` is 5), `=` elsewhere
 \begin \end`, the six trigonometric functions and spacing, a power of a function or of its one-letter argument
 (`\sin^2 x`, `\sin x^2`), `\sin 2x`, an implicit product after `/` (`1/2x` is `1/(2x)` there), a number followed
 by a fraction (the mixed number `3\frac{1}{2}`), chained or letter exponents, variables under a root or with a
-fractional exponent, and more than 300 characters. It is a recursive-descent parser over a token list: nothing is executed.
+fractional exponent, and more than 300 characters. It is a recursive-descent parser over a token list: nothing is
+executed.
 """
 
 from __future__ import annotations
