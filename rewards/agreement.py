@@ -6,8 +6,12 @@ expected-False case):
 
 * `tests/data/grader_cases.jsonl`: cases taken from the public test suites of math-verify, lighteval, NeMo-Skills,
   hendrycks/math, Qwen2.5-Math's grader and TRL, plus the examples of issue 10 (`tests/data/build_grader_cases.py`);
-* `tests/data/math_solution_cases.jsonl`: real model-written solutions to MATH problems with correctness labels
-  made by others (ProcessBench's MATH split, PRM800K; issue 18, `tests/data/build_math_solution_cases.py`).
+* the MATH-solution corpus: real model-written solutions to MATH problems with correctness labels made by others
+  (ProcessBench's MATH split, PRM800K; issue 18). It is data from other repositories, so it is not committed:
+  `tests/data/build_math_solution_cases.py` builds it from local copies of them into
+  `tests/data/math_solution_cases.jsonl` (ignored by git), and it is read from there, from
+  `../shared/data/math_solutions/` beside the checkout, or from the path in `GRPO_EXT_MATH_SOLUTION_CASES`
+  (`math_solution_cases_path`); without it only the grader cases are run.
 
 The graders:
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +39,14 @@ __all__ = ["GraderCase", "agreement", "load_cases", "math_verify_verdicts", "our
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 DEFAULT_CASES = DATA / "grader_cases.jsonl"
-MATH_SOLUTION_CASES = DATA / "math_solution_cases.jsonl"
+MATH_SOLUTION_CASES = "math_solution_cases.jsonl"
+
+
+def math_solution_cases_path() -> Path | None:
+    """Where the MATH-solution corpus is (see the module's docstring), or None when it was not built here."""
+    places = [os.environ.get("GRPO_EXT_MATH_SOLUTION_CASES"), DATA / MATH_SOLUTION_CASES,
+              DATA.parent.parent.parent / "shared" / "data" / "math_solutions" / MATH_SOLUTION_CASES]
+    return next((Path(p) for p in places if p and Path(p).is_file()), None)
 
 
 @dataclass(frozen=True)
@@ -122,7 +134,11 @@ def main(argv: list[str] | None = None) -> None:
     graders = {"ours": lambda cases: our_verdicts(cases, args.timeout), "math-verify": math_verify_verdicts}
     if not args.no_trl:
         graders["trl"] = trl_verdicts
-    for path in args.cases or [str(DEFAULT_CASES), str(MATH_SOLUTION_CASES)]:
+    corpus = math_solution_cases_path()
+    if not args.cases and corpus is None:
+        print("the MATH-solution corpus is not built here (python tests/data/build_math_solution_cases.py; "
+              "rewards.agreement's docstring): grader cases only")
+    for path in args.cases or [str(DEFAULT_CASES), *([str(corpus)] if corpus else [])]:
         cases = load_cases(path)
         print(f"{len(cases)} labelled cases ({sum(c.expected for c in cases)} expected True) from {path}", flush=True)
         for name, grade in graders.items():

@@ -1,6 +1,7 @@
 r"""Rewards on real model-written MATH solutions (issue 18): the failure classes, worked by hand, and the labelled
-corpus `tests/data/math_solution_cases.jsonl` (real solutions with other people's correctness labels, see
-`tests/data/build_math_solution_cases.py`) held against its labels and against math-verify.
+corpus of real solutions with other people's correctness labels held against its labels and against math-verify.
+The corpus is data from other repositories and is not committed: `tests/data/build_math_solution_cases.py` builds
+it, `rewards.agreement.math_solution_cases_path` finds it; its tests skip where it is not built.
 """
 
 import json
@@ -10,11 +11,19 @@ import pytest
 
 from rewards import AccuracyReward, extract_answer, extract_gold, get_default_pool
 from rewards.accuracy import extract_prediction
-from rewards.agreement import agreement, load_cases, math_verify_verdicts, our_verdicts
+from rewards.agreement import agreement, load_cases, math_solution_cases_path, math_verify_verdicts, our_verdicts
 from rewards.equivalence import match_many
 from rewards.extraction import ends_in_a_loop
 
-DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="module")
+def corpus() -> Path:
+    path = math_solution_cases_path()
+    if path is None:
+        pytest.skip("the MATH-solution corpus is not built here (tests/data/build_math_solution_cases.py)")
+    return path
+
 # Correctness, not speed, is measured here: a deadline no loaded CI machine reaches on these small answers.
 TIMEOUT = 30.0
 
@@ -153,8 +162,8 @@ def test_a_search_loop_is_not_read_again_by_math_verify():
 
 
 # The labelled corpus of real solutions.
-def test_corpus_rows_name_their_source_and_label():
-    rows = [json.loads(line) for line in (DATA / "math_solution_cases.jsonl").read_text(encoding="utf-8").splitlines()]
+def test_corpus_rows_name_their_source_and_label(corpus):
+    rows = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()]
     assert 200 <= len(rows) <= 400
     for row in rows:
         assert row["prediction"] and row["gold"] and isinstance(row["expected"], bool)
@@ -171,8 +180,8 @@ def test_corpus_rows_name_their_source_and_label():
     assert len({r["generator"] for r in rows}) >= 8
 
 
-def test_corpus_agrees_with_its_labels_at_least_as_often_as_math_verify():
-    cases = load_cases(DATA / "math_solution_cases.jsonl")
+def test_corpus_agrees_with_its_labels_at_least_as_often_as_math_verify(corpus):
+    cases = load_cases(corpus)
     ours, ours_false_positives = agreement(cases, our_verdicts(cases, timeout=TIMEOUT))
     theirs, their_false_positives = agreement(cases, math_verify_verdicts(cases))
     assert ours >= 0.98, ours
@@ -190,8 +199,8 @@ def test_corpus_agrees_with_its_labels_at_least_as_often_as_math_verify():
         ("#annotated-sample", False),  # PRM800K: "# Answer\n\n320,000" against 40,\\!000
     ],
 )
-def test_corpus_rows_of_each_failure_class(record, expected):
-    (case,) = [c for c in load_cases(DATA / "math_solution_cases.jsonl") if c.source.endswith(record)]
+def test_corpus_rows_of_each_failure_class(corpus, record, expected):
+    (case,) = [c for c in load_cases(corpus) if c.source.endswith(record)]
     assert case.expected is expected
     assert _score(case.prediction, case.gold) == (1.0 if expected else 0.0)
 
