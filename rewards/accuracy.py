@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from .equivalence import match_many, match_texts
-from .extraction import completion_text, extract_answer, extract_gold, has_math
+from .extraction import completion_text, ends_in_a_loop, extract_answer, extract_gold, has_math
 from .normalize import parse_number
 
 __all__ = [
@@ -42,10 +42,11 @@ class AccuracyRewardConfig:
 
 
 def extract_prediction(text: str, gold: str | None, last_number_fallback: bool | None = None) -> str | None:
-    """The answer of `text` to score against the extracted `gold`. Without a conclusion (box, `####`, "the
-    answer is"), the fallback follows the gold as graders do: the last number or math span when
+    """The answer of `text` to score against the extracted `gold`. Without a conclusion (box, `####`, `# Answer`,
+    "the answer is"), the fallback follows the gold as graders do: the last number or math span when
     `last_number_fallback` says so, where None (default) means for a plain-number gold (GSM8K-style); otherwise
-    only the last LaTeX math span, so that a stray number never matches a symbolic MATH answer."""
+    only the last LaTeX math span, so that a stray number never matches a symbolic MATH answer; and none when
+    the text ends inside a search loop (a search cut off states no answer)."""
     if last_number_fallback is None:
         last_number_fallback = gold is not None and parse_number(gold) is not None
     return extract_answer(text, last_number_fallback, last_math_fallback=not last_number_fallback)
@@ -100,8 +101,9 @@ def grade_completions(
     2. When both are found, `correct` is `match_many`'s verdict (exact fast path, then bounded math-verify).
     3. Otherwise math-verify's own extraction reads the whole texts in the bounded workers (`match_texts`): a gold
        our extraction cannot read, or a completion with a box or LaTeX math in which it found no answer (with
-       `last_number_fallback=False`, only marked answers count). `correct` is None when no gold is found at all,
-       or when `gold_text` is None.
+       `last_number_fallback=False`, only marked answers count; a completion that ends inside a search loop,
+       `extraction.ends_in_a_loop`, states no answer). `correct` is None when no gold is found at all, or when
+       `gold_text` is None.
 
     The one place of these rules: `accuracy_reward` maps `correct` to rewards, and `grpo_ext.evaluation`'s default
     scoring takes `correct` as its per-sample verdict and votes maj@k on `prediction`.
@@ -138,10 +140,11 @@ def _read_by_math_verify(
         if gold is None and not gold_found.get(gold_text, False):
             indices.append(i)  # no gold anywhere: the reward is None
             pairs.append(None)
-        elif has_math(text) and (gold is None or last_number_fallback is None):
+        elif has_math(text) and (gold is None or last_number_fallback is None) and not ends_in_a_loop(text):
             # Only a completion with a box or LaTeX math is read again: bare words and numbers that our
-            # extraction found nothing in hold no answer (a stray number never matches a symbolic gold), and
-            # last_number_fallback=False asks for marked answers only.
+            # extraction found nothing in hold no answer (a stray number never matches a symbolic gold),
+            # last_number_fallback=False asks for marked answers only, and a completion cut off inside a search
+            # loop states none (math-verify would take its last value).
             indices.append(i)
             pairs.append((text, gold_text if gold is None else "\\boxed{" + gold + "}"))
     checked = iter(match_texts([pair for pair in pairs if pair is not None], timeout=timeout))

@@ -1,10 +1,19 @@
-r"""Agreement with other graders' own labels: `python -m rewards.agreement`.
+r"""Agreement with other people's labels: `python -m rewards.agreement`.
 
-Runs the labelled corpus `tests/data/grader_cases.jsonl` (gold, prediction, expected verdict, source: cases taken
-from the public test suites of math-verify, lighteval, NeMo-Skills, hendrycks/math, Qwen2.5-Math's grader and
-TRL, plus the examples of issue 10; see `tests/data/build_grader_cases.py`) through three graders and prints the
-share of cases where each one's verdict equals the expected one, and its false positives (True on an
+Runs two labelled corpora (gold, prediction, expected verdict, source) through three graders and prints, for each
+corpus, the share of cases where each grader's verdict equals the expected one, and its false positives (True on an
 expected-False case):
+
+* `tests/data/grader_cases.jsonl`: cases taken from the public test suites of math-verify, lighteval, NeMo-Skills,
+  hendrycks/math, Qwen2.5-Math's grader and TRL, plus the examples of issue 10 (`tests/data/build_grader_cases.py`);
+* the MATH-solution corpus: real model-written solutions to MATH problems with correctness labels made by others
+  (ProcessBench's MATH split, PRM800K; issue 18). It is data from other repositories, so it is not committed:
+  `tests/data/build_math_solution_cases.py` builds it from local copies of them into
+  `tests/data/math_solution_cases.jsonl` (ignored by git), and it is read from there, from
+  `../shared/data/math_solutions/` beside the checkout, or from the path in `GRPO_EXT_MATH_SOLUTION_CASES`
+  (`math_solution_cases_path`); without it only the grader cases are run.
+
+The graders:
 
 * ours: `rewards.accuracy_reward([prediction], solution=[gold])` (None, no gold found, counts as False);
 * TRL: `trl.rewards.accuracy_reward`, called the same way, one case at a time in the main thread;
@@ -22,12 +31,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["GraderCase", "agreement", "load_cases", "math_verify_verdicts", "our_verdicts", "trl_verdicts"]
 
-DEFAULT_CASES = Path(__file__).resolve().parent.parent / "tests" / "data" / "grader_cases.jsonl"
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+DEFAULT_CASES = DATA / "grader_cases.jsonl"
+MATH_SOLUTION_CASES = "math_solution_cases.jsonl"
+
+
+def math_solution_cases_path() -> Path | None:
+    """Where the MATH-solution corpus is (see the module's docstring), or None when it was not built here."""
+    places = [os.environ.get("GRPO_EXT_MATH_SOLUTION_CASES"), DATA / MATH_SOLUTION_CASES,
+              DATA.parent.parent.parent / "shared" / "data" / "math_solutions" / MATH_SOLUTION_CASES]
+    return next((Path(p) for p in places if p and Path(p).is_file()), None)
 
 
 @dataclass(frozen=True)
@@ -106,25 +125,33 @@ def agreement(cases: list[GraderCase], verdicts: list[bool]) -> tuple[float, lis
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", default=str(DEFAULT_CASES), help="labelled JSONL corpus")
+    parser.add_argument("--cases", action="append",
+                        help="labelled JSONL corpus (repeatable; default: the grader cases and the MATH solutions)")
     parser.add_argument("--no-trl", action="store_true", help="skip TRL's accuracy_reward")
     parser.add_argument("--show", action="store_true", help="list the cases each grader gets wrong")
     parser.add_argument("--timeout", type=float, default=5.0, help="our per-item deadline in seconds")
     args = parser.parse_args(argv)
-    cases = load_cases(args.cases)
     graders = {"ours": lambda cases: our_verdicts(cases, args.timeout), "math-verify": math_verify_verdicts}
     if not args.no_trl:
         graders["trl"] = trl_verdicts
-    print(f"{len(cases)} labelled cases ({sum(c.expected for c in cases)} expected True) from {args.cases}")
-    for name, grade in graders.items():
-        verdicts = grade(cases)
-        rate, false_positives = agreement(cases, verdicts)
-        print(f"{name:12s} agreement {rate:.4f}  ({sum(v == c.expected for c, v in zip(cases, verdicts))}/{len(cases)})"
-              f"  false positives {len(false_positives)}")
-        if args.show:
-            for case, verdict in zip(cases, verdicts):
-                if verdict != case.expected:
-                    print(f"    expected {case.expected}: gold {case.gold[:80]!r} pred {case.prediction[-120:]!r} [{case.source}]")
+    corpus = math_solution_cases_path()
+    if not args.cases and corpus is None:
+        print("the MATH-solution corpus is not built here (python tests/data/build_math_solution_cases.py; "
+              "rewards.agreement's docstring): grader cases only")
+    for path in args.cases or [str(DEFAULT_CASES), *([str(corpus)] if corpus else [])]:
+        cases = load_cases(path)
+        print(f"{len(cases)} labelled cases ({sum(c.expected for c in cases)} expected True) from {path}", flush=True)
+        for name, grade in graders.items():
+            verdicts = grade(cases)
+            rate, false_positives = agreement(cases, verdicts)
+            agreed = sum(v == c.expected for c, v in zip(cases, verdicts))
+            print(f"  {name:12s} agreement {rate:.4f}  ({agreed}/{len(cases)})  false positives {len(false_positives)}",
+                  flush=True)
+            if args.show:
+                for case, verdict in zip(cases, verdicts):
+                    if verdict != case.expected:
+                        print(f"      expected {case.expected}: gold {case.gold[:80]!r} "
+                              f"pred {case.prediction[-120:]!r} [{case.source}]")
 
 
 if __name__ == "__main__":

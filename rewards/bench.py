@@ -165,6 +165,19 @@ def _math_wrong_answer(answer: str, others: list[str], rng: random.Random) -> st
     return answer[: m.start()] + str(int(m.group(0)) + rng.choice([1, 2])) + answer[m.end() :]
 
 
+def _math_wrong_answers(answer: str, others: list[str], rng: random.Random, symbolic: bool) -> list[str]:
+    """One or two wrong values for a MATH group. With `symbolic`, one of them may be the gold written as an
+    expression that is not the gold, `<gold>+1` (a tuple, interval, matrix, word or number with `+1` after it:
+    what a policy writes when it gets the structure right and a term wrong), the other a `_math_wrong_answer`."""
+    count = rng.randint(1, 2)
+    wrong = [_math_wrong_answer(answer, others, rng)]
+    if symbolic and (count == 2 or rng.random() < 0.5):
+        wrong = wrong[: count - 1] + [answer + "+1"]
+    elif count == 2:
+        wrong.append(_math_wrong_answer(answer, others, rng))
+    return sorted(set(wrong))
+
+
 def _math_variant(answer: str, form: int) -> str:
     """The gold written differently but equally: `\\dfrac`, no spaces, no `\\left`/`\\right`."""
     if form % 3 == 1:
@@ -203,14 +216,17 @@ def _group(gold_values: tuple, make, rng: random.Random, size: int) -> list[tupl
 
 
 def build_warm_batch(data: Path, steps: int = 8, batch_size: int = 128, group_size: int = 8,
-                     seed: int = 0, reasoning: bool = True, bare_golds: bool = False) -> list[list[dict]]:
+                     seed: int = 0, reasoning: bool = True, bare_golds: bool = False,
+                     symbolic_wrong: bool = True) -> list[list[dict]]:
     """`steps + 1` batches of `batch_size` completions (the first is the warm-up call): groups of
     `group_size` completions per prompt, half of the groups GSM8K test problems and half MATH-500 problems
     (those whose solution has a single `\\boxed{}`), every prompt used once. Each item holds `completion` (the
     text), `solution` (the GSM8K final number or the MATH solution, as TRL's reward reads it),
     `label` (1.0 when the answer written equals the gold) and `kind`. With `reasoning=False` a completion is
     only the sentence stating the answer; with `bare_golds=True` a MATH item's `solution` is its bare answer
-    (as in a dataset with an `answer` column) instead of the whole reference solution."""
+    (as in a dataset with an `answer` column) instead of the whole reference solution. With `symbolic_wrong`
+    (the default) a MATH group's wrong answers include `<gold>+1` (see `_math_wrong_answers`); without it they
+    only change an integer of the gold (the workload of the figures measured before issue 18)."""
     from .normalize import normalize_answer
 
     if batch_size % (2 * group_size):
@@ -232,7 +248,7 @@ def build_warm_batch(data: Path, steps: int = 8, batch_size: int = 128, group_si
         groups.append([{"completion": c, "solution": gold, "label": label, "kind": "gsm8k"} for c, label in pairs])
     for row in rng.sample(math_rows, groups_per_kind):
         others = [a for a in all_math_answers if normalize_answer(a) != normalize_answer(row["answer"])]
-        wrong = sorted({_math_wrong_answer(row["answer"], others, rng) for _ in range(rng.randint(1, 2))})
+        wrong = _math_wrong_answers(row["answer"], others, rng, symbolic_wrong)
         solution = row["solution"] if reasoning else "\\boxed{" + row["answer"] + "}"
         make = lambda value, form, solution=solution, row=row: _math_completion(solution, row["answer"], value, form)
         right = lambda form, answer=row["answer"]: _math_variant(answer, form // 3)
@@ -293,6 +309,20 @@ def run_warm_batch(side: str, batches: list[list[dict]], timeout: float = 5.0) -
     finally:
         proc.kill()
         proc.join()
+
+
+def plus_one_call_rates(data: Path, n: int = 128, timeout: float = 5.0) -> dict[str, float]:
+    """Items/s of one call of ours on the first `n` MATH-500 golds (bare answers) answered `\\boxed{<gold>+1}`,
+    and of one call on the same golds answered right, each after a warm-up call that starts the worker pool,
+    in a fresh process (nothing cached)."""
+    answers = [row["answer"] for row in _math_rows(data)][:n]
+    warm_up = [{"completion": "\\boxed{1}", "solution": "2"}]  # the child then starts the worker pool
+    rates = {}
+    for name, form in (("<gold>+1", "\\boxed{{{}+1}}"), ("right", "\\boxed{{{}}}")):
+        batch = [{"completion": form.format(answer), "solution": answer} for answer in answers]
+        _, seconds = run_warm_batch("ours", [warm_up, batch], timeout)
+        rates[name] = len(batch) / seconds[0]
+    return rates
 
 
 # ----------------------------------------------------------------------------------------------------- TRL
@@ -462,17 +492,30 @@ def main(argv: list[str] | None = None) -> None:
                         help="warm-batch MATH golds are the bare answers, not the reference solutions")
     parser.add_argument("--rounds", type=int, default=1,
                         help="warm-batch measurements, each side in a fresh process per round, alternating order")
+    parser.add_argument("--numeric-wrong-only", action="store_true",
+                        help="warm-batch wrong MATH answers only change an integer of the gold (no `<gold>+1`)")
+    parser.add_argument("--plus-one-call", action="store_true",
+                        help="measure only one call of 128 MATH-500 golds answered \\boxed{<gold>+1} and one answered "
+                             "right (ours, warm pool, fresh process and caches per round)")
     args = parser.parse_args(argv)
 
     from .pool import default_pool_size
 
+    if args.plus_one_call:
+        for round_ in range(args.rounds):
+            rates = plus_one_call_rates(args.data, timeout=args.timeout)
+            print(f" round {round_ + 1}/{args.rounds}: " + ", ".join(f"{k} {v:,.0f} items/s" for k, v in rates.items()),
+                  flush=True)
+        return
     batches = build_warm_batch(args.data, args.warm_steps, args.warm_batch, args.group, args.seed,
-                               reasoning=not args.no_reasoning, bare_golds=args.bare_golds)
+                               reasoning=not args.no_reasoning, bare_golds=args.bare_golds,
+                               symbolic_wrong=not args.numeric_wrong_only)
     print(f"warm GRPO batch: a warm-up call, then {args.warm_steps} calls of {args.warm_batch} completions "
           f"(groups of {args.group}, half GSM8K / half MATH-500 prompts, "
           f"{'answer only' if args.no_reasoning else 'reasoning + answer'}, MATH golds "
-          f"{'bare answers' if args.bare_golds else 'reference solutions'}), each side in a fresh process, "
-          f"{default_pool_size()} cores, deadline {args.timeout}s", flush=True)
+          f"{'bare answers' if args.bare_golds else 'reference solutions'}, wrong MATH answers "
+          f"{'change an integer' if args.numeric_wrong_only else 'change an integer or are <gold>+1'}), "
+          f"each side in a fresh process, {default_pool_size()} cores, deadline {args.timeout}s", flush=True)
     ratios = []
     for round_ in range(args.rounds):
         order = ("ours", "trl") if round_ % 2 == 0 else ("trl", "ours")  # alternate: load drifts

@@ -1,6 +1,7 @@
 r"""Is a predicted answer mathematically equal to the gold? Fast path in-process, sympy in bounded workers.
 
-Order of checks for one (pred, gold) pair of already-extracted answer strings:
+Order of checks for one (pred, gold) pair of already-extracted answer strings (each first spelled as math-verify's
+normalisation expects, `normalize.tidy_latex`: `\text {cm}` is `\text{cm}`):
 
 1. cache: an LRU of earlier verdicts keyed on the raw (pred, gold) strings;
 2. normalized string equality (`normalize.normalize_answer`): equal -> True;
@@ -19,7 +20,7 @@ import threading
 from collections import OrderedDict
 
 from .guards import reject_reason
-from .normalize import normalize_answer, numbers_equal, parse_number
+from .normalize import normalize_answer, numbers_equal, parse_number, tidy_latex
 from .numeric import clearly_different
 from .structure import structurally_different
 from .pool import VerifierPool, get_default_pool
@@ -164,21 +165,22 @@ def match_many(
         if cached is not None:
             results[i] = cached
             continue
-        verdict = fast_verdict(pred, gold)
+        checked = (tidy_latex(pred), tidy_latex(gold))
+        verdict = fast_verdict(*checked)
         if verdict is not None:
             results[i] = verdict
             if use_cache:
                 _cache.put((pred, gold), verdict)
         else:
-            todo.setdefault((pred, gold), []).append(i)  # repeated pairs are verified once
+            todo.setdefault(checked, []).append(i)  # repeated pairs are verified once
     if todo:
         unique = list(todo)
         verdicts = (pool or get_default_pool()).run(unique, timeout)
         for pair, verdict in zip(unique, verdicts):
-            if use_cache:
-                _cache.put(pair, verdict)
             for i in todo[pair]:
                 results[i] = verdict
+                if use_cache:
+                    _cache.put(pairs[i], verdict)
     return results  # type: ignore[return-value]
 
 
@@ -194,7 +196,7 @@ def match_texts(
     parse(completion))` with math-verify's default extraction configs, in a worker bounded by `timeout`.
 
     The fall-through of `accuracy_reward` for the items its own extraction cannot decide."""
-    pairs = [(pred[-MAX_RAW_CHARS:], gold[-MAX_RAW_CHARS:]) for pred, gold in pairs]
+    pairs = [(tidy_latex(pred[-MAX_RAW_CHARS:]), tidy_latex(gold[-MAX_RAW_CHARS:])) for pred, gold in pairs]
     results: list[bool | None] = [_cache.get((*pair, "raw")) if use_cache else None for pair in pairs]
     todo: dict[tuple[str, str], list[int]] = {}
     for i, pair in enumerate(pairs):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["boxed_group", "completion_text", "extract_answer", "extract_gold", "last_boxed"]
+__all__ = ["boxed_group", "completion_text", "ends_in_a_loop", "extract_answer", "extract_gold", "last_boxed"]
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 # How many `\boxed` occurrences (from the right) are tried when the last ones are unbalanced
@@ -53,6 +53,18 @@ _WORD_RE = re.compile(r"(?<![A-Za-z])[A-Za-z]{3,}")
 _LATEX_COMMAND_RE = re.compile(r"\\[A-Za-z]+")
 _BRACE_GROUP_RE = re.compile(r"\{[^{}]*\}")
 _BRACE_ROUNDS = 4
+# PRM800K's conclusion: a line `# Answer` (a markdown heading; `## Final Answer` too), the value after it on the
+# same line or on the next non-empty one.
+_ANSWER_HEADING_RE = re.compile(r"^[ \t]*#{1,6}[ \t]*(?:final[ \t]+)?answer[ \t]*:?[ \t]*(?P<rest>[^\n]*)$",
+                                re.IGNORECASE | re.MULTILINE)
+# Display math that may follow "the final answer is" on the next lines: `\[ ... \]`, `$$ ... $$`.
+_DISPLAY_OPENERS = (("\\[", "\\]"), ("$$", "$$"))
+_LONE_DELIMITERS = {"\\[", "\\]", "\\(", "\\)", "$", "$$"}
+# A completion that ends inside a loop: its last line, numbers masked, repeats at least this many earlier lines
+# and is at least this long (shorter repeated lines are tables and columns of equations).
+_LOOP_REPEATS = 2
+_LOOP_MIN_CHARS = 20
+_NUMBER_MASK_RE = re.compile(r"\d+(?:\.\d+)?")
 
 
 def completion_text(completion) -> str:
@@ -137,13 +149,16 @@ def boxed_group(text: str) -> tuple[list[str], int] | None:
     latex2sympy2_extended's `extract_boxed_content` (which math-verify uses): boxes closer than 10 characters,
     or closer than 70 characters with "and", "or", "," or ";" between them and a different content. Repeated
     consecutive contents count once. `The solutions are $\boxed{2}$ and $\boxed{3}$.` -> (['2', '3'], ...);
-    `\boxed{1} no no no no no \boxed{2}` -> (['2'], ...).
+    `\boxed{1} no no no no no \boxed{2}` -> (['2'], ...). An empty box (`within \boxed{}, we get \boxed{6}`)
+    is a mention in prose and is skipped.
     """
     parts: list[str] = []
     group_end = -1
     previous_start = -1
     for start, end, content in _boxes_from_right(text):
         content = content.strip()
+        if not content:  # `put it within \boxed{}`: a box mentioned in prose holds no answer
+            continue
         if not parts:
             group_end = end
         else:
@@ -256,15 +271,64 @@ def _after_answer_is(text: str, concluding_only: bool = False) -> tuple[str, int
     if concluding_only:
         matches = [match for match in matches if match.group("concluding")]
     for match in reversed(matches[-_MAX_BOX_ATTEMPTS:]):
+        display = _display_at(text, offset + match.end())
+        if display is not None:  # "The final answer is\n\\[\n...\n\\]": the display is the value
+            value = _value_in_phrase(display)
+            if value and value not in _LONE_DELIMITERS:
+                return value, offset + match.start()
+            continue
         rest = text[offset + match.end() :].split("\n", 1)[0]
         # A sentence ends at ". " (not inside a decimal such as 3.5); math spans may hold dots.
         m = re.search(r"\.(?:\s|$)", rest)
         if m:
             rest = rest[: m.start()]
         value = _value_in_phrase(rest.strip().rstrip(".").strip())
-        if value:
+        if value and value not in _LONE_DELIMITERS:
             return value, offset + match.start()
     return None
+
+
+def _display_at(text: str, pos: int) -> str | None:
+    """The content of the display math (`\\[...\\]`, `$$...$$`) that starts at `pos` after whitespace, "" when
+    it is not closed, or None when no display starts there."""
+    while pos < len(text) and text[pos] in " \t\r\n:":
+        pos += 1
+    for opener, closer in _DISPLAY_OPENERS:
+        if text.startswith(opener, pos):
+            end = text.find(closer, pos + len(opener))
+            return "" if end < 0 else text[pos + len(opener) : end].strip()
+    return None
+
+
+def _after_answer_heading(text: str) -> tuple[str, int] | None:
+    """The value under the last `# Answer` heading (PRM800K's format: the heading line, then the value on the
+    same line or the next non-empty one), and where the heading starts; None when that line is prose."""
+    offset = max(len(text) - _FALLBACK_TAIL_CHARS * 4, 0)
+    last = None
+    for last in _ANSWER_HEADING_RE.finditer(text, offset):
+        pass
+    if last is None:
+        return None
+    value = last.group("rest").strip()
+    if not value:
+        following = text[last.end() :].lstrip("\n")
+        value = following.split("\n", 1)[0].strip()
+    value = value.rstrip(".").strip()
+    if not value or _prose_words(_blank(value, _math_spans(value))):
+        return None  # `## Answer` opening a section of prose (a chat model's markdown) states no value
+    value = _value_in_phrase(value)
+    return (value, last.start()) if value and value not in _LONE_DELIMITERS else None
+
+
+def ends_in_a_loop(text: str) -> bool:
+    """Whether `text` ends inside a loop, a search cut off rather than a conclusion: its last line, numbers
+    masked, repeats at least two earlier lines of its tail and has at least 20 characters ("If we let x = 14, then
+    y = 15 ... is not a solution." after the same line for 12 and 13). Such a completion states no answer."""
+    lines = [" ".join(line.split()) for line in text[-_FALLBACK_TAIL_CHARS:].split("\n")]
+    lines = [_NUMBER_MASK_RE.sub("#", line) for line in lines if line]
+    if len(lines) <= _LOOP_REPEATS or len(lines[-1]) < _LOOP_MIN_CHARS:
+        return False
+    return lines[:-1].count(lines[-1]) >= _LOOP_REPEATS
 
 
 def _last_number(text: str) -> str | None:
@@ -320,13 +384,15 @@ def extract_answer(text: str, last_number_fallback: bool = True, last_math_fallb
     In the order graders use (math-verify's `parse`, lighteval's extractive match, lm-eval's GSM8K regexes):
 
     1. a conclusion: the last group of boxed answers (`\boxed{}` / `\fbox{}`, nested braces handled; several
-       boxes of one answer are joined with ", "), the last `#### x`, or the last "the answer is x" /
-       "final answer: x" that states a value, whichever comes last (a phrase inside or before the boxes, or a
-       mere "answer: x", does not override them; without boxes "answer: x" counts too); a phrase with prose is
-       reduced to the value it states;
+       boxes of one answer are joined with ", "; an empty box is a mention in prose), the last `#### x`, the
+       value under the last `# Answer` line (PRM800K), or the last "the answer is x" / "final answer: x" that
+       states a value (the display math after it when one follows: "The final answer is\n\\[...\\]"),
+       whichever comes last (a phrase inside or before the boxes, or a mere "answer: x", does not override them;
+       without boxes "answer: x" counts too); a phrase with prose is reduced to the value it states;
     2. then, if `last_number_fallback` (a numeric gold), the last number or LaTeX math span, whichever ends later
        (GSM8K style: `$1,234.50`, `1,234`, `1 000`, `18.0`, `3/4`, `$\frac{2}{5}$`);
-       or, if `last_math_fallback` (a symbolic gold), the last LaTeX math span.
+       or, if `last_math_fallback` (a symbolic gold), the last LaTeX math span; neither when the text ends
+       inside a loop (`ends_in_a_loop`: a search cut off states no answer).
     """
     if not isinstance(text, str) or not text:
         return None
@@ -334,12 +400,13 @@ def extract_answer(text: str, last_number_fallback: bool = True, last_math_fallb
     group = boxed_group(text)
     if group is not None and _clean(", ".join(group[0])):
         conclusions.append((group[1], ", ".join(group[0])))
-    for found in (_after_hashes(text), _after_answer_is(text, concluding_only=group is not None)):
+    phrase = _after_answer_is(text, concluding_only=group is not None)
+    for found in (_after_hashes(text), _after_answer_heading(text), phrase):
         if found is not None and _clean(found[0]) and (group is None or found[1] >= group[1]):
             conclusions.append((found[1], found[0]))
     if conclusions:
         return _clean(max(conclusions, key=lambda c: c[0])[1])
-    if last_number_fallback or last_math_fallback:
+    if (last_number_fallback or last_math_fallback) and not ends_in_a_loop(text):
         found = _last_math_or_number(text, numbers=last_number_fallback)
         if found and _clean(found):
             return _clean(found)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-__all__ = ["normalize_answer", "parse_number", "numbers_equal", "PlainNumber"]
+__all__ = ["normalize_answer", "parse_number", "numbers_equal", "PlainNumber", "tidy_latex"]
 
 # Presentation-only LaTeX removed before comparing strings.
 _SPACING_RE = re.compile(r"(?<!\\)\\[,;:! ]|\\q?quad\b|~")  # not the 2nd backslash of a row break `\\ `
@@ -29,6 +29,19 @@ _THOUSANDS_SPACE_RE = re.compile(r"(?<=\d)(?:\s|\\[,;:! ]|~)+(?=\d{3}(?!\d))")
 _WHITESPACE_RE = re.compile(r"\s+")
 # `11,\! 111,\! 100`: a comma with a negative thin space (and any space after it) is a thousands separator.
 _THOUSANDS_NEGSPACE_RE = re.compile(r"(?<=\d),\\!\s*(?=\d{3}(?!\d))")
+
+
+# A text command written with a space before its argument, `\text {square inches}`: math-verify's unit removal
+# only knows `\text{...}`, so the unit stayed and the right value never matched.
+_SPACED_TEXT_COMMAND_RE = re.compile(
+    r"(\\(?:text|textbf|textit|textrm|textnormal|mbox|mathrm|mathbf|mathit|operatorname))\s+\{"
+)
+
+
+def tidy_latex(text: str) -> str:
+    """`text` with the space between a text command and its argument removed (`\text {cm}` -> `\text{cm}`): the same
+    LaTeX, in the spelling math-verify's normalisation recognises."""
+    return _SPACED_TEXT_COMMAND_RE.sub(r"\1{", text) if "\\" in text else text
 
 
 def _drop_whitespace(s: str) -> str:

@@ -4,7 +4,8 @@ r"""A small evaluator of closed-form real LaTeX constants, used only to prove tw
 It reads numbers, `+ - * / ^`, `\cdot`, `\times`, `\frac{}{}`, `\sqrt{}`, `\sqrt[n]{}`, `\pi`, parentheses,
 braces and implicit products (`2\pi`, `3\sqrt{5}`), and returns None on anything else (variables, `i`,
 `\pm`, `=`, commas, text, percentages, subscripts such as `204_5`, a digit followed by `\frac`, which may be a
-mixed number, and any float overflow). It is a recursive-descent parser over a token list: nothing is
+mixed number, a value written before `(` or `{`, which math-verify reads as a sum or a product (`2(3)` is 5 there,
+`2(1+3)` is 8), and any float overflow). It is a recursive-descent parser over a token list: nothing is
 executed.
 
 Used as a fast negative in `equivalence.fast_verdict`: when both answers evaluate and differ by more than
@@ -69,12 +70,14 @@ class _Parser(TokenCursor):
                     value /= right
                 else:
                     value *= right
-            elif token is not None and (token in ("(", "{", "\\frac", "\\sqrt", "\\pi") or token[0].isdigit()):
+            elif token is not None and (token in ("\\frac", "\\sqrt", "\\pi") or token[0].isdigit()):
                 if token == "\\frac" and self.toks[self.i - 1][0].isdigit():
                     raise Refuse  # 1\frac{4}{5} may be a mixed number
                 if token[0].isdigit():
                     raise Refuse  # "2 3" is not a product
-                value *= self.power()  # implicit product: 2\pi, 3\sqrt{5}, 2(1+x)
+                value *= self.power()  # implicit product: 2\pi, 3\sqrt{5}
+            elif token in ("(", "{"):
+                raise Refuse  # math-verify reads 2(3) and 2{3} as 5, (3)(4) as 7, but 2(1+3) as 8
             else:
                 return value
 

@@ -62,3 +62,14 @@ def test_warm_batch_without_reasoning_and_with_bare_golds(shared_data):
         assert "\n" not in item["completion"] and len(item["completion"]) < len(long_item["completion"])
         if item["kind"] == "math":
             assert f"\\boxed{{{item['solution']}}}" in long_item["solution"]  # the bare answer of that solution
+
+
+def test_warm_batch_wrong_math_answers_include_symbolic_ones(shared_data):
+    """Issue 18: wrong MATH answers include the gold with `+1` written after it (an expression, not a changed
+    integer); `symbolic_wrong=False` is the earlier workload, whose wrong answers only change an integer."""
+    symbolic = build_warm_batch(shared_data, steps=4, batch_size=64, group_size=8, seed=0)
+    numeric = build_warm_batch(shared_data, steps=4, batch_size=64, group_size=8, seed=0, symbolic_wrong=False)
+    wrong = lambda batches: [i for b in batches for i in b if i["kind"] == "math" and i["label"] == 0.0]
+    assert sum("+1}" in i["completion"] or "+1$" in i["completion"] for i in wrong(symbolic)) >= 5
+    assert not any("+1}" in i["completion"] or "+1$" in i["completion"] for i in wrong(numeric))
+    assert len(wrong(symbolic)) >= 20 and len(wrong(numeric)) >= 20

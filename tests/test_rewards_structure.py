@@ -1,11 +1,12 @@
 r"""`rewards.structure`: the in-process proof that two MATH answers differ, held to math-verify's own verdicts."""
 
 import logging
+from fractions import Fraction
 
 import pytest
 
 from rewards.equivalence import fast_verdict, match_many
-from rewards.structure import answer_shape, structurally_different
+from rewards.structure import answer_shape, answer_shapes, structurally_different
 
 # (pred, gold) pairs the fast path decides as different; math-verify must find every one unequal.
 DIFFERENT = [
@@ -35,6 +36,27 @@ DIFFERENT = [
     ("205_5", "204_5"),  # and reads a base subscript as the digits
     (r"\frac12", r"\frac13"),
     ("(12,102)", "(12,103)"),  # inside brackets a comma separates entries
+    # issue 18: exact values, and answers read as math-verify reads them
+    ("13535+1", "13535"),  # exact rationals: within 1e-4 relative, still different
+    ("x^8 + x^7 + x^6 + x^5 + x^4 + x^3 + x^2 + x + 1+1", "x^8 + x^7 + x^6 + x^5 + x^4 + x^3 + x^2 + x + 1"),
+    ("(6,31,-1)+1", "(6,31,-1)"),  # a number added to a tuple: math-verify keeps the text
+    (r"(2,\infty)+1", r"(2,\infty)"),
+    (r"\begin{pmatrix} 1/5 \\ -18/5 \end{pmatrix}+1", r"\begin{pmatrix} 1/5 \\ -18/5 \end{pmatrix}"),
+    (r"(0,9) \cup (9,36)+1", r"(0,9) \cup (9,36)"),
+    (r"x \in [-2,7]+1", r"x \in [-2,7]"),
+    ("52_8+1", "52_8"),  # a base subscript inside an expression: the digits
+    (r"\text{Evelyn}+1", r"\text{Evelyn}"),  # a word is a symbol
+    (r"\text{Navin}", r"\text{Evelyn}"),
+    (r"\text{(C)}+1", r"\text{(C)}"),
+    ("3R^2+1", "3R^2"),  # upper-case letters are read in lower case
+    (r"10,\!080+1", r"10,\!080"),  # a bare thousands separator: different under both readings
+    (r"864 \mbox{ inches}^2+1", r"864 \mbox{ inches}^2"),  # a unit word before `+ 1` is a symbol
+    (r"11,\! 111,\! 111,\! 100+1", r"11,\! 111,\! 111,\! 100"),
+    (r"\$32,\!348+1", r"\$32,\!348"),  # math-verify drops dollar signs
+    (r"(2,12) \cup (12,102)+1", r"(2,12) \cup (12,102)"),  # inside brackets a comma is no thousands separator
+    (r"\cot x+1", r"\cot x"),  # trigonometric functions of a one-letter or bracketed argument
+    ("(a+5)(b+2)+1", "(a+5)(b+2)"),  # a value before `(`: different as a product and as a sum
+    ("7x(x-1)(x-3)", "7x(x-1)(x-2)"),
 ]
 
 # Pairs math-verify finds EQUAL although a naive reading says different: the fast path must leave them
@@ -53,6 +75,21 @@ EQUAL_TO_MATH_VERIFY = [
     ("3R^2", "3r^2"),  # some upper-case letters are lower-cased
     ("e^2", r"\exp(2)"),  # e is Euler's number
     (r"3\frac{1}{2}", "3.5"),  # a mixed number
+    ("52_8+1", "53"),
+    (r"\text{(C)}+1", "c+1"),
+    (r"\text{ab}", "a b"),  # a symbol equals a product of symbols whose names spell it
+    (r"\text{oo}", r"\infty"),  # compared by printed name
+    (r"\text{pi}", r"\pi"),
+    (r"\text{Evelyn}", r"\text{evelyn}"),
+    ("13535+1", "13536"),
+    (r"10,\!080", "10080"),
+    ("N+1", "n+1"),
+    ("1,000", "1000"),
+    (r"\$32,\!348", "32348"),
+    ("2(3)+1", "6"),  # 2(3) is 5 to math-verify
+    ("(3)(4)", "7"),
+    ("(1+2)(3)", "9"),  # but (1+2)(3) is 9
+    (r"\cot x", r"\frac{1}{\tan x}"),
 ]
 
 
@@ -85,10 +122,18 @@ def test_left_undecided_where_math_verify_finds_equal(pred, gold, math_verify_eq
     assert math_verify_equal(pred, gold)
 
 
+@pytest.mark.parametrize("pred,gold", EQUAL_TO_MATH_VERIFY)
+def test_fast_path_never_calls_them_different(pred, gold):
+    """Neither fast negative (the numeric one and the structure reader) decides a pair math-verify finds equal."""
+    assert fast_verdict(pred, gold) is not False
+
+
 @pytest.mark.parametrize(
     "pred,gold",
     [("1,2", "2,1"), ("(1,2)", "1,2"), (r"3\sqrt{13}", r"\sqrt{117}"), ("x^2-1", "(x-1)(x+1)"),
-     (r"\frac{20001}{\pi}", r"\frac{20000}{\pi}")],  # equal, or values within the tolerance
+     (r"\frac{20001}{\pi}", r"\frac{20000}{\pi}"),  # equal, or values within the tolerance
+     ("(6,31,-1)+1", "(7,32,0)"), (r"(2,\infty)+1", r"(3,\infty)"),  # equal to a grader that adds elementwise
+     (r"\begin{pmatrix} 1 & 0 \\ 0 & 1 \end{pmatrix}+1", r"\begin{pmatrix} 2 & 0 \\ 0 & 2 \end{pmatrix}")],
 )
 def test_equal_or_close_values_are_not_proof(pred, gold):
     assert not structurally_different(pred, gold)
@@ -106,8 +151,18 @@ def test_shapes_read_by_hand():
     # A variable takes a different value at each of the two sample points.
     (x,) = answer_shape("x")[2]
     assert x[0] != x[1]
-    for refused in [r"\text{even}", r"\sin x", "ab", "2x^y", r"\sqrt{x}", "10!", "50%", r"\Gamma(3)"]:
+    for refused in [r"\sin^2 x", r"\sin x^2", r"\sin 2x", r"\log x", "ab", "2x^y", r"\sqrt{x}", "10!", "50%",
+                    r"\Gamma(3)", r"\text{E}", r"\text{I}", r"\text{infinite}", "E+1", "I^2"]:
         assert answer_shape(refused) is None, refused
+    # Exact values where the answer has no decimal and no radical or pi; a word is a variable.
+    ((value, _),) = answer_shape("2/3 + 1")[2]
+    assert value == Fraction(5, 3)
+    ((even, _),) = answer_shape(r"\text{even}")[2]
+    assert even != answer_shape(r"\text{odd}")[2][0][0]
+    assert answer_shape(r"\text{Even}") == answer_shape(r"\text{even}")
+    # A bare thousands separator has two readings: the number, and the list.
+    joined, listed = answer_shapes(r"10,\!080")
+    assert joined[2] == [(10080, 10080)] and listed[2] == [(10, 10), (80, 80)]
 
 
 def test_unit_letters_follow_the_installed_math_verify():
