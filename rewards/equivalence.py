@@ -10,7 +10,9 @@ normalisation expects, `normalize.tidy_latex`: `\text {cm}` is `\text{cm}`):
    two closed-form real constants (`numeric.numeric_value`: numbers, \frac, \sqrt, \pi, + - * / ^) whose
    values differ by more than 1e-4 relative are not equal: False (equal values still go to math-verify);
 4. pre-checks (`guards.reject_reason`) on the prediction: a pathological answer -> False;
-5. otherwise math-verify `parse` + `verify` in a worker process (`pool.VerifierPool`), bounded by `timeout`.
+5. otherwise math-verify `parse` + `verify` in a worker process (`pool.VerifierPool`), bounded by `timeout`, a
+   percent sign after a number written as math-verify's parser reads it under any antlr4 runtime
+   (`normalize.percent_as_division`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import threading
 from collections import OrderedDict
 
 from .guards import reject_reason
-from .normalize import normalize_answer, numbers_equal, parse_number, tidy_latex
+from .normalize import normalize_answer, numbers_equal, parse_number, percent_as_division, tidy_latex
 from .numeric import clearly_different
 from .structure import structurally_different
 from .pool import VerifierPool, get_default_pool
@@ -175,7 +177,8 @@ def match_many(
             todo.setdefault(checked, []).append(i)  # repeated pairs are verified once
     if todo:
         unique = list(todo)
-        verdicts = (pool or get_default_pool()).run(unique, timeout)
+        sent = [(percent_as_division(pred), percent_as_division(gold)) for pred, gold in unique]
+        verdicts = (pool or get_default_pool()).run(sent, timeout)
         for pair, verdict in zip(unique, verdicts):
             for i in todo[pair]:
                 results[i] = verdict
@@ -204,7 +207,8 @@ def match_texts(
             todo.setdefault(pair, []).append(i)
     if todo:
         unique = list(todo)
-        verdicts = (pool or get_default_pool()).run([(pred, gold, True) for pred, gold in unique], timeout)
+        sent = [(percent_as_division(pred), percent_as_division(gold), True) for pred, gold in unique]
+        verdicts = (pool or get_default_pool()).run(sent, timeout)
         for pair, verdict in zip(unique, verdicts):
             if use_cache:
                 _cache.put((*pair, "raw"), verdict)

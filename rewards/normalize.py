@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-__all__ = ["normalize_answer", "parse_number", "numbers_equal", "PlainNumber", "tidy_latex"]
+__all__ = ["normalize_answer", "parse_number", "numbers_equal", "PlainNumber", "percent_as_division", "tidy_latex"]
 
 # Presentation-only LaTeX removed before comparing strings.
 _SPACING_RE = re.compile(r"(?<!\\)\\[,;:! ]|\\q?quad\b|~")  # not the 2nd backslash of a row break `\\ `
@@ -38,10 +38,22 @@ _SPACED_TEXT_COMMAND_RE = re.compile(
 )
 
 
+# A percent sign after a number, `28\%`: latex2sympy2_extended reads it as 28/100 under antlr4 4.13, but under 4.11
+# (the pin, for sympy's parse_latex) its parser fails on it and the answer stays unread.
+_PERCENT_AFTER_NUMBER_RE = re.compile(r"(?<=[\d}])\s*\\%")
+
+
 def tidy_latex(text: str) -> str:
     """`text` with the space between a text command and its argument removed (`\text {cm}` -> `\text{cm}`): the same
     LaTeX, in the spelling math-verify's normalisation recognises."""
     return _SPACED_TEXT_COMMAND_RE.sub(r"\1{", text) if "\\" in text else text
+
+
+def percent_as_division(text: str) -> str:
+    """`text` for math-verify's parser under any antlr4 runtime: a percent sign after a number written as the division
+    latex2sympy2_extended reads it as where its parser knows the sign (`28\%` -> `28/100`, as under 4.13). Only for
+    what is sent to math-verify: the fast path compares percentages itself (`p%` equals `p` and `p/100`)."""
+    return _PERCENT_AFTER_NUMBER_RE.sub("/100", text) if "%" in text else text
 
 
 def _drop_whitespace(s: str) -> str:

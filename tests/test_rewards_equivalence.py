@@ -92,3 +92,18 @@ def test_numeric_fast_negative_never_contradicts_the_labels_or_math_verify(math5
              if clearly_different(normalize_answer(a), normalize_answer(b))]
     assert len(pairs) >= 100
     assert not any(get_default_pool().run(pairs, timeout=5.0))
+
+
+def test_a_percent_after_a_number_reaches_math_verify_as_a_division():
+    """latex2sympy2_extended reads `28\\%` as 28/100 under antlr4 4.13 but leaves it unread under 4.11 (the pin
+    sympy's parse_latex needs); what is sent to math-verify spells it as that division, so the verdict does not depend
+    on the runtime. The case is math-verify's own (tests/test_all.py::test_latex_notation_math): a prose gold against
+    `\\boxed{28\\%}`, read by math-verify's own extraction."""
+    from rewards.agreement import DEFAULT_CASES, load_cases, our_verdicts
+    from rewards.normalize import percent_as_division
+
+    assert percent_as_division(r"\boxed{28\%}") == r"\boxed{28/100}"
+    assert percent_as_division(r"\frac{1}{2} \%") == r"\frac{1}{2}/100"
+    assert percent_as_division(r"a \% b") == r"a \% b"  # not after a number: left alone
+    (case,) = [c for c in load_cases(DEFAULT_CASES) if "28\\%" in c.prediction and "test_latex_notation_math" in c.source]
+    assert case.expected and our_verdicts([case], timeout=30.0) == [True]
