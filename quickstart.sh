@@ -13,12 +13,16 @@
 #      torch is the CUDA build; TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu gives the CPU one). Bring your own
 #      build for a GPU by installing it into the environment first: it is then left alone;
 #   3. install the project with its test extras (pip install -e ".[test]") if pyproject.toml changed since the
-#      last install (recorded in $VENV/.grpo-ext-installed).
+#      last install (recorded in $VENV/.grpo-ext-installed);
+#   4. for `tests`, install DeepSpeed if that environment has none: tests/test_engines.py runs every feature on real
+#      ZeRO-2 and ZeRO-3 engines. Its CPU build (DS_BUILD_OPS=0: no CUDA kernels compiled), against the torch of the
+#      environment (--no-build-isolation: an isolated build would fetch a torch of its own).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV="${VENV:-.venv}"
 TORCH_VERSION=2.13.0
+DEEPSPEED_VERSION=0.19.8
 TORCH_INDEX_URL="${TORCH_INDEX_URL:-}"
 
 dry_run=0
@@ -42,8 +46,11 @@ if [[ ! -x $python ]]; then
     run python3 -m venv "$VENV"
     run "$python" -m pip install -q --upgrade pip
 fi
-# find_spec: whether torch is installed, without the seconds that importing it takes
-if [[ ! -x $python ]] || ! "$python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)"; then
+# whether the environment has a module, by find_spec: without the seconds that importing it takes
+has_module() {
+    [[ -x $python ]] && "$python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('$1') is None)"
+}
+if ! has_module torch; then
     # pinned and installed first: a bare `torch` requirement resolved later would pull the newest (CUDA) build.
     # No index is forced: a machine whose pip is configured with a local CPU wheel (as CI's is) must keep using it.
     run "$python" -m pip install -q --no-compile "torch==$TORCH_VERSION" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
@@ -53,6 +60,9 @@ installed_for="pyproject.toml $(cksum < pyproject.toml)"
 if [[ ! -f $stamp || $(cat "$stamp") != "$installed_for" ]]; then
     run "$python" -m pip install -q --no-compile -e ".[test]"
     if [[ $dry_run == 0 ]]; then echo "$installed_for" > "$stamp"; fi
+fi
+if [[ $action == tests ]] && ! has_module deepspeed; then
+    run env DS_BUILD_OPS=0 "$python" -m pip install -q --no-compile --no-build-isolation "deepspeed==$DEEPSPEED_VERSION"
 fi
 
 export HF_HUB_OFFLINE=1

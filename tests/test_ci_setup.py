@@ -61,9 +61,9 @@ def test_quickstart_lets_python_cache_bytecode(tmp_path):
     stamp.write_text(f"pyproject.toml {cksum.stdout.strip()}\n")
     python = f"{venv}/bin/python"
     assert dry_run("tests", venv=venv, PYTHONDONTWRITEBYTECODE="1") == [
-        "unset PYTHONDONTWRITEBYTECODE", f"{python} -m pytest -q -n 2 --dist loadfile tests",
+        *deepspeed_install(python), "unset PYTHONDONTWRITEBYTECODE", f"{python} -m pytest -q -n 2 --dist loadfile tests",
     ]
-    assert dry_run("tests", venv=venv) == [f"{python} -m pytest -q -n 2 --dist loadfile tests"]
+    assert dry_run("tests", venv=venv) == [*deepspeed_install(python), f"{python} -m pytest -q -n 2 --dist loadfile tests"]
 
 
 def fake_venv(path: Path, has_torch: bool) -> Path:
@@ -76,13 +76,36 @@ def fake_venv(path: Path, has_torch: bool) -> Path:
     return path
 
 
+def deepspeed_install(python: str) -> list[str]:
+    """The DeepSpeed line `tests` adds where `python`'s environment lacks it (a fake venv with this interpreter's
+    site-packages has what this environment has)."""
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is not None:
+        return []
+    return [f"env DS_BUILD_OPS=0 {python} -m pip install -q --no-compile --no-build-isolation deepspeed==0.19.8"]
+
+
+def test_quickstart_tests_install_deepspeed_where_it_is_missing(tmp_path):
+    """`tests` runs the engine matrix on real DeepSpeed: an environment without it gets the CPU build, against its own
+    torch, after the project (the quickstart itself does not need it)."""
+    venv = fake_venv(tmp_path / "venv", has_torch=False)
+    python = f"{venv}/bin/python"
+    commands = dry_run("tests", venv=venv)
+    assert commands[-2:] == [
+        f"env DS_BUILD_OPS=0 {python} -m pip install -q --no-compile --no-build-isolation deepspeed==0.19.8",
+        f"{python} -m pytest -q -n 2 --dist loadfile tests",
+    ]
+    assert not any("deepspeed" in c for c in dry_run(venv=venv))
+
+
 def test_quickstart_keeps_a_users_torch_and_installs_the_project_once(tmp_path):
     """An environment with torch (the user's own build, say): torch is left alone; the project is installed until
     the stamp records this pyproject.toml, then not again; `tests` runs the test suite with the extra arguments."""
     venv = fake_venv(tmp_path / "venv", has_torch=True)
     python = f"{venv}/bin/python"
     assert dry_run("tests", "-k", "learning", venv=venv) == [
-        f"{python} -m pip install -q --no-compile -e .[test]",
+        f"{python} -m pip install -q --no-compile -e .[test]", *deepspeed_install(python),
         f"{python} -m pytest -q -n 2 --dist loadfile tests -k learning",
     ]
     stamp = venv / ".grpo-ext-installed"
