@@ -15,10 +15,14 @@ The switches, each bypassing one thing and nothing else:
 * `skip_deepspeed_shm_kernel`: DeepSpeed's CPU accelerator JIT-compiles a shared-memory all-reduce kernel the first
   time a process group starts (58 s on 2 cores, then cached); without it DeepSpeed's collectives go through torch's
   gloo. ZeRO's partitioning, hooks, gathering and optimizer are DeepSpeed's own.
+
+On a GPU machine (`GRPO_EXT_ENGINE_DEVICE=gpu`, docs/benchmarks.md) the same checks run in bf16 over NCCL, on as many
+processes as `GRPO_EXT_ENGINE_PROCESSES` says (default 1), without either switch.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,18 +30,26 @@ CONFIGS = {"zero2": "deepspeed_zero2.yaml", "zero3": "deepspeed_zero3.yaml", "fs
 ENGINES = ("ddp", "zero2", "zero3", "fsdp2")
 
 
+def on_gpu() -> bool:
+    return os.environ.get("GRPO_EXT_ENGINE_DEVICE", "cpu") == "gpu"
+
+
 def engine_launch_args(engine: str) -> list[str]:
-    """`accelerate launch` arguments that start `engine` on 2 CPU processes."""
+    """`accelerate launch` arguments that start `engine` on 2 CPU processes (on a GPU machine: bf16, the GPUs)."""
+    processes = os.environ.get("GRPO_EXT_ENGINE_PROCESSES", "1") if on_gpu() else "2"
     if engine == "ddp":
-        how = ["--multi_gpu", "--num_machines", "1", "--dynamo_backend", "no"]
+        how = (["--multi_gpu"] if processes != "1" else []) + ["--num_machines", "1", "--dynamo_backend", "no"]
     else:
         how = ["--config_file", str(REPO / "accelerate_configs" / CONFIGS[engine])]
-    return [*how, "--num_processes", "2", "--mixed_precision", "no"]
+    return [*how, "--num_processes", processes, "--mixed_precision", "bf16" if on_gpu() else "no"]
 
 
 def training_kwargs(engine: str) -> dict:
     """The TrainingArguments that put `engine` on CPU processes: DeepSpeed needs `use_cpu=False` (its own CPU
-    accelerator) and gloo, which `use_cpu=True` picks for the others; transformers refuses bf16 on a CPU."""
+    accelerator) and gloo, which `use_cpu=True` picks for the others; transformers refuses bf16 on a CPU. On a GPU
+    machine: bf16, NCCL."""
+    if on_gpu():
+        return {"use_cpu": False, "bf16": True}
     if engine in ("zero2", "zero3"):
         return {"use_cpu": False, "ddp_backend": "gloo", "bf16": False}
     return {"use_cpu": True, "bf16": False}
@@ -48,6 +60,8 @@ def setup(engine: str) -> None:
     import torch
 
     torch.set_num_threads(1)
+    if on_gpu():
+        return
     if engine == "fsdp2":
         enable_fsdp_on_cpu()
     if engine in ("zero2", "zero3"):
@@ -59,6 +73,8 @@ def accelerator(engine: str):
     count themselves alone on a CPU; the CPU device for the others."""
     from accelerate import Accelerator, PartialState
 
+    if on_gpu():
+        return Accelerator()
     if engine in ("zero2", "zero3"):
         PartialState(backend="gloo")
         return Accelerator()
