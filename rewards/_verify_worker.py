@@ -71,7 +71,12 @@ def alarm_seconds(deadline_s: float) -> int:
 
 
 def _limit_memory() -> None:
-    limit_mb = int(os.environ.get("REWARDS_WORKER_MEMORY_MB", "0") or 0)
+    limit_address_space(int(os.environ.get("REWARDS_WORKER_MEMORY_MB", "0") or 0))
+
+
+def limit_address_space(limit_mb: int) -> None:
+    """Cap this process's address space at `limit_mb` MiB above its size now (0: no cap), so a runaway computation
+    is a MemoryError rather than the machine's memory. Linux only; elsewhere the caller's deadline remains the bound."""
     if limit_mb <= 0:
         return
     try:
@@ -82,7 +87,7 @@ def _limit_memory() -> None:
         limit = current + limit_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     except (ImportError, OSError, ValueError):
-        pass  # not Linux: the parent's deadline remains the bound
+        pass
 
 
 def _make_checker():

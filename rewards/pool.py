@@ -36,7 +36,7 @@ _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _STARTUP_TIMEOUT_S = 120.0
 
 
-def _readable(fds: list[int], wait_s: float) -> list[int]:
+def readable(fds: list[int], wait_s: float) -> list[int]:
     """The fds among `fds` with data or EOF within `wait_s` seconds (poll(2): no FD_SETSIZE limit)."""
     poller = select.poll()
     for fd in fds:
@@ -117,7 +117,23 @@ class _Zygote:
             self.proc.wait()
 
 
-class _Worker:
+class PipeLines:
+    """Line framing of a worker's response pipe: `read_lines` returns the complete lines `fd` has now."""
+
+    fd: int
+    buffer: bytes = b""
+
+    def read_lines(self) -> list[str] | None:
+        """Complete lines available now, or None when the worker has exited (EOF)."""
+        chunk = os.read(self.fd, 65536)
+        if not chunk:
+            return None
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        return [line.decode() for line in lines]
+
+
+class _Worker(PipeLines):
     def __init__(self, pid: int, request_fd: int, response_fd: int):
         self.pid = pid
         self.request_fd = request_fd
@@ -130,15 +146,6 @@ class _Worker:
             self.pidfd: int | None = os.pidfd_open(pid)
         except (AttributeError, OSError):
             self.pidfd = None
-
-    def read_lines(self) -> list[str] | None:
-        """Complete lines available now, or None when the worker has exited (EOF)."""
-        chunk = os.read(self.fd, 65536)
-        if not chunk:
-            return None
-        self.buffer += chunk
-        *lines, self.buffer = self.buffer.split(b"\n")
-        return [line.decode() for line in lines]
 
     def send(self, pred: str, gold: str, timeout: float, raw: bool = False) -> None:
         request = {"pred": pred, "gold": gold, "timeout": timeout}
@@ -236,8 +243,7 @@ class VerifierPool:
         starting = {w.fd: w for w in self._workers if not w.ready}
         if not starting:
             return
-        readable = _readable(list(starting), wait_s)
-        for fd in readable:
+        for fd in readable(list(starting), wait_s):
             worker = starting[fd]
             lines = worker.read_lines()
             if lines is None:  # died at once (e.g. memory limit too small): try a fresh one
@@ -275,8 +281,7 @@ class VerifierPool:
                     continue
                 starting = [w.fd for w in self._workers if not w.ready]
                 wait_s = max(min(d for _, _, d in busy.values()) - now, 0.0)
-                readable = _readable(list(busy) + starting, wait_s)
-                for fd in readable:
+                for fd in readable(list(busy) + starting, wait_s):
                     if fd not in busy:
                         continue
                     worker, index, deadline = busy[fd]

@@ -338,3 +338,26 @@ def test_cost_benchmark_counts_the_critic_as_the_whole_difference(tmp_path):
     assert critic["gradients"] > 0 and critic["optimizer_state"] > 2 * critic["gradients"]
     assert critic["parameters"] - critic["gradients"] < 1024  # buffers only (rotary frequencies)
     assert (tmp_path / "ppo_cost_tiny.md").read_text().count("| ppo | critic |") == 1
+
+
+def test_the_critic_under_fp16_has_its_own_scaler_and_clips_unscaled_gradients():
+    """Under fp16 (without DeepSpeed) a TrainableModel gets a GradScaler of its own, never the policy's (which the
+    policy's step updates once per step). Its step unscales before clipping: the norm it reports and clips is the
+    true one, and the weights end where an unscaled step puts them (the scale, a power of two, divides exactly)."""
+    from accelerate import Accelerator
+
+    from grpo_ext.engines import TrainableModel
+    from iterative_helpers import tiny_orm
+
+    assert TrainableModel(tiny_orm(seed=1), Accelerator(cpu=True, mixed_precision="fp16"), learning_rate=1e-3).scaler
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    ends, norms = [], []
+    for scaled in (False, True):
+        trainable = TrainableModel(tiny_orm(seed=1), None, learning_rate=1e-3, max_grad_norm=0.5)
+        if scaled:
+            trainable.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+        trainable.backward(trainable(input_ids=ids).logits.pow(2).sum())
+        norms.append(trainable.step())
+        ends.append(trainable.model.state_dict())
+    assert norms[0] == pytest.approx(norms[1], rel=1e-6) and norms[0] > 0.5  # clipped, at the true norm
+    assert all(torch.equal(ends[0][k], ends[1][k]) for k in ends[0])

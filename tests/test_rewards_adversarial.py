@@ -15,7 +15,7 @@ import pytest
 
 from rewards import AccuracyReward, VerifierPool, answers_match, clear_cache, get_default_pool
 from rewards._verify_worker import serve
-from rewards.pool import _readable
+from rewards.pool import readable
 
 DEADLINE = 1.0  # short per-item deadline keeps the suite fast; the bound checked is deadline + 1 s
 # An item that overruns in a worker scores 0.0 within the deadline plus the parent's overhead: milliseconds (poll
@@ -180,7 +180,7 @@ def test_overrunning_worker_does_not_answer_before_it_is_killed():
         pool.wait_ready()
         worker = pool._workers[0]
         worker.send(r"\Gamma(10^{6})", r"\frac{\pi}{2}", DEADLINE)  # sent directly: nobody watches its deadline
-        assert _readable([worker.fd], BOUND) == []
+        assert readable([worker.fd], BOUND) == []
     finally:
         pool.close()
 

@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Any
 
 from .core import DATA_DIR, Protocol, Score
-from .qwen25_math import NeedsSympy, _fix_a_slash_b, _fix_fracs, _matrices_equal, _needs_sympy, parse_digits
+from .qwen25_math import NeedsSympy, _fix_a_slash_b, _fix_fracs, _needs_sympy, parse_digits, parts_equal
 
 DEEPSEEK = "deepseek-ai/DeepSeek-Math evaluation/ @ b8b0f8ce093d80bf8e9a641e44142f06d092c305"
 DEEPSEEK_MAX_TOKENS = 1024  # infer/run_cot_eval.py: vLLM SamplingParams(temperature=0, top_p=1.0, max_tokens=1024)
@@ -195,33 +195,7 @@ def math_equal(prediction: str, reference: str, symbolic: Callable[[str, str], b
     if not prediction:
         return False
     reference, prediction = str(reference).strip(), str(prediction).strip()
-    bracketed = r"(\(|\[).+(\)|\])"
-    if re.match(bracketed, prediction) and re.match(bracketed, reference):
-        pred_parts, ref_parts = prediction[1:-1].split(","), reference[1:-1].split(",")
-        if len(pred_parts) == len(ref_parts) and all(
-            [math_equal(p, r, symbolic) for p, r in zip(pred_parts, ref_parts)]
-        ):
-            return True
-    matrix = ("\\begin{pmatrix}", "\\begin{bmatrix}"), ("\\end{pmatrix}", "\\end{bmatrix}")
-    if (
-        all(s.startswith(matrix[0]) and s.endswith(matrix[1]) for s in (prediction, reference))
-        and _matrices_equal(prediction, reference, lambda p, r: math_equal(p, r, symbolic))
-    ):
-        return True
-    if prediction.count("=") == 1 and reference.count("=") == 1:
-        pred_lhs, pred_rhs = prediction.split("=")
-        ref_lhs, ref_rhs = reference.split("=")
-        pred_zero = f"{pred_lhs.strip()} - ({pred_rhs.strip()})"
-        ref_zero = f"{ref_lhs.strip()} - ({ref_rhs.strip()})"
-        if symbolic(pred_zero, ref_zero) or symbolic(f"-({pred_zero})", ref_zero):
-            return True
-    elif prediction.count("=") == 1 and len(prediction.split("=")[0].strip()) <= 2 and "=" not in reference:
-        if math_equal(prediction.split("=")[1], reference, symbolic):
-            return True
-    elif reference.count("=") == 1 and len(reference.split("=")[0].strip()) <= 2 and "=" not in prediction:
-        if math_equal(prediction, reference.split("=")[1], symbolic):
-            return True
-    return bool(symbolic(prediction, reference))
+    return parts_equal(prediction, reference, lambda p, r: math_equal(p, r, symbolic), symbolic)
 
 
 def _isclose_abs(reference: float, prediction: float) -> bool:

@@ -358,19 +358,23 @@ def math_equal(
         ref_str, pred_str = ref_str.replace(bracket, ""), pred_str.replace(bracket, "")
     if pred_str.lower() == ref_str.lower():
         return True
+    return parts_equal(prediction, reference, lambda p, r: math_equal(p, r, symbolic), symbolic)
+
+
+def parts_equal(
+    prediction: str, reference: str, equal: Callable[[str, str], bool], symbolic: Callable[[str, str], bool]
+) -> bool:
+    r"""The tail that Qwen2.5-Math's `math_equal` shares with DeepSeek-Math's (the same grader lineage), after their
+    own number and string checks: bracketed lists equal part by part (order counts), matrices entry by entry, for
+    equations `lhs - (rhs)` equal either way round or a short `x=` side dropped against a plain answer, then
+    `symbolic`. `equal` is the calling tool's own `math_equal`, for the parts."""
     bracketed = r"(\(|\[).+(\)|\])"
     if re.match(bracketed, prediction) and re.match(bracketed, reference):
         pred_parts, ref_parts = prediction[1:-1].split(","), reference[1:-1].split(",")
         # every part is compared (a list, not a generator, there), so every part's sympy work is done
-        if len(pred_parts) == len(ref_parts) and all(
-            [math_equal(p, r, symbolic) for p, r in zip(pred_parts, ref_parts)]
-        ):
+        if len(pred_parts) == len(ref_parts) and all([equal(p, r) for p, r in zip(pred_parts, ref_parts)]):
             return True
-    if (
-        _is_matrix(prediction)
-        and _is_matrix(reference)
-        and _matrices_equal(prediction, reference, lambda p, r: math_equal(p, r, symbolic))
-    ):
+    if _is_matrix(prediction) and _is_matrix(reference) and _matrices_equal(prediction, reference, equal):
         return True
     if prediction.count("=") == 1 and reference.count("=") == 1:
         pred_lhs, pred_rhs = prediction.split("=")
@@ -380,10 +384,10 @@ def math_equal(
         if symbolic(pred_zero, ref_zero) or symbolic(f"-({pred_zero})", ref_zero):
             return True
     elif prediction.count("=") == 1 and len(prediction.split("=")[0].strip()) <= 2 and "=" not in reference:
-        if math_equal(prediction.split("=")[1], reference, symbolic):
+        if equal(prediction.split("=")[1], reference):
             return True
     elif reference.count("=") == 1 and len(reference.split("=")[0].strip()) <= 2 and "=" not in prediction:
-        if math_equal(prediction, reference.split("=")[1], symbolic):
+        if equal(prediction, reference.split("=")[1]):
             return True
     return bool(symbolic(prediction, reference))
 

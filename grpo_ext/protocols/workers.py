@@ -22,7 +22,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -31,6 +30,8 @@ import time
 from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
+
+from rewards.pool import PipeLines, readable
 
 __all__ = ["SympyPool", "get_sympy_pool", "run_checks"]
 
@@ -72,17 +73,9 @@ CHECKS = {
 
 
 def _limit_memory() -> None:
-    limit_mb = int(os.environ.get("GRPO_EXT_WORKER_MEMORY_MB", "2048") or 0)
-    if limit_mb <= 0:
-        return
-    try:
-        import resource
+    from rewards._verify_worker import limit_address_space
 
-        with open("/proc/self/statm") as handle:  # the current virtual size: the cap is headroom above it
-            current = int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        resource.setrlimit(resource.RLIMIT_AS, (current + limit_mb * 2**20,) * 2)
-    except (ImportError, OSError, ValueError):
-        pass  # not Linux: the caller's deadline remains the bound
+    limit_address_space(int(os.environ.get("GRPO_EXT_WORKER_MEMORY_MB", "2048") or 0))
 
 
 def serve(requests, responses) -> None:
@@ -114,7 +107,7 @@ def serve(requests, responses) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class _Worker:
+class _Worker(PipeLines):
     def __init__(self):
         env = dict(os.environ)
         env["PYTHONPATH"] = _PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -129,15 +122,6 @@ class _Worker:
         self.fd = self.proc.stdout.fileno()
         self.buffer = b""
         self.ready = False
-
-    def read_lines(self) -> list[str] | None:
-        """Complete lines available now, or None when the worker has exited."""
-        chunk = os.read(self.fd, 65536)
-        if not chunk:
-            return None
-        self.buffer += chunk
-        *lines, self.buffer = self.buffer.split(b"\n")
-        return [line.decode() for line in lines]
 
     def send(self, check: str, args: Any) -> None:
         self.proc.stdin.write((json.dumps({"check": check, "args": args}) + "\n").encode())
@@ -200,7 +184,7 @@ class SympyPool:
                     if not busy and now > started_by:
                         raise RuntimeError("grpo_ext.protocols.workers did not start (is sympy installed?)")
                     wait = min((d for _, _, d in busy.values()), default=started_by) - now
-                    for fd in _readable([*busy, *starting], wait):
+                    for fd in readable([*busy, *starting], wait):
                         worker = busy[fd][0] if fd in busy else starting[fd]
                         lines = worker.read_lines()
                         if fd in starting:
@@ -242,13 +226,6 @@ class SympyPool:
             for worker in self._workers:
                 worker.kill()
             self._workers = []
-
-
-def _readable(fds: list[int], wait_s: float) -> list[int]:
-    poller = select.poll()
-    for fd in fds:
-        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-    return [fd for fd, _ in poller.poll(max(wait_s, 0.0) * 1000.0)]
 
 
 _default_pool: SympyPool | None = None
