@@ -345,11 +345,17 @@ def test_the_critic_under_fp16_has_its_own_scaler_and_clips_unscaled_gradients()
     policy's step updates once per step). Its step unscales before clipping: the norm it reports and clips is the
     true one, and the weights end where an unscaled step puts them (the scale, a power of two, divides exactly)."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     from grpo_ext.engines import TrainableModel
     from iterative_helpers import tiny_orm
 
-    assert TrainableModel(tiny_orm(seed=1), Accelerator(cpu=True, mixed_precision="fp16"), learning_rate=1e-3).scaler
+    AcceleratorState._reset_state(reset_partial_state=True)  # earlier tests' trainers fixed the precision
+    try:
+        fp16 = Accelerator(cpu=True, mixed_precision="fp16")
+        assert TrainableModel(tiny_orm(seed=1), fp16, learning_rate=1e-3).scaler is not None
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
     ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
     ends, norms = [], []
     for scaled in (False, True):
