@@ -135,13 +135,14 @@ def gathered_for_generation(model, accelerator):
     units = [m for m in model.modules() if isinstance(m, FSDPModule)]
     for unit in units:  # every process unshards the same units in the same order: collective, once
         unit.unshard()
-        unit.set_reshard_after_forward(False)
+        unit.set_reshard_after_forward(False, recurse=False)
     try:
         yield model
     finally:
+        reshard_after_forward = accelerator.state.fsdp_plugin.reshard_after_forward  # as accelerate sharded them
         for unit in units:
             unit.reshard()
-            unit.set_reshard_after_forward(True)
+            unit.set_reshard_after_forward(bool(reshard_after_forward), recurse=False)
 
 
 def settle_shards(model) -> None:
