@@ -295,10 +295,6 @@ class TrainableModel:
         self.optimizer.zero_grad(set_to_none=True)
         return norm
 
-    def set_learning_rate(self, learning_rate: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate
-
     # -- checkpoints: grpo_ext.checkpoint does the writing ---------------------------------------------------------
 
     def save(self, directory: str) -> list[str]:

@@ -73,7 +73,6 @@ from .steps import split_steps
 logger = logging.getLogger(__name__)
 
 STATE_DIR_NAME = "iterative_rl"  # inside each checkpoint-<step>/
-STATE_FILE = "state.json"  # written last: its presence marks a complete iterative_rl/ folder
 REWARD_MODEL_STATE_DIR = "reward_model"  # the RM's weights and optimizer (grpo_ext.checkpoint.save_trainable)
 REFERENCE_FILE = "reference_model.pt"  # full weights of the reference (or of a PEFT policy's "ref" adapter)
 REFERENCE_ADAPTER = "ref"  # TRL's name for the frozen adapter it computes a PEFT policy's reference with

@@ -343,7 +343,7 @@ class ProcessRewardModel:
         scores: list[list[float]] = [[] for _ in prompts]
         todo = [i for i, s in enumerate(steps) if len(s) > 0]  # a completion without steps gets []
         batches = [todo[b : b + self.batch_size] for b in range(0, len(todo), self.batch_size)]
-        forwards = len(batches) if self.accelerator is None else same_number_of_forwards(len(batches), self.accelerator)
+        forwards = same_number_of_forwards(len(batches), self.accelerator)
         for _ in range(forwards - len(batches)):  # collectives other processes wait on; the scores are not needed
             pad = torch.full((1, 1), self.tokenizer.pad_token_id, device=device)
             self.model(input_ids=pad, attention_mask=torch.ones_like(pad))
