@@ -84,20 +84,16 @@ def synchronize() -> None:
 
 def environment() -> dict:
     """Device, library versions and the date: what a figure needs to be re-run and compared."""
-    import accelerate
     import torch
-    import transformers
-    import trl
+
+    from grpo_ext.versions import library_versions
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     return {
         "date": datetime.date.today().isoformat(),
         "device": device,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "trl": trl.__version__,
-        "accelerate": accelerate.__version__,
+        **library_versions(),
         "torch_threads": torch.get_num_threads(),
     }
 

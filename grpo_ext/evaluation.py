@@ -586,7 +586,9 @@ def run_evaluation(
     bar.close()
 
     records.sort(key=lambda r: r["idx"])
-    summary = {**run_info, "generation": generation, "overall": summarize(records, ks)}
+    from grpo_ext.versions import library_versions
+
+    summary = {**run_info, "generation": generation, "versions": library_versions(), "overall": summarize(records, ks)}
     if scores:
         summary["answer_timeouts"] = timeouts
         summary["scores"] = {
