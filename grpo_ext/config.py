@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig as _TRLGRPOConfig
 
 from .iterative import IterativeRLConfig
+from .errors import ConfigurationError
 from .kl import KL_ESTIMATORS
 from .steps import STEP_SPLITTERS
 
@@ -196,18 +197,20 @@ class GRPOConfig(IterativeRLConfig, _TRLGRPOConfig):
         _check_choice("process_outcome_reward", self.process_outcome_reward, PROCESS_OUTCOME_MODES)
         _check_choice("advantage_estimator", self.advantage_estimator, ADVANTAGE_ESTIMATORS)
         if self.kl_in == "reward" and self.beta == 0.0 and self.advantage_estimator != "gae":
-            raise ValueError(
+            raise ConfigurationError(
                 "GRPOConfig: kl_in='reward' needs a KL coefficient, but beta=0.0 (no reference model is loaded). "
                 "Set beta > 0 (DeepSeekMath uses 0.04) or use kl_in='loss'."
             )
         if self.compile_generation and (self.cache_implementation != "static" or self.use_vllm):
-            raise ValueError(
+            raise ConfigurationError(
                 "GRPOConfig: compile_generation=True compiles transformers generation with a static cache: set "
                 f"cache_implementation='static' (got {self.cache_implementation!r}) and use_vllm=False "
                 f"(got {self.use_vllm})."
             )
         if self.supervision == "process" and not self.step_delimiter:
-            raise ValueError("GRPOConfig: step_delimiter must be a non-empty string under supervision='process'.")
+            raise ConfigurationError(
+                "GRPOConfig: step_delimiter must be a non-empty string under supervision='process'."
+            )
         if self.advantage_estimator == "gae":
             _check_ppo_options(self)
 
@@ -233,7 +236,7 @@ def _trl_post_init_with_one_generation(config) -> None:
         # an odd generation batch: TRL computed generation_batch_size before this check and its remaining checks
         # concern vLLM importance sampling only
         if config.use_vllm:
-            raise ValueError(
+            raise ConfigurationError(
                 "GRPOConfig: advantage_estimator='gae' with num_generations=1 and use_vllm needs an even generation "
                 f"batch size (got {config.generation_batch_size})."
             ) from None
@@ -244,28 +247,32 @@ def _trl_post_init_with_one_generation(config) -> None:
 def _check_ppo_options(config) -> None:
     """Combinations PPO's value model and GAE cannot run with, named."""
     if config.value_head_on_policy:
-        raise ValueError(
+        raise ConfigurationError(
             "GRPOConfig: value_head_on_policy=True (a value head sharing the policy's trunk) is not implemented yet; "
             "use value_head_on_policy=False (a separate value model, value_model_name_or_path)."
         )
     if config.supervision == "process":
-        raise ValueError(
+        raise ConfigurationError(
             "GRPOConfig: advantage_estimator='gae' takes the outcome reward at each completion's last token; "
             "supervision='process' is not supported with it (use advantage_estimator='grpo')."
         )
     if config.vf_coef <= 0:
-        raise ValueError(f"GRPOConfig: vf_coef must be > 0 under advantage_estimator='gae', got {config.vf_coef}")
+        raise ConfigurationError(
+            f"GRPOConfig: vf_coef must be > 0 under advantage_estimator='gae', got {config.vf_coef}"
+        )
     if config.cliprange_value <= 0:
-        raise ValueError(f"GRPOConfig: cliprange_value must be > 0, got {config.cliprange_value}")
+        raise ConfigurationError(f"GRPOConfig: cliprange_value must be > 0, got {config.cliprange_value}")
     for name in ("gamma", "lam"):
         if not 0.0 <= getattr(config, name) <= 1.0:
-            raise ValueError(f"GRPOConfig: {name} must be in [0, 1], got {getattr(config, name)}")
+            raise ConfigurationError(f"GRPOConfig: {name} must be in [0, 1], got {getattr(config, name)}")
     if not config.value_learning_rate > 0:
-        raise ValueError(f"GRPOConfig: value_learning_rate must be > 0, got {config.value_learning_rate}")
+        raise ConfigurationError(f"GRPOConfig: value_learning_rate must be > 0, got {config.value_learning_rate}")
     if config.value_warmup_steps < 0:
-        raise ValueError(f"GRPOConfig: value_warmup_steps must be >= 0, got {config.value_warmup_steps}")
+        raise ConfigurationError(f"GRPOConfig: value_warmup_steps must be >= 0, got {config.value_warmup_steps}")
 
 
 def _check_choice(name: str, value, choices) -> None:
     if value not in choices:
-        raise ValueError(f"GRPOConfig: unknown {name}={value!r}; expected one of {', '.join(map(repr, choices))}.")
+        raise ConfigurationError(
+            f"GRPOConfig: unknown {name}={value!r}; expected one of {', '.join(map(repr, choices))}."
+        )

@@ -31,6 +31,8 @@ from collections.abc import Iterable
 
 import torch
 
+from .errors import ConfigurationError
+
 ENGINES = ("single", "ddp", "zero2", "zero3", "fsdp2")
 SHARDED_ENGINES = ("zero3", "fsdp2")  # parameters split over processes: forwards are collectives
 
@@ -47,7 +49,7 @@ def engine_name(accelerator) -> str:
         return "zero3" if accelerator.state.deepspeed_plugin.zero_stage == 3 else "zero2"
     if kind == DistributedType.FSDP:
         if not accelerator.is_fsdp2:
-            raise ValueError(
+            raise ConfigurationError(
                 "grpo_ext places its critic and reward models with FSDP2 (fully_shard); FSDP version 1 is not "
                 "supported. Set fsdp_version: 2 in the accelerate config (accelerate_configs/fsdp2.yaml)."
             )

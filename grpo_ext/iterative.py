@@ -47,6 +47,7 @@ from .engines import (
     settle_shards,
     unwrapped,
 )
+from .errors import ConfigurationError
 from .labelling import (
     LABEL_SCORERS,
     LabellingCost,
@@ -147,28 +148,30 @@ class IterativeRLConfig:
 
     def __post_init__(self):
         if self.reward_model_refresh_steps < 0:
-            raise ValueError(f"reward_model_refresh_steps must be >= 0, got {self.reward_model_refresh_steps}")
+            raise ConfigurationError(f"reward_model_refresh_steps must be >= 0, got {self.reward_model_refresh_steps}")
         if not 0.0 <= self.replay_ratio < 1.0:
-            raise ValueError(f"replay_ratio must be in [0, 1), got {self.replay_ratio}")
+            raise ConfigurationError(f"replay_ratio must be in [0, 1), got {self.replay_ratio}")
         if self.rm_label_mode not in ("hard", "soft"):
-            raise ValueError(f"rm_label_mode must be 'hard' or 'soft', got {self.rm_label_mode!r}")
+            raise ConfigurationError(f"rm_label_mode must be 'hard' or 'soft', got {self.rm_label_mode!r}")
         if self.rm_label_num_continuations < 1:
-            raise ValueError(f"rm_label_num_continuations must be >= 1, got {self.rm_label_num_continuations}")
+            raise ConfigurationError(f"rm_label_num_continuations must be >= 1, got {self.rm_label_num_continuations}")
         if self.reward_model_batch_size < 1:
-            raise ValueError(f"reward_model_batch_size must be >= 1, got {self.reward_model_batch_size}")
+            raise ConfigurationError(f"reward_model_batch_size must be >= 1, got {self.reward_model_batch_size}")
         # checked here rather than at the first refresh, which may come hours into a run
         if not self.reward_model_learning_rate > 0:
-            raise ValueError(f"reward_model_learning_rate must be > 0, got {self.reward_model_learning_rate}")
+            raise ConfigurationError(f"reward_model_learning_rate must be > 0, got {self.reward_model_learning_rate}")
         if self.reward_model_train_steps < 0:
-            raise ValueError(f"reward_model_train_steps must be >= 0, got {self.reward_model_train_steps}")
+            raise ConfigurationError(f"reward_model_train_steps must be >= 0, got {self.reward_model_train_steps}")
         if self.reward_model_train_steps == 0 and not self.reward_model_train_epochs > 0:
-            raise ValueError(f"reward_model_train_epochs must be > 0 when reward_model_train_steps is 0, got "
+            raise ConfigurationError(f"reward_model_train_epochs must be > 0 when reward_model_train_steps is 0, got "
                              f"{self.reward_model_train_epochs}")
         if self.rm_label_max_new_tokens < 1:
-            raise ValueError(f"rm_label_max_new_tokens must be >= 1, got {self.rm_label_max_new_tokens}")
+            raise ConfigurationError(f"rm_label_max_new_tokens must be >= 1, got {self.rm_label_max_new_tokens}")
         get_label_scorer(self.rm_label_scorer)  # an unknown name fails here, not at the first refresh
         if self.reward_model_max_length is not None and self.reward_model_max_length < 1:
-            raise ValueError(f"reward_model_max_length must be >= 1 or None, got {self.reward_model_max_length}")
+            raise ConfigurationError(
+                f"reward_model_max_length must be >= 1 or None, got {self.reward_model_max_length}"
+            )
         parent = getattr(super(), "__post_init__", None)
         if parent is not None:
             parent()
@@ -791,7 +794,7 @@ def attach_iterative_rl(trainer, scorer: Scorer | None = None, step_splitter=Non
         return None
     engine = engine_name(trainer.accelerator)
     if getattr(args, "rm_offload_policy_optimizer", False) and engine not in ("single", "ddp"):
-        raise ValueError(
+        raise ConfigurationError(
             f"rm_offload_policy_optimizer moves a torch optimizer's state to CPU; under {engine} the engine owns the "
             "policy's optimizer state: offload it with the engine's own config (DeepSpeed offload_optimizer, FSDP "
             "fsdp_offload_params) instead"
@@ -799,15 +802,19 @@ def attach_iterative_rl(trainer, scorer: Scorer | None = None, step_splitter=Non
     prm = getattr(trainer, "process_reward_model", None)
     if getattr(args, "supervision", "outcome") == "process":
         if not isinstance(prm, ProcessRewardModel):
-            raise ValueError("iterative RL trains the PRM, so process_reward_model must be a token-classification "
-                             f"model (wrapped in ProcessRewardModel), not {type(prm).__name__}")
+            raise ConfigurationError(
+                "iterative RL trains the PRM, so process_reward_model must be a token-classification model (wrapped "
+                f"in ProcessRewardModel), not {type(prm).__name__}"
+            )
         kind, reward_model, tokenizer = "prm", prm, prm.tokenizer
         step_splitter = step_splitter or getattr(trainer, "step_splitter", None)
     else:
         scorers = (torch.nn.Module, OutcomeRewardModel)
         models = [i for i, f in enumerate(trainer.reward_funcs) if isinstance(f, scorers)]
         if len(models) != 1:
-            raise ValueError(f"iterative RL refreshes one outcome reward model; reward_funcs holds {len(models)} models")
+            raise ConfigurationError(
+                f"iterative RL refreshes one outcome reward model; reward_funcs holds {len(models)} models"
+            )
         kind, reward_model = "orm", trainer.reward_funcs[models[0]]
         tokenizer = getattr(reward_model, "tokenizer", None) or trainer.reward_processing_classes[models[0]]
     if args.reset_ref_on_refresh and getattr(trainer, "beta", args.beta) != 0.0:

@@ -42,6 +42,7 @@ from .advantages import (
 )
 from .config import DEEPSEEKMATH_OPTIONS, GRPOConfig, resolve_kl_defaults
 from .engines import TrainableModel, prepare_frozen
+from .errors import ConfigurationError
 from .iterative import attach_iterative_rl
 from .kl import KL_ESTIMATORS, aggregate_per_token_loss, per_token_kl
 from .steps import locate_steps, named_step_splitter
@@ -516,28 +517,34 @@ def _check_step_rewards(step_rewards, steps) -> list[list[float]]:
 def _validate(options: dict, args, reward_funcs, process_reward_model, step_splitter) -> None:
     """Construction-time errors for option combinations that cannot work, warnings for ones that change meaning."""
     if options["kl_estimator"] not in KL_ESTIMATORS:
-        raise ValueError(
+        raise ConfigurationError(
             f"GRPOTrainer: unknown kl_estimator={options['kl_estimator']!r}; expected one of {', '.join(KL_ESTIMATORS)}"
         )
     if options["kl_in"] == "reward" and args.beta == 0.0 and options["advantage_estimator"] != "gae":
-        raise ValueError("GRPOTrainer: kl_in='reward' with beta=0.0 has no KL to put in the reward; set beta > 0.")
+        raise ConfigurationError(
+            "GRPOTrainer: kl_in='reward' with beta=0.0 has no KL to put in the reward; set beta > 0."
+        )
     aggregation = getattr(args, "multi_objective_aggregation", "sum_then_normalize")
     if not uses_trl_advantages(options) and aggregation != "sum_then_normalize":
-        raise ValueError(
+        raise ConfigurationError(
             "GRPOTrainer: supervision='process', advantage_estimator='online_rft' and kl_in='reward' combine the "
             "reward functions by their weighted sum; multi_objective_aggregation must be 'sum_then_normalize'."
         )
     if options["advantage_estimator"] == "gae":
         if options["supervision"] == "process":
-            raise ValueError("GRPOTrainer: advantage_estimator='gae' is not supported with supervision='process'.")
+            raise ConfigurationError(
+                "GRPOTrainer: advantage_estimator='gae' is not supported with supervision='process'."
+            )
         if options["value_head_on_policy"]:
-            raise ValueError("GRPOTrainer: value_head_on_policy=True is not implemented yet; use a separate value "
-                             "model (value_model_name_or_path, or None for a copy of the policy).")
+            raise ConfigurationError("GRPOTrainer: value_head_on_policy=True is not implemented yet; use a separate "
+                                     "value model (value_model_name_or_path, or None for a copy of the policy).")
         if not reward_funcs:
-            raise ValueError("GRPOTrainer: advantage_estimator='gae' needs reward_funcs (the score r_phi(q, o)).")
+            raise ConfigurationError(
+                "GRPOTrainer: advantage_estimator='gae' needs reward_funcs (the score r_phi(q, o))."
+            )
     if options["advantage_estimator"] == "online_rft":
         if not reward_funcs:
-            raise ValueError(
+            raise ConfigurationError(
                 "GRPOTrainer: advantage_estimator='online_rft' judges each completion correct or not by its outcome "
                 "reward, but no reward_funcs were given (every advantage would be 0). Pass an outcome reward "
                 "function, e.g. rewards.accuracy_reward."
@@ -555,7 +562,7 @@ def _validate(options: dict, args, reward_funcs, process_reward_model, step_spli
                 "process reward model is not consulted under supervision='process'."
             )
         elif process_reward_model is None:
-            raise ValueError(
+            raise ConfigurationError(
                 "GRPOTrainer: supervision='process' needs process_reward_model= (a callable "
                 "(prompts, steps) -> list[list[float]] or a token-classification model with process_reward_tokenizer=)."
             )

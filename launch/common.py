@@ -6,11 +6,14 @@ says why, and it always exits.
 * `check_distributed_launch`: what the launcher asked for (`WORLD_SIZE`, `ACCELERATE_USE_FSDP`, ...) against the
   state the Accelerator actually built.
 * `end_launch`: the teardown order that cannot hang.
+* `parse_command_line`: TRL's recipe-plus-overrides parsing, with every mistake (an unknown option, in the recipe or
+  on the command line, with the closest valid name; a bad value; an option check) as one `InputError`.
 * `run_entry_point`: bad input ends the process with `prog: error: ...` instead of a traceback.
 """
 
 from __future__ import annotations
 
+import difflib
 import gc
 import os
 import sys
@@ -66,6 +69,65 @@ def check_data_files(files: str | os.PathLike | Iterable[str | os.PathLike] | No
         if not os.path.isfile(path):
             what = "is a directory, not a file" if os.path.isdir(path) else "no such file"
             raise InputError(f"{option} {path}: {what} ({os.path.abspath(path)})")
+
+
+# ---------------------------------------------------------------------------------------------------------- options
+
+
+def unknown_option_error(name: str, known: Iterable[str], where: str = "") -> InputError:
+    """`InputError` for an option `name` the parser does not have, naming the closest of `known` (difflib's ratio
+    >= 0.6, as argparse's own suggestions in Python 3.12+)."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return InputError(f"{where}unknown option {name}{hint}")
+
+
+def check_option_names(parser, argv: list[str]) -> None:
+    """Every `--option` on the command line and every key of the `--config` recipe is one of `parser`'s (a
+    transformers `HfArgumentParser` / TRL `TrlParser`).
+
+    Checked before parsing because the parser reports unknown names only after building its dataclasses, whose own
+    checks may fail first with an unrelated message (transformers': "Your setup doesn't support bf16/gpu")."""
+    import yaml
+
+    options = [name for name in parser._option_string_actions if name.startswith("--")]
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        if name.startswith("--") and name != "--config" and name not in parser._option_string_actions:
+            raise unknown_option_error(name, options)
+    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+        path = argv[argv.index("--config") + 1]
+        try:
+            with open(path, encoding="utf-8") as handle:
+                recipe = yaml.safe_load(handle)
+        except (OSError, yaml.YAMLError) as err:
+            raise InputError(f"--config {path}: cannot read it as YAML ({err})") from None
+        if not isinstance(recipe, dict):
+            raise InputError(f"--config {path}: expected a YAML mapping of option: value, got {type(recipe).__name__}")
+        dests = {action.dest for action in parser._actions}
+        for key in recipe:
+            if key != "env" and key not in dests:
+                raise unknown_option_error(str(key), sorted(dests), where=f"--config {path}: ")
+
+
+def _raise_input_error(message: str):
+    raise InputError(message)
+
+
+def parse_command_line(parser, argv: list[str]) -> tuple:
+    """`parser.parse_args_and_config(argv)` (TRL's `TrlParser`: a YAML `--config` recipe, then command-line
+    overrides) with every mistake as one `InputError`: an unknown option (`check_option_names`); argparse's own
+    errors, a value of the wrong type or a missing required option, without argparse's usage screen (hundreds of
+    options); and a `ValueError` from the dataclasses' checks (transformers', TRL's, grpo_ext's), with its message."""
+    check_option_names(parser, argv)
+    parser.error = _raise_input_error  # argparse would print the whole usage and exit
+    try:
+        return parser.parse_args_and_config(argv)
+    except ValueError as err:
+        if isinstance(err, InputError):
+            raise
+        explain_parse_error(err)
+        raise InputError(str(err)) from err
 
 
 # ---------------------------------------------------------------------------------------------------------- launch
@@ -128,6 +190,29 @@ def explain_parse_error(error: ValueError, env: Mapping[str, str] | None = None)
         raise InputError(f"{reason} (what failed: {error})") from error
 
 
+# ---------------------------------------------------------------------------------------------------------- outputs
+
+
+def complete_model_card(output_dir: str, base_model: str | None) -> bool:
+    """Name a local base model in the model card TRL wrote to `output_dir/README.md`; returns whether it changed.
+
+    TRL's card template links the base model on the hub and loads the model by its hub id, so for a model loaded from
+    a local directory (no hub id) it reads "a fine-tuned version of [None](https://huggingface.co/None)" and
+    `pipeline(..., model="None")`. The card then names the directory, and the pipeline loads `output_dir`."""
+    path = os.path.join(output_dir, "README.md")
+    if base_model is None or not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8") as handle:
+        card = handle.read()
+    completed = card.replace("[None](https://huggingface.co/None)", f"the local model `{base_model}`")
+    completed = completed.replace('model="None"', f"model={output_dir!r}".replace("'", '"'))
+    if completed == card:
+        return False
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(completed)
+    return True
+
+
 # ---------------------------------------------------------------------------------------------------------- teardown
 
 
@@ -173,18 +258,64 @@ def _destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
-def run_entry_point(train: Callable[[list[str] | None], Any], argv: list[str] | None, prog: str) -> None:
-    """Run `train(argv)` as a command. Bad input (`InputError`, or a malformed data row, which names its file and
-    line) ends the process with one line, `prog: error: ...`, and exit status 2, as argparse does; any other
-    exception keeps its traceback. On any exception the process group is destroyed first (reducers freed), so a
-    failed rank exits too. Returns None: console-script wrappers pass the return value to `sys.exit`."""
-    from grpo_ext.data import DatasetFormatError
+def _prints_errors(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process prints a bad-input line: the first process of each machine. Every process of a launch
+    checks the same command line, recipe and files, so the others would print the same line again."""
+    env = os.environ if env is None else env
+    return env.get("LOCAL_RANK", "0") in ("", "0")
 
+
+def record_for_launcher(line: str, env: Mapping[str, str] | None = None) -> None:
+    """Give torchrun (`accelerate launch` with several processes) this process's error line: its failure summary
+    shows the error file's message as the failed rank's cause, instead of "To enable traceback see: ...". Written by
+    every process, so the line survives when torchrun stops the first process before it printed."""
+    import json
+    import time
+
+    env = os.environ if env is None else env
+    path = env.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump({"message": line, "timestamp": int(time.time())}, handle)
+
+
+# Deprecation notices that libraries raise at each other, which a user of the entry points can do nothing about:
+# TRL 1.16 defaults `gradient_checkpointing` (transformers 5.24+ renamed it `activation_checkpointing`, keeping the
+# old name as an alias) and calls the old model methods; something at exit looks up torch's `reduce_op` alias.
+LIBRARY_DEPRECATIONS = (
+    r"`(is_)?gradient_checkpointing\w*` is deprecated",
+    r"`torch\.distributed\.reduce_op` is deprecated",
+)
+
+
+def silence_library_deprecations() -> None:
+    """Hide `LIBRARY_DEPRECATIONS` (FutureWarnings only, matched by message) in this process; every other warning
+    still shows."""
+    import warnings
+
+    for message in LIBRARY_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+
+
+def run_entry_point(train: Callable[[list[str] | None], Any], argv: list[str] | None, prog: str) -> None:
+    """Run `train(argv)` as a command. Bad input (`InputError`, grpo_ext's `ConfigurationError`, or a malformed data
+    row, which names its file and line) ends the process with one line, `prog: error: ...`, printed by the first
+    process of each machine (and handed to torchrun's failure summary, `record_for_launcher`), and exit status 2, as
+    argparse does; any other exception keeps its traceback. On any exception the process group is destroyed first
+    (reducers freed), so a failed rank exits too. Returns None: console-script wrappers pass the return value to
+    `sys.exit`."""
+    from grpo_ext.data import DatasetFormatError
+    from grpo_ext.errors import ConfigurationError
+
+    silence_library_deprecations()
     try:
         train(argv)
     except BaseException as err:
         _destroy_process_group()
-        if isinstance(err, (InputError, DatasetFormatError)):
-            print(f"{prog}: error: {err}", file=sys.stderr)
+        if isinstance(err, (InputError, ConfigurationError, DatasetFormatError)):
+            line = f"{prog}: error: {err}"
+            record_for_launcher(line)
+            if _prints_errors():
+                print(line, file=sys.stderr)
             sys.exit(2)
         raise

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from launch.common import run_entry_point
+from launch.common import InputError, run_entry_point
 from launch.rft import OfflineSamplingArguments, offline_parser, parse_and_sample
 from launch.sft import train_and_save
 
@@ -31,7 +31,7 @@ class DPOScriptArguments(OfflineSamplingArguments):
     def __post_init__(self):
         super().__post_init__()
         if self.max_pairs_per_prompt is not None and self.max_pairs_per_prompt < 1:
-            raise ValueError(f"--max_pairs_per_prompt must be >= 1, got {self.max_pairs_per_prompt}")
+            raise InputError(f"--max_pairs_per_prompt must be >= 1, got {self.max_pairs_per_prompt}")
 
 
 def make_parser():
@@ -57,7 +57,7 @@ def train(argv: list[str] | None = None):
         max_pairs_per_prompt=script_args.max_pairs_per_prompt, seed=training_args.seed,
     )  # fmt: skip
     if len(train_dataset) == 0:
-        raise ValueError(
+        raise InputError(
             f"no problem in {script_args.samples_file} has both a correct and an incorrect sample: no DPO pair "
             "(more --num_samples or another --sampling_temperature)"
         )

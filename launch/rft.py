@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from launch.common import run_entry_point
+from launch.common import InputError, run_entry_point
 from launch.sft import train_and_save
 from launch.train_grpo import ProblemDataArguments, load_training_problems, parse_training_args
 
@@ -51,7 +51,7 @@ class OfflineSamplingArguments(ProblemDataArguments):
         super().__post_init__()
         for name in ("num_samples", "sampling_max_new_tokens", "sampling_batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"--{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -70,25 +70,25 @@ def read_samples_file(path: str, problems, num_samples: int) -> list[list[str]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not JSON ({err})") from None
+                raise InputError(f"{where}: not JSON ({err})") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected an object with idx, answer and samples")
+                raise InputError(f"{where}: expected an object with idx, answer and samples")
             if len(rows) >= len(problems):
-                raise ValueError(f"{where}: more rows than the {len(problems)} training problems")
+                raise InputError(f"{where}: more rows than the {len(problems)} training problems")
             problem = problems[len(rows)]
             samples = row.get("samples")
             if row.get("idx") != problem["idx"] or row.get("answer") != problem["answer"]:
-                raise ValueError(
+                raise InputError(
                     f"{where}: row is for problem idx={row.get('idx')!r} answer={row.get('answer')!r}, but the "
                     f"training problem there is idx={problem['idx']!r} answer={problem['answer']!r} "
                     "(samples of other problems: delete the file or change --samples_file)"
                 )
             strings = isinstance(samples, list) and all(isinstance(text, str) for text in samples)
             if not strings or len(samples) != num_samples:
-                raise ValueError(f"{where}: `samples` must be a list of {num_samples} strings (--num_samples)")
+                raise InputError(f"{where}: `samples` must be a list of {num_samples} strings (--num_samples)")
             rows.append(samples)
     if len(rows) != len(problems):
-        raise ValueError(f"{path}: {len(rows)} rows for {len(problems)} training problems")
+        raise InputError(f"{path}: {len(rows)} rows for {len(problems)} training problems")
     return rows
 
 
@@ -191,7 +191,7 @@ def train(argv: list[str] | None = None):
     script_args, training_args, model_args, problems, samples = parsed
     train_dataset = rft_dataset(problems["prompt"], samples, problems["answer"])
     if len(train_dataset) == 0:
-        raise ValueError(
+        raise InputError(
             f"no sample of the {sum(map(len, samples))} in {script_args.samples_file} is correct: nothing to "
             "fine-tune on (more --num_samples, another --sampling_temperature, or a stronger starting model)"
         )

@@ -31,8 +31,9 @@ from launch.common import (
     check_data_files,
     check_distributed_launch,
     check_model_path,
+    complete_model_card,
     end_launch,
-    explain_parse_error,
+    parse_command_line,
     run_entry_point,
 )
 
@@ -71,7 +72,7 @@ class ProblemDataArguments:
     def __post_init__(self):
         if self.max_train_samples is not None and self.max_train_samples < 1:
             # a negative limit would slice rows off the end silently
-            raise ValueError(f"--max_train_samples must be >= 1, got {self.max_train_samples}")
+            raise InputError(f"--max_train_samples must be >= 1, got {self.max_train_samples}")
 
 
 @dataclass
@@ -117,14 +118,14 @@ class GRPOScriptArguments(ProblemDataArguments):
             try:
                 self.reward_func_kwargs = json.loads(self.reward_func_kwargs)
             except json.JSONDecodeError as err:
-                raise ValueError(f"--reward_func_kwargs must be a JSON object: {err}") from None
+                raise InputError(f"--reward_func_kwargs must be a JSON object: {err}") from None
         unknown = set(self.reward_func_kwargs or {}) - set(self.reward_funcs)
         if unknown:
-            raise ValueError(f"--reward_func_kwargs names rewards not in --reward_funcs: {sorted(unknown)}")
+            raise InputError(f"--reward_func_kwargs names rewards not in --reward_funcs: {sorted(unknown)}")
         if self.math_eval_steps < 0:
-            raise ValueError(f"--math_eval_steps must be >= 0, got {self.math_eval_steps}")
+            raise InputError(f"--math_eval_steps must be >= 0, got {self.math_eval_steps}")
         if self.math_eval_limit < 1:
-            raise ValueError(f"--math_eval_limit must be >= 1, got {self.math_eval_limit}")
+            raise InputError(f"--math_eval_limit must be >= 1, got {self.math_eval_limit}")
 
 
 def reward_registry() -> dict[str, Any]:
@@ -159,18 +160,18 @@ def build_reward_funcs(names: list[str], kwargs_by_name: dict | None = None) -> 
             try:
                 func = registry[name](**(kwargs or {}))
             except TypeError as err:
-                raise ValueError(f"reward {name!r}: bad reward_func_kwargs {kwargs}: {err}") from None
+                raise InputError(f"reward {name!r}: bad reward_func_kwargs {kwargs}: {err}") from None
         elif "." in name:
             module_path, attribute = name.rsplit(".", 1)
             sys.path.insert(0, os.getcwd())
             try:
                 func = getattr(importlib.import_module(module_path), attribute)
             except (ImportError, AttributeError) as err:
-                raise ValueError(f"reward {name!r}: cannot import it ({err})") from None
+                raise InputError(f"reward {name!r}: cannot import it ({err})") from None
             if kwargs is not None:
                 func = func(**kwargs)
         else:
-            raise ValueError(f"Unknown reward {name!r}; expected one of {sorted(registry)} or a dotted import path")
+            raise InputError(f"Unknown reward {name!r}; expected one of {sorted(registry)} or a dotted import path")
         funcs.append(func)
     return funcs
 
@@ -231,7 +232,7 @@ def load_process_reward_model(path: str, step_delimiter: str):
     model = AutoModelForTokenClassification.from_pretrained(path)
     trained_with = getattr(model.config, "step_separator", None)
     if trained_with is not None and trained_with != step_delimiter:
-        raise ValueError(
+        raise InputError(
             f"the process reward model at {path} was trained with step_separator={trained_with!r}, but "
             f"step_delimiter={step_delimiter!r}: set step_delimiter to {trained_with!r}"
         )
@@ -272,11 +273,7 @@ def parse_training_args(parser, argv: list[str] | None):
     arguments, with a model path required, every model path and data file checked (`check_input_paths`) and the
     model loading options passed to the trainer."""
     argv = resolve_recipe(sys.argv[1:] if argv is None else argv)
-    try:
-        script_args, training_args, model_args = parser.parse_args_and_config(argv)
-    except ValueError as err:
-        explain_parse_error(err)
-        raise
+    script_args, training_args, model_args = parse_command_line(parser, argv)
     if model_args.model_name_or_path is None:
         raise InputError("--model_name_or_path is required (in the recipe or on the command line)")
     check_input_paths(script_args, model_args)
@@ -325,7 +322,7 @@ def train(argv: list[str] | None = None):
             script_args.process_reward_model_name_or_path, training_args.step_delimiter
         )
     elif training_args.supervision == "process":
-        raise ValueError("supervision: process needs --process_reward_model_name_or_path")
+        raise InputError("supervision: process needs --process_reward_model_name_or_path")
     os.makedirs(training_args.output_dir, exist_ok=True)
     metrics_path = os.path.join(training_args.output_dir, METRICS_FILE)
     trainer = GRPOTrainer(
@@ -377,6 +374,8 @@ def run_and_save(trainer, script_args, training_args, model_args, argv: list[str
         )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        complete_model_card(training_args.output_dir, model_args.model_name_or_path)
     trainer.accelerator.print(f"Model, tokenizer and logs saved to {training_args.output_dir}")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)

@@ -26,6 +26,7 @@ in-training refresh. The ORM is an `AutoModelForSequenceClassification` (num_lab
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,15 @@ from grpo_ext.reward_models import (
     prompt_text,
     reward_model_loss,
 )
-from launch.common import check_data_files, check_distributed_launch, check_model_path, end_launch, run_entry_point
+from launch.common import (
+    InputError,
+    check_data_files,
+    check_distributed_launch,
+    check_model_path,
+    end_launch,
+    parse_command_line,
+    run_entry_point,
+)
 
 
 @dataclass
@@ -91,17 +100,17 @@ class RewardModelScriptArguments:
 
     def __post_init__(self):
         if self.reward_model_type not in ("orm", "prm"):
-            raise ValueError(f"reward_model_type must be 'orm' or 'prm', got {self.reward_model_type!r}")
+            raise InputError(f"reward_model_type must be 'orm' or 'prm', got {self.reward_model_type!r}")
         if self.orm_format not in ("auto", "pointwise", "pairwise"):
-            raise ValueError(f"orm_format must be auto, pointwise or pairwise, got {self.orm_format!r}")
+            raise InputError(f"orm_format must be auto, pointwise or pairwise, got {self.orm_format!r}")
         if isinstance(self.data_files, str):
             self.data_files = [self.data_files]
         if isinstance(self.eval_data_files, str):
             self.eval_data_files = [self.eval_data_files]
         if self.eval_split and self.eval_data_files:
-            raise ValueError("give at most one of --eval_split (a split of --dataset_name) or --eval_data_files")
+            raise InputError("give at most one of --eval_split (a split of --dataset_name) or --eval_data_files")
         if self.eval_split and not self.dataset_name:
-            raise ValueError("--eval_split names a split of --dataset_name; with --data_files use --eval_data_files")
+            raise InputError("--eval_split names a split of --dataset_name; with --data_files use --eval_data_files")
 
 
 # ---------------------------------------------------------------------------------------------------------- data
@@ -110,7 +119,7 @@ class RewardModelScriptArguments:
 def load_rows(script_args: RewardModelScriptArguments) -> list[tuple[str, dict]]:
     """Raw training rows with a location string (`file:line` or `dataset[split] row i`) for error messages."""
     if bool(script_args.data_files) == bool(script_args.dataset_name):
-        raise ValueError("give exactly one of --data_files (JSONL) or --dataset_name")
+        raise InputError("give exactly one of --data_files (JSONL) or --dataset_name")
     rows = _raw_rows(script_args, script_args.data_files, script_args.dataset_split)
     return rows[: script_args.max_samples] if script_args.max_samples is not None else rows
 
@@ -131,7 +140,7 @@ def _raw_rows(script_args: RewardModelScriptArguments, data_files: list[str] | N
         for path in data_files:
             rows_of_file = read_jsonl(path)
             if not rows_of_file:
-                raise ValueError(f"{path}: no rows (the file is empty or holds only blank lines)")
+                raise InputError(f"{path}: no rows (the file is empty or holds only blank lines)")
             rows.extend((f"{path}:{line_no}", row) for line_no, row in rows_of_file)
         return rows
     from datasets import load_dataset
@@ -139,7 +148,7 @@ def _raw_rows(script_args: RewardModelScriptArguments, data_files: list[str] | N
     dataset = load_dataset(script_args.dataset_name, script_args.dataset_config, split=split)
     where = f"{script_args.dataset_name}[{split}]"
     if len(dataset) == 0:
-        raise ValueError(f"{where}: no rows")
+        raise InputError(f"{where}: no rows")
     return [(f"{where} row {i}", row) for i, row in enumerate(dataset)]
 
 
@@ -147,18 +156,18 @@ def _text(value: Any, where: str, column: str) -> Any:
     is_conversation = isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value)
     if isinstance(value, str) or is_conversation:
         return value
-    raise ValueError(f"{where}: column {column!r} must be a string or a list of messages, got {type(value).__name__}")
+    raise InputError(f"{where}: column {column!r} must be a string or a list of messages, got {type(value).__name__}")
 
 
 def _label(value: Any, where: str, column: str) -> float:
     if isinstance(value, bool) or (isinstance(value, (int, float)) and 0 <= value <= 1):
         return float(value)
-    raise ValueError(f"{where}: column {column!r} must hold labels in {{0, 1}} (or [0, 1]), got {value!r}")
+    raise InputError(f"{where}: column {column!r} must hold labels in {{0, 1}} (or [0, 1]), got {value!r}")
 
 
 def _column(row: dict, column: str, where: str, option: str) -> Any:
     if column not in row:
-        raise ValueError(f"{where}: missing column {column!r} (set --{option}; the row has {sorted(row)})")
+        raise InputError(f"{where}: missing column {column!r} (set --{option}; the row has {sorted(row)})")
     return row[column]
 
 
@@ -172,12 +181,12 @@ def to_training_rows(raw: list[tuple[str, dict]], script_args: RewardModelScript
             steps = _column(row, a.steps_column, where, "steps_column")
             labels = _column(row, a.step_labels_column, where, "step_labels_column")
             if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
-                raise ValueError(f"{where}: column {a.steps_column!r} must be a non-empty list of strings")
+                raise InputError(f"{where}: column {a.steps_column!r} must be a non-empty list of strings")
             blank = [j for j, step in enumerate(steps) if not step.strip()]
             if blank:  # an empty step has no text of its own: its label would sit on the separator alone
-                raise ValueError(f"{where}: step {blank[0]} of column {a.steps_column!r} is empty or blank")
+                raise InputError(f"{where}: step {blank[0]} of column {a.steps_column!r} is empty or blank")
             if not isinstance(labels, list) or len(labels) != len(steps):
-                raise ValueError(f"{where}: {len(steps)} steps but labels {labels!r} (one label per step needed)")
+                raise InputError(f"{where}: {len(steps)} steps but labels {labels!r} (one label per step needed)")
             out.append({"prompt": prompt_text(prompt, tokenizer), "steps": steps,
                         "labels": [_label(y, where, a.step_labels_column) for y in labels]})
         return out
@@ -195,7 +204,7 @@ def to_training_rows(raw: list[tuple[str, dict]], script_args: RewardModelScript
                                a.completion_column)
             label = _label(_column(row, a.label_column, where, "label_column"), where, a.label_column)
             if label not in (0.0, 1.0):
-                raise ValueError(f"{where}: ORM label must be 0 or 1, got {label!r}")
+                raise InputError(f"{where}: ORM label must be 0 or 1, got {label!r}")
             out.append({"text": orm_text(prompt, completion, tokenizer), "label": label})
     return out
 
@@ -227,7 +236,7 @@ def load_model_and_tokenizer(script_args: RewardModelScriptArguments):
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
     if not script_args.model_name_or_path:
-        raise ValueError("--model_name_or_path is required")
+        raise InputError("--model_name_or_path is required")
     tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -272,8 +281,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[RewardModelScriptArgument
     """`--config` YAML plus command-line overrides, through TRL's parser."""
     from trl import TrlParser
 
-    parser = TrlParser((RewardModelScriptArguments, TrainingArguments))
-    script_args, training_args = parser.parse_args_and_config(args=argv)
+    # allow_abbrev=False: a misspelt or truncated option is an error, never a silent prefix match
+    parser = TrlParser((RewardModelScriptArguments, TrainingArguments), prog="grpo-ext-train-rm", allow_abbrev=False)
+    script_args, training_args = parse_command_line(parser, sys.argv[1:] if argv is None else argv)
     check_model_path(script_args.model_name_or_path)
     check_data_files(script_args.data_files, "--data_files")
     return script_args, training_args

@@ -2,14 +2,19 @@
 and always exit (launch/common.py)."""
 
 import json
+import warnings
+from pathlib import Path
 
 import huggingface_hub
 import pytest
 import yaml
 from accelerate.utils import DistributedType
+from launch_helpers import launch
 
-from launch import sft, train_grpo, train_reward_model
-from launch.common import InputError, check_data_files, check_model_path, launch_mismatch
+from launch import dpo, rft, sft, train_grpo, train_reward_model
+from launch.common import InputError, check_data_files, check_model_path, complete_model_card, launch_mismatch
+
+REPO = Path(__file__).resolve().parents[1]
 
 CPU = ["--use_cpu", "true", "--report_to", "none"]
 
@@ -137,6 +142,117 @@ def test_entry_points_print_bad_input_as_one_line(tiny_model_path, tmp_path, cap
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith(f"{prog}: error: {message}"), err[-3:]
         assert not any(line.startswith("Traceback") for line in err)
+
+
+def _one_error_line(main, argv, capsys) -> str:
+    """Run an entry point's `main(argv)`; it must exit with status 2 and print exactly one line, which is returned."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_every_entry_point_names_the_closest_option_to_a_misspelt_one(tiny_model_path, tmp_path, capsys):
+    """Before parsing, so that no dataclass check (transformers' "doesn't support bf16/gpu" without --use_cpu) fails
+    first with an unrelated message; in the recipe as on the command line."""
+    entry_points = [(train_grpo.main, "grpo-ext-train"), (sft.main, "grpo-ext-sft"), (rft.main, "grpo-ext-rft"),
+                    (dpo.main, "grpo-ext-dpo"), (train_reward_model.main, "grpo-ext-train-rm")]
+    for main, prog in entry_points:
+        line = _one_error_line(main, ["--model_name_or_path", tiny_model_path, "--learning_rat", "1e-5"], capsys)
+        assert line == f"{prog}: error: unknown option --learning_rat; did you mean --learning_rate?"
+        line = _one_error_line(main, ["--learning-rat=1e-5"], capsys)
+        assert line == f"{prog}: error: unknown option --learning-rat; did you mean --learning-rate?"
+        line = _one_error_line(main, ["--zzzz", "1"], capsys)
+        assert line == f"{prog}: error: unknown option --zzzz"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"model_name_or_path": tiny_model_path, "num_generaitons": 4}))
+    line = _one_error_line(train_grpo.main, ["--config", str(recipe)], capsys)
+    assert line == (f"grpo-ext-train: error: --config {recipe}: unknown option num_generaitons; did you mean "
+                    "num_generations?")
+    recipe.write_text("- a list\n")
+    line = _one_error_line(sft.main, ["--config", str(recipe)], capsys)
+    assert line == f"grpo-ext-sft: error: --config {recipe}: expected a YAML mapping of option: value, got list"
+
+
+def test_bad_values_and_refused_settings_are_one_line(tiny_model_path, tmp_path, capsys):
+    base = ["--model_name_or_path", tiny_model_path, "--output_dir", str(tmp_path), *CPU]
+    # argparse's own error, without its usage screen (it lists every one of GRPOConfig's 500 options)
+    line = _one_error_line(train_grpo.main, [*base, "--learning_rate", "abc"], capsys)
+    assert line == "grpo-ext-train: error: argument --learning_rate/--learning-rate: invalid float value: 'abc'"
+    # a check of grpo_ext's config (ConfigurationError) and one of transformers' (a ValueError) while parsing
+    line = _one_error_line(train_grpo.main, [*base, "--kl_in", "reward", "--beta", "0"], capsys)
+    assert line.startswith("grpo-ext-train: error: GRPOConfig: kl_in='reward' needs a KL coefficient, but beta=0.0")
+    line = _one_error_line(sft.main, [*base, "--bf16", "true", "--fp16", "true"], capsys)
+    assert line.startswith("grpo-ext-sft: error: ") and "fp16" in line and "bf16" in line
+
+
+def test_a_refusal_at_construction_is_a_configuration_error():
+    """What the entry points print as one line is grpo_ext's ConfigurationError, still a ValueError for callers."""
+    from grpo_ext import GRPOConfig
+    from grpo_ext.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="kl_in='reward' needs a KL coefficient"):
+        GRPOConfig(output_dir="unused", kl_in="reward", beta=0.0, use_cpu=True, report_to="none")
+    assert issubclass(ConfigurationError, ValueError)
+
+
+def test_bad_input_through_accelerate_launch_is_one_line(tiny_model_path, shared_data, tmp_path):
+    """As users run it. `accelerate launch -q` drops accelerate's own traceback; torchrun (several processes) then
+    prints its failure summary, whose cause is our line (the error file every process writes). Everything the
+    processes print is the one line, once: no traceback, no library deprecation notice."""
+    data = str(shared_data / "gsm8k" / "test.jsonl")
+    two = launch(["-q", "--config_file", str(REPO / "accelerate_configs" / "multi_gpu.yaml"), "--num_processes", "2"],
+                 REPO / "launch" / "train_grpo.py", "--model_name_or_path", tiny_model_path, "--data_files", data,
+                 "--learning_rat", "1e-5", "--output_dir", str(tmp_path / "a"), *CPU, check=False, timeout=600)
+    line = "grpo-ext-train: error: unknown option --learning_rat; did you mean --learning_rate?"
+    output = two.stdout + two.stderr
+    assert two.returncode != 0
+    assert output.splitlines().count(line) == 1, output
+    assert "Traceback" not in output, output
+    root_cause = output.split("Root Cause (first observed failure):")[1]
+    assert f"traceback : {line}" in root_cause, output
+    # one process (accelerate's simple launcher): the line is the last thing printed
+    missing = tmp_path / "missing.jsonl"
+    one = launch(["-q", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend",
+                  "no"], REPO / "launch" / "train_grpo.py", "--model_name_or_path", tiny_model_path, "--data_files",
+                 str(missing), "--output_dir", str(tmp_path / "b"), *CPU, check=False, timeout=600)
+    assert one.returncode != 0
+    assert one.stderr.strip().splitlines() == [f"grpo-ext-train: error: --data_files {missing}: no such file "
+                                               f"({missing})"], one.stderr
+    assert "FutureWarning" not in one.stdout + one.stderr
+
+
+def test_library_deprecations_are_silenced_and_nothing_else():
+    from launch.common import silence_library_deprecations
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_library_deprecations()
+        warnings.warn("`gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
+        warnings.warn("`torch.distributed.reduce_op` is deprecated, please use ReduceOp", FutureWarning)
+        warnings.warn("`learning_rate` is deprecated", FutureWarning)
+        warnings.warn("`gradient_checkpointing` is deprecated", UserWarning)
+    shown = [str(w.message) for w in caught]
+    assert shown == ["`learning_rate` is deprecated", "`gradient_checkpointing` is deprecated"]
+
+
+def test_model_card_names_a_local_base_model(tmp_path):
+    """TRL's own card for a model loaded from a directory (base_model=None, no hub id)."""
+    from trl.trainer.utils import generate_model_card
+
+    card = generate_model_card(base_model=None, model_name="out", hub_model_id=None, dataset_name=None, tags=[],
+                               wandb_url=None, trackio_url=None, comet_url=None, trainer_name="GRPO",
+                               trainer_citation=None)
+    card.save(tmp_path / "README.md")
+    assert "[None](https://huggingface.co/None)" in (tmp_path / "README.md").read_text()
+    assert complete_model_card(str(tmp_path), "/models/warm-start")
+    text = (tmp_path / "README.md").read_text()
+    assert "fine-tuned version of the local model `/models/warm-start`" in text
+    assert f'model="{tmp_path}"' in text and "None" not in text.split("## Training procedure")[0]
+    assert not complete_model_card(str(tmp_path), "/models/warm-start")  # nothing left to complete
 
 
 # ---------------------------------------------------------------------------------------------------------- launch
