@@ -12,11 +12,13 @@
 #   2. install torch 2.13.0 if that environment has no torch, from $TORCH_INDEX_URL when it is set (on Linux, PyPI's
 #      torch is the CUDA build; TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu gives the CPU one). Bring your own
 #      build for a GPU by installing it into the environment first: it is then left alone;
-#   3. install the project with its test extras (pip install -e ".[test]") if pyproject.toml changed since the
-#      last install (recorded in $VENV/.grpo-ext-installed);
+#   3. install the project with its test extras (pip install -e ".[test]") if pyproject.toml or constraints.txt
+#      changed since the last install (recorded in $VENV/.grpo-ext-installed), every library at the version
+#      constraints.txt pins: the set that produced the README's figures and passed the tests (torch excepted: yours);
 #   4. for `tests`, install DeepSpeed if that environment has none: tests/test_engines.py runs every feature on real
 #      ZeRO-2 and ZeRO-3 engines. Its CPU build (DS_BUILD_OPS=0: no CUDA kernels compiled), against the torch of the
 #      environment (--no-build-isolation: an isolated build would fetch a torch of its own).
+# The printed commands are quoted for any POSIX shell or zsh, so they can be pasted.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -36,8 +38,18 @@ if [[ ${#args[@]} -gt 0 && ${args[0]} == tests ]]; then
     args=("${args[@]:1}")
 fi
 
+# each argument as a shell word: bare when it holds only safe characters, else in single quotes (zsh globs `.[test]`)
+quoted() {
+    local arg words=()
+    for arg in "$@"; do
+        if [[ $arg =~ ^[A-Za-z0-9_./=:,+@%-]+$ ]]; then words+=("$arg")
+        elif [[ $arg != *"'"* ]]; then words+=("'$arg'")
+        else words+=("$(printf %q "$arg")"); fi
+    done
+    echo "${words[*]}"
+}
 run() {
-    echo "+ $*"
+    echo "+ $(quoted "$@")"
     if [[ $dry_run == 0 ]]; then "$@"; fi
 }
 
@@ -56,15 +68,17 @@ if ! has_module torch; then
     run "$python" -m pip install -q --no-compile "torch==$TORCH_VERSION" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
 stamp="$VENV/.grpo-ext-installed"
-installed_for="pyproject.toml $(cksum < pyproject.toml)"
+installed_for="pyproject.toml $(cksum < pyproject.toml) constraints.txt $(cksum < constraints.txt)"
 if [[ ! -f $stamp || $(cat "$stamp") != "$installed_for" ]]; then
-    run "$python" -m pip install -q --no-compile -e ".[test]"
+    run "$python" -m pip install -q --no-compile -c constraints.txt -e ".[test]"
     if [[ $dry_run == 0 ]]; then echo "$installed_for" > "$stamp"; fi
 fi
 if [[ $action == tests ]] && ! has_module deepspeed; then
-    run env DS_BUILD_OPS=0 "$python" -m pip install -q --no-compile --no-build-isolation "deepspeed==$DEEPSPEED_VERSION"
+    run env DS_BUILD_OPS=0 "$python" -m pip install -q --no-compile --no-build-isolation -c constraints.txt \
+        "deepspeed==$DEEPSPEED_VERSION"
 fi
 
+echo "+ export HF_HUB_OFFLINE=1"  # everything below runs offline: no hub downloads, at once
 export HF_HUB_OFFLINE=1
 # Python writes each module's bytecode cache the first time it imports it. Where PYTHONDONTWRITEBYTECODE is set (this
 # project's CI machines set it), every process compiles torch, transformers and TRL anew: about 12 s per process on

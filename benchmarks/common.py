@@ -98,15 +98,30 @@ def environment() -> dict:
     }
 
 
-def write_report(output_dir: str | os.PathLike, name: str, results: dict, markdown: str) -> Path:
-    """Write `<name>.json` (results plus the environment) and `<name>.md` to `output_dir`; print the Markdown."""
+def versions_line(env: dict) -> str:
+    """The library versions of `environment()` as one Markdown line, for a results table."""
+    from grpo_ext.versions import LIBRARIES
+
+    return "Versions: " + ", ".join(f"{name} {env[name]}" for name in LIBRARIES if env.get(name)) + "."
+
+
+def write_report(output_dir: str | os.PathLike, name: str, results: dict, markdown: str,
+                 also_written: tuple = ()) -> Path:
+    """Write `<name>.json` (results plus the environment) and `<name>.md` (with the library versions) to
+    `output_dir`; print the Markdown, then the path of every file the run wrote (these two and `also_written`)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"environment": environment(), **results}
-    (output_dir / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (output_dir / f"{name}.md").write_text(markdown + "\n")
+    env = environment()
+    payload = {"environment": env, **results}
+    markdown = f"{markdown}\n\n{versions_line(env)}"
+    json_path, markdown_path = output_dir / f"{name}.json", output_dir / f"{name}.md"
+    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    markdown_path.write_text(markdown + "\n")
     print(markdown)
-    return output_dir / f"{name}.json"
+    print("\nResults written to:")
+    for path in (json_path, markdown_path, *[p for p in also_written if p]):
+        print(f"  {Path(path).resolve()}")
+    return json_path
 
 
 def held_training_bytes(modules=(), optimizers=()) -> dict[str, int]:

@@ -465,7 +465,7 @@ def run(args: argparse.Namespace) -> dict:
         f"Held-out test set: {size.test_problems} problems. Greedy and maj@{k} on it before (warm start) and after "
         f"{size.grpo_steps} RL steps of {size.prompts_per_step} prompts x {size.num_generations} samples."
     )
-    write_report(output_dir, "learning", results, markdown)
+    write_report(output_dir, "learning", results, markdown, also_written=(plot,))
     return results
 
 

@@ -418,7 +418,7 @@ def run(args: argparse.Namespace) -> dict:
         "seeds.\n\n"
         f"Change over the warm start (DeepSeekMath figure 7: RL raises maj@K, not pass@K): {figure7 or 'none ran'}."
     )
-    write_report(output_dir, "paradigm", results, markdown)
+    write_report(output_dir, "paradigm", results, markdown, also_written=(plot,))
     failed = [m for m, runs in results["methods"].items() if any("failed" in run for run in runs)]
     if failed:
         print(f"FAILED methods (see the table): {', '.join(failed)}")

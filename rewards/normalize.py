@@ -50,7 +50,7 @@ def tidy_latex(text: str) -> str:
 
 
 def percent_as_division(text: str) -> str:
-    """`text` for math-verify's parser under any antlr4 runtime: a percent sign after a number written as the division
+    r"""`text` for math-verify's parser under any antlr4 runtime: a percent sign after a number written as the division
     latex2sympy2_extended reads it as where its parser knows the sign (`28\%` -> `28/100`, as under 4.13). Only for
     what is sent to math-verify: the fast path compares percentages itself (`p%` equals `p` and `p/100`)."""
     return _PERCENT_AFTER_NUMBER_RE.sub("/100", text) if "%" in text else text
