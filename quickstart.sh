@@ -67,14 +67,23 @@ if ! has_module torch; then
     # No index is forced: a machine whose pip is configured with a local CPU wheel (as CI's is) must keep using it.
     run "$python" -m pip install -q --no-compile "torch==$TORCH_VERSION" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
+# constraints.txt was resolved on Python 3.11 (some of its pins have no release for other versions): elsewhere the
+# project installs unpinned, and figures may differ from the README's
+pins=(-c constraints.txt)
+interpreter=$python; [[ -x $interpreter ]] || interpreter=python3
+python_version=$("$interpreter" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if [[ $python_version != 3.11 ]]; then
+    echo "note: constraints.txt pins versions for Python 3.11; Python $python_version installs without them" >&2
+    pins=()
+fi
 stamp="$VENV/.grpo-ext-installed"
 installed_for="pyproject.toml $(cksum < pyproject.toml) constraints.txt $(cksum < constraints.txt)"
 if [[ ! -f $stamp || $(cat "$stamp") != "$installed_for" ]]; then
-    run "$python" -m pip install -q --no-compile -c constraints.txt -e ".[test]"
+    run "$python" -m pip install -q --no-compile ${pins[@]+"${pins[@]}"} -e ".[test]"
     if [[ $dry_run == 0 ]]; then echo "$installed_for" > "$stamp"; fi
 fi
 if [[ $action == tests ]] && ! has_module deepspeed; then
-    run env DS_BUILD_OPS=0 "$python" -m pip install -q --no-compile --no-build-isolation -c constraints.txt \
+    run env DS_BUILD_OPS=0 "$python" -m pip install -q --no-compile --no-build-isolation ${pins[@]+"${pins[@]}"} \
         "deepspeed==$DEEPSPEED_VERSION"
 fi
 
