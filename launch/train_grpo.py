@@ -189,10 +189,13 @@ class MetricsLogCallback(TrainerCallback):
 
 
 def write_resolved_config(path: str, argv: list[str], **sections) -> None:
-    """Every parsed argument, by dataclass, plus the command line that produced them."""
+    """Every parsed argument, by dataclass, plus the command line that produced them and the library versions that
+    ran them (a run's figures move with those)."""
     import yaml
 
-    resolved = {"command_line": argv}
+    from grpo_ext.versions import library_versions
+
+    resolved = {"command_line": argv, "versions": library_versions()}
     for name, value in sections.items():
         resolved[name] = value.to_dict() if hasattr(value, "to_dict") else asdict(value)
     with open(path, "w", encoding="utf-8") as handle:

@@ -81,6 +81,9 @@ def test_two_process_accelerate_run_writes_model_tokenizer_config_and_metrics(ti
     assert resolved["training_arguments"]["kl_estimator"] == "k3"  # grpo_ext field, default
     assert resolved["script_arguments"]["max_train_samples"] == 8
     assert resolved["model_arguments"]["model_name_or_path"] == tiny_model_path
+    import trl
+
+    assert resolved["versions"]["trl"] == trl.__version__ and resolved["versions"]["torch"] == torch.__version__
 
     logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [entry for entry in logs if "loss" in entry]
