@@ -52,7 +52,8 @@ def test_quickstart_sets_up_a_fresh_machine(tmp_path):
     ]
     assert not venv.exists()  # a dry run creates nothing
     index = "https://download.pytorch.org/whl/cpu"
-    assert dry_run(venv=venv, TORCH_INDEX_URL=index)[2] == f"{python} -m pip install -q --no-compile torch==2.13.0 --index-url {index}"
+    assert dry_run(venv=venv, TORCH_INDEX_URL=index)[2] == (f"{python} -m pip install -q --no-compile torch==2.13.0 "
+                                                            f"--index-url {index}")
 
 
 def test_quickstart_lets_python_cache_bytecode(tmp_path):
@@ -96,7 +97,8 @@ def deepspeed_install(python: str) -> list[str]:
 
     if importlib.util.find_spec("deepspeed") is not None:
         return []
-    return [f"env DS_BUILD_OPS=0 {python} -m pip install -q --no-compile --no-build-isolation -c constraints.txt deepspeed==0.19.8"]
+    return [f"env DS_BUILD_OPS=0 {python} -m pip install -q --no-compile --no-build-isolation -c constraints.txt "
+            "deepspeed==0.19.8"]
 
 
 def test_quickstart_tests_install_deepspeed_where_it_is_missing(tmp_path):
@@ -106,7 +108,8 @@ def test_quickstart_tests_install_deepspeed_where_it_is_missing(tmp_path):
     python = f"{venv}/bin/python"
     commands = dry_run("tests", venv=venv)
     assert commands[-3:] == [
-        f"env DS_BUILD_OPS=0 {python} -m pip install -q --no-compile --no-build-isolation -c constraints.txt deepspeed==0.19.8",
+        f"env DS_BUILD_OPS=0 {python} -m pip install -q --no-compile --no-build-isolation -c constraints.txt "
+        "deepspeed==0.19.8",
         "export HF_HUB_OFFLINE=1",
         f"{python} -m pytest -q -n 2 --dist loadfile tests",
     ]
