@@ -118,7 +118,8 @@ def summarize_by(records: Sequence[dict], key: str, ks: Sequence[int]) -> dict[s
 
 
 def markdown_table(summary: dict) -> str:
-    """Summary as a Markdown table: one row overall, then one per level and per subject."""
+    """Summary as a Markdown table: one row overall (named by its score when the protocol has scores), one per
+    further score, then one per level and per subject (the first score's)."""
     overall = summary["overall"]
     columns = [c for c in overall if c != "count"]
     protocol = f" — protocol {summary['protocol']}" if summary.get("protocol") else ""
@@ -133,8 +134,10 @@ def markdown_table(summary: dict) -> str:
         cells = [f"{100 * metrics[c]:.1f}" if c in metrics else "" for c in columns]
         return f"| {name} | {metrics['count']} | " + " | ".join(cells) + " |"
 
-    lines.append(row("all", overall))
-    for name, metrics in list(summary.get("scores", {}).items())[1:]:  # the first score is `overall`
+    scores = list(summary.get("scores", {}).items())
+    # `overall` is the protocol's first score (lm-eval's GSM8K: strict-match); named so beside the others
+    lines.append(row(f"all ({scores[0][0]})" if scores else "all", overall))
+    for name, metrics in scores[1:]:
         lines.append(row(f"all ({name})", metrics))
     for level, metrics in summary.get("by_level", {}).items():
         lines.append(row(f"level {level}", metrics))

@@ -687,7 +687,8 @@ def test_lm_eval_gsm8k_protocol_reports_strict_and_flexible(shared_data, tmp_pat
     first = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
     assert first["prompt"].startswith("Question: ") and first["prompt"].endswith("\nAnswer:")
     assert first["scores"]["flexible-extract"]["corrects"] == [True]
-    assert "| all (flexible-extract) | 4 | 50.0 |" in (out / "summary.md").read_text()
+    table = (out / "summary.md").read_text()
+    assert "| all (strict-match) | 4 | 25.0 |" in table and "| all (flexible-extract) | 4 | 50.0 |" in table
     with pytest.raises(ValueError, match="is for"):
         evaluate(["--protocol", "lm_eval_gsm8k", "--dataset_name", "math500"], generator=ByQuestion())
 
