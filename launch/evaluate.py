@@ -7,9 +7,9 @@
 
 Prompts are the zero-shot chat prompt of `grpo_ext.data.make_prompt` (few-shot with `--num_few_shot`), or with
 `--protocol` those of lm-evaluation-harness, Qwen2.5-Math's or DeepSeek-Math's evaluation (`grpo_ext.protocols`),
-scored as each tool scores. Writes `samples.jsonl` (one line per problem), `summary.json` and `summary.md` to
-`--output_dir`; `--resume` skips problems already in `samples.jsonl`. The metrics, backends and scoring live in
-`grpo_ext.evaluation`.
+scored as each tool scores. Writes `samples.jsonl` (one line per problem), `summary.json`, `summary.md` and
+`run_config.json` to `--output_dir`, and prints their paths; `--resume` skips problems already in `samples.jsonl`.
+The metrics, backends and scoring live in `grpo_ext.evaluation`.
 
 Bad input (an unknown option, a missing file, an output_dir in use, hub data that offline mode cannot reach) stops
 the command with one line, `grpo-ext-evaluate: error: ...`, before any model loads.
@@ -24,6 +24,10 @@ from dataclasses import dataclass, field
 
 from grpo_ext.data import DEFAULT_INSTRUCTION, HubUnreachableError
 from grpo_ext.evaluation import (
+    RUN_CONFIG_FILE,
+    SAMPLES_FILE,
+    SUMMARY_FILE,
+    TABLE_FILE,
     Generator,
     OutputDirError,
     SamplingParams,
@@ -360,7 +364,17 @@ def evaluate(argv: list[str] | None = None, generator: Generator | None = None, 
     except OutputDirError as err:  # --resume with other settings or a smaller --limit
         raise InputError(str(err)) from err
     print(markdown_table(summary))
+    print_outputs(args.output_dir)
     return summary
+
+
+def print_outputs(output_dir: str) -> None:
+    """Where the results went, as full paths (the table alone does not say)."""
+    print("Written:")
+    for name, what in ((SUMMARY_FILE, "metrics, settings, library versions"), (TABLE_FILE, "the table above"),
+                       (SAMPLES_FILE, "one line per problem: prompt, completions, answers, verdicts"),
+                       (RUN_CONFIG_FILE, "the settings --resume checks")):  # fmt: skip
+        print(f"  {os.path.join(os.path.abspath(output_dir), name)}  ({what})")
 
 
 def main(argv: list[str] | None = None) -> None:

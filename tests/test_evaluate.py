@@ -203,7 +203,7 @@ def eval_args(data_files, out, *extra):
     return ["--data_files", str(data_files), "--limit", "8", "--output_dir", str(out), "--save_every", "3", *extra]
 
 
-def test_greedy_gsm8k_exact_accuracy(shared_data, tmp_path):
+def test_greedy_gsm8k_exact_accuracy(shared_data, tmp_path, capsys):
     golds = gsm8k_golds(shared_data)
     by_question = {}
     for i, (question, gold) in enumerate(golds):
@@ -231,6 +231,11 @@ def test_greedy_gsm8k_exact_accuracy(shared_data, tmp_path):
     assert set(records[0]) >= {"prompt", "completion", "extracted_answer", "gold", "correct"}
     assert json.loads((out / "summary.json").read_text())["overall"]["pass@1"] == 0.5
     assert "| all | 8 | 50.0 |" in (out / "summary.md").read_text()
+    # the table is printed, then where each output went, as full paths
+    printed = capsys.readouterr().out
+    assert (out / "summary.md").read_text() in printed
+    for name in ("summary.json", "summary.md", "samples.jsonl", "run_config.json"):
+        assert f"  {out / name}  (" in printed and (out / name).is_file()  # tmp_path is absolute
 
 
 def test_greedy_math500_exact_accuracy_per_level_and_subject(shared_data, tmp_path):
