@@ -50,6 +50,16 @@ class DatasetFormatError(ValueError):
     """A source row does not have the shape a loader expects; the message names the file (or source) and row."""
 
 
+class HubUnreachableError(ConnectionError):
+    """A hub dataset could not be read: offline mode (`HF_HUB_OFFLINE`, at once) with no copy in the datasets cache,
+    or no network (after the hub client's retries). `source` and `split` name it, `offline` says which of the two,
+    `few_shot` that it was the few-shot source (`load_few_shot`), so that a command line can name its own option."""
+
+    def __init__(self, source: str, split: str, reason: str, offline: bool, few_shot: bool = False):
+        super().__init__(f"{source} [{split}]: the Hugging Face hub could not be reached ({reason})")
+        self.source, self.split, self.reason, self.offline, self.few_shot = source, split, reason, offline, few_shot
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Pure row mappers
 # --------------------------------------------------------------------------------------------------------------------
@@ -308,7 +318,7 @@ def load_few_shot(
     elif local:
         raise ValueError("num_few_shot with local data_files needs few_shot_data_files (e.g. a train split file)")
     else:
-        shots = _hub_rows("gsm8k" if kind == "gsm8k" else "math", "train", None)
+        shots = _hub_rows("gsm8k" if kind == "gsm8k" else "math", "train", None, few_shot=True)
     if len(shots) < num:
         raise ValueError(f"num_few_shot={num} but the few-shot source has only {len(shots)} rows")
     return [_few_shot_pair(kind, row, where) for where, row in shots[:num]]
@@ -324,7 +334,8 @@ def _few_shot_pair(kind: str, row: dict, where: str) -> tuple[str, str]:
     return row["problem"], row["solution"]
 
 
-def _hub_rows(kind: str, split: str, hub_id: str | None) -> list[tuple[str, dict]]:
+def _hub_rows(kind: str, split: str, hub_id: str | None, few_shot: bool = False) -> list[tuple[str, dict]]:
+    from datasets import config as datasets_config
     from datasets import load_dataset
 
     if kind == "custom":
@@ -338,7 +349,11 @@ def _hub_rows(kind: str, split: str, hub_id: str | None) -> list[tuple[str, dict
     else:
         source, config = hub_id or MATH500_HUB_ID, None
         split = "test"  # MATH-500 only has a test split
-    dataset = load_dataset(source, config, split=split)
+    try:
+        # offline, a copy in the datasets cache is used (the hub's file cache is not looked at)
+        dataset = load_dataset(source, config, split=split)
+    except ConnectionError as err:
+        raise HubUnreachableError(source, split, str(err), bool(datasets_config.HF_HUB_OFFLINE), few_shot) from err
     return [(f"{source} [{split}], row {i}", dict(row)) for i, row in enumerate(dataset)]
 
 

@@ -118,7 +118,8 @@ def summarize_by(records: Sequence[dict], key: str, ks: Sequence[int]) -> dict[s
 
 
 def markdown_table(summary: dict) -> str:
-    """Summary as a Markdown table: one row overall, then one per level and per subject."""
+    """Summary as a Markdown table: one row overall (named by its score when the protocol has scores), one per
+    further score, then one per level and per subject (the first score's)."""
     overall = summary["overall"]
     columns = [c for c in overall if c != "count"]
     protocol = f" — protocol {summary['protocol']}" if summary.get("protocol") else ""
@@ -133,8 +134,10 @@ def markdown_table(summary: dict) -> str:
         cells = [f"{100 * metrics[c]:.1f}" if c in metrics else "" for c in columns]
         return f"| {name} | {metrics['count']} | " + " | ".join(cells) + " |"
 
-    lines.append(row("all", overall))
-    for name, metrics in list(summary.get("scores", {}).items())[1:]:  # the first score is `overall`
+    scores = list(summary.get("scores", {}).items())
+    # `overall` is the protocol's first score (lm-eval's GSM8K: strict-match); named so beside the others
+    lines.append(row(f"all ({scores[0][0]})" if scores else "all", overall))
+    for name, metrics in scores[1:]:
         lines.append(row(f"all ({name})", metrics))
     for level, metrics in summary.get("by_level", {}).items():
         lines.append(row(f"level {level}", metrics))
@@ -535,7 +538,7 @@ def run_evaluation(
     wanted = {row["idx"] for row in dataset}
     done = {r["idx"] for r in records}
     if done - wanted:
-        raise ValueError(
+        raise OutputDirError(
             f"--resume: {samples_path} holds {len(done - wanted)} problem(s) outside this run's {len(wanted)} "
             f"(e.g. idx {min(done - wanted)}): a smaller --limit than the earlier run's cannot be honoured without "
             "dropping them; use that run's --limit or a larger one, or a new --output_dir"
@@ -611,6 +614,32 @@ def run_evaluation(
     return summary
 
 
+class OutputDirError(ValueError):
+    """`output_dir` holds another run: it exists without `resume`, or the run to resume used other settings or more
+    problems. The message names the option to change."""
+
+
+def check_output_dir(output_dir: str, resume: bool) -> None:
+    """An earlier run's samples are continued only when asked (`resume`); cheap, so callers check before loading a
+    model (`run_evaluation` checks again, and checks the settings)."""
+    samples_path = os.path.join(output_dir, SAMPLES_FILE)
+    if os.path.exists(samples_path) and not resume:
+        raise OutputDirError(f"{samples_path} exists: pass --resume to continue it, or choose another --output_dir")
+
+
+def _differences(before: dict, now: dict, prefix: str = "") -> list[str]:
+    """`key: old -> new` for each setting that differs, nested keys dotted (one line, unlike two whole dicts)."""
+    changed = []
+    for key in sorted(set(before) | set(now), key=str):
+        old, new = before.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += _differences(old, new, f"{prefix}{key}.")
+        elif old != new or (key in before) != (key in now):
+            shown = [repr(side[key]) if key in side else "(absent)" for side in (before, now)]
+            changed.append(f"{prefix}{key}: {shown[0]} -> {shown[1]}")
+    return changed
+
+
 def _without_limit(config: dict) -> dict:
     return {key: value for key, value in config.items() if key != "limit"}
 
@@ -619,20 +648,18 @@ def _prepare_output(output_dir: str, resume: bool, run_config: dict) -> list[dic
     """Records already written (with `resume`), after checking the earlier run used the same settings."""
     samples_path = os.path.join(output_dir, SAMPLES_FILE)
     config_path = os.path.join(output_dir, RUN_CONFIG_FILE)
+    check_output_dir(output_dir, resume)
     exists = os.path.exists(samples_path)
-    if exists and not resume:
-        raise FileExistsError(f"{samples_path} exists: pass --resume to continue it, or choose another --output_dir")
     records = []
     if exists:
         if os.path.exists(config_path):
             with open(config_path, encoding="utf-8") as handle:
                 previous = json.load(handle)
             # the limit is stored but may grow: a larger --limit extends the run (a smaller one is refused later)
-            if _without_limit(previous) != _without_limit(json.loads(json.dumps(run_config))):
-                raise ValueError(
-                    f"--resume: {config_path} was written with different settings:\n  before: {previous}\n"
-                    f"  now:    {run_config}"
-                )
+            changed = _differences(_without_limit(previous), _without_limit(json.loads(json.dumps(run_config))))
+            if changed:
+                raise OutputDirError(f"--resume: {config_path} was written with different settings: "
+                                     + "; ".join(changed))  # fmt: skip
         with open(samples_path, encoding="utf-8") as handle:
             for line_number, line in enumerate(handle, start=1):
                 if not line.strip():

@@ -7,26 +7,43 @@
 
 Prompts are the zero-shot chat prompt of `grpo_ext.data.make_prompt` (few-shot with `--num_few_shot`), or with
 `--protocol` those of lm-evaluation-harness, Qwen2.5-Math's or DeepSeek-Math's evaluation (`grpo_ext.protocols`),
-scored as each tool scores. Writes `samples.jsonl` (one line per problem), `summary.json` and `summary.md` to
-`--output_dir`; `--resume` skips problems already in `samples.jsonl`. The metrics, backends and scoring live in
-`grpo_ext.evaluation`.
+scored as each tool scores. Writes `samples.jsonl` (one line per problem), `summary.json`, `summary.md` and
+`run_config.json` to `--output_dir`, and prints their paths; `--resume` skips problems already in `samples.jsonl`.
+The metrics, backends and scoring live in `grpo_ext.evaluation`.
+
+Bad input (an unknown option, a missing file, an output_dir in use, hub data that offline mode cannot reach) stops
+the command with one line, `grpo-ext-evaluate: error: ...`, before any model loads.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import sys
 from dataclasses import dataclass, field
 
-from grpo_ext.data import DEFAULT_INSTRUCTION
+from grpo_ext.data import DEFAULT_INSTRUCTION, HubUnreachableError
 from grpo_ext.evaluation import (
+    RUN_CONFIG_FILE,
+    SAMPLES_FILE,
+    SUMMARY_FILE,
+    TABLE_FILE,
     Generator,
+    OutputDirError,
     SamplingParams,
     TransformersGenerator,
     VLLMGenerator,
+    check_output_dir,
     markdown_table,
     render_chat,
     run_evaluation,
     stop_strings,
+)
+from launch.common import (
+    InputError,
+    check_data_files,
+    check_model_path,
+    run_entry_point,
 )
 
 
@@ -102,35 +119,38 @@ class EvalArguments:
 
     def __post_init__(self):
         if self.backend not in ("transformers", "vllm"):
-            raise ValueError(f"--backend must be `transformers` or `vllm`, got {self.backend!r}")
+            raise InputError(f"--backend must be `transformers` or `vllm`, got {self.backend!r}")
         if self.num_samples < 1:
-            raise ValueError(f"--num_samples must be >= 1, got {self.num_samples}")
+            raise InputError(f"--num_samples must be >= 1, got {self.num_samples}")
         bad = [k for k in self.k if not 1 <= k <= self.num_samples]
         if bad:
-            raise ValueError(f"--k values must lie in [1, num_samples={self.num_samples}], got {bad}")
+            raise InputError(f"--k values must lie in [1, num_samples={self.num_samples}], got {bad}")
         if self.temperature == 0 and self.num_samples > 1:
-            raise ValueError("--num_samples > 1 needs sampling: set --temperature > 0")
+            raise InputError("--num_samples > 1 needs sampling: set --temperature > 0")
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {self.limit}")
+            raise InputError(f"--limit must be >= 1, got {self.limit}")
         if self.temperature < 0:
-            raise ValueError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
+            raise InputError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"--top_p must lie in (0, 1], got {self.top_p}")
+            raise InputError(f"--top_p must lie in (0, 1], got {self.top_p}")
         if self.top_k < 0 or not 0 <= self.min_p < 1 or not self.repetition_penalty > 0:
-            raise ValueError(
+            raise InputError(
                 f"--top_k must be >= 0, --min_p in [0, 1), --repetition_penalty > 0; got {self.top_k}, {self.min_p}, "
                 f"{self.repetition_penalty}"
             )
         from grpo_ext.protocols import get_protocol
 
-        get_protocol(self.protocol)
+        try:
+            get_protocol(self.protocol)
+        except ValueError as err:
+            raise InputError(str(err)) from None
         if self.num_few_shot is not None and self.num_few_shot < 0:
-            raise ValueError(f"--num_few_shot must be >= 0, got {self.num_few_shot}")
+            raise InputError(f"--num_few_shot must be >= 0, got {self.num_few_shot}")
         for name in ("max_new_tokens", "batch_size", "save_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.answer_timeout is not None and not self.answer_timeout > 0:
-            raise ValueError(f"--answer_timeout must be positive, got {self.answer_timeout}")
+            raise InputError(f"--answer_timeout must be positive, got {self.answer_timeout}")
 
 
 def make_parser():
@@ -138,6 +158,41 @@ def make_parser():
 
     # allow_abbrev=False: a misspelt or truncated option is an error, never a silent prefix match
     return TrlParser(EvalArguments, prog="grpo-ext-evaluate", description=__doc__, allow_abbrev=False)
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """": did you mean X?" with the closest of `known`, or a pointer to --help."""
+    close = difflib.get_close_matches(name, known, n=1)
+    return f": did you mean {close[0]}?" if close else " (see --help)"
+
+
+def parse_args(argv: list[str] | None) -> EvalArguments:
+    """The command line (and `--config` YAML, whose keys are the option names) as EvalArguments. A misspelt option
+    or config key is an InputError naming the closest valid one: HfArgumentParser reports it only after checking
+    the other options' values, as a ValueError listing the unused strings. (A helper of this module's own:
+    launch/common.py's serve the TrlParser training scripts.)"""
+    parser = make_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    known = [option for option in parser._option_string_actions if option.startswith("--")]
+    for name in (arg.split("=", 1)[0] for arg in argv):
+        if name.startswith("--") and name not in (*known, "--config", "--"):
+            raise InputError(f"unrecognized option {name}{did_you_mean(name, [*known, '--config'])}")
+    config = None
+    if "--config" in argv:  # TrlParser reads it itself: a missing file would end in a traceback
+        i = argv.index("--config")
+        if i + 1 == len(argv):
+            raise InputError("--config needs a YAML file")
+        config = argv[i + 1]
+        check_data_files(config, "--config")
+    args, from_config, rest = parser.parse_args_and_config(
+        argv, return_remaining_strings=True, separate_remaining_strings=True
+    )
+    if from_config:  # (--key, value) pairs for the keys no option has
+        key = from_config[0][2:]
+        raise InputError(f"--config {config}: unknown key {key}{did_you_mean(key, [o[2:] for o in known])}")
+    if rest:
+        raise InputError(f"unrecognized arguments: {' '.join(rest)}")
+    return args
 
 
 def check_latex_parser(protocol) -> None:
@@ -148,11 +203,21 @@ def check_latex_parser(protocol) -> None:
     needing = [score.name for score in protocol.scores if score.needs_latex_parser]
     reason = latex_parser_available() if needing else None
     if reason is not None:
-        raise ValueError(
+        raise InputError(
             f"--protocol {protocol.name}: its {needing[0]} score is the reference tool's own verdict, which reads "
             f"LaTeX with sympy's parse_latex; that needs antlr4-python3-runtime 4.11 ({reason}). pyproject pins it "
             "(math-verify[antlr4_11_0]): reinstall the project, pip install -e ."
         )
+
+
+def hub_error(err: HubUnreachableError, who: str, option: str, example: str) -> InputError:
+    """One line for hub data that could not be read: what asked for it, and the option that reads a local file
+    instead. Offline, `datasets` fails at once unless its cache holds the dataset; with no network, after retries."""
+    if err.offline:
+        why = "which offline mode cannot reach (and the datasets cache holds no copy)"
+    else:
+        why = f"which could not be reached ({' '.join(err.reason.split())})"
+    return InputError(f"{who} from {err.source}'s {err.split} split on the hub, {why}: pass {option} {example}")
 
 
 def load_problems(args: EvalArguments, protocol):
@@ -165,31 +230,43 @@ def load_problems(args: EvalArguments, protocol):
     chat = protocol.uses_chat_template
     num_few_shot = args.num_few_shot if args.num_few_shot is not None else protocol.num_few_shot
     if num_few_shot is None:
-        raise ValueError(
+        raise InputError(
             f"--protocol {protocol.name} needs --num_few_shot (no source gives a default): {protocol.notes}"
         )
     kind = resolve_dataset_name(args.dataset_name)
     if not chat and kind not in protocol.datasets:
-        raise ValueError(f"--protocol {protocol.name} is for {list(protocol.datasets)}, not {args.dataset_name!r}")
+        raise InputError(f"--protocol {protocol.name} is for {list(protocol.datasets)}, not {args.dataset_name!r}")
     if not chat:
         protocol = protocol.resolve(kind, num_few_shot)
         check_latex_parser(protocol)
-    dataset = load_math_dataset(
-        args.dataset_name,
-        split=args.dataset_split,
-        data_files=args.data_files,
-        limit=args.limit,
-        hub_id=args.dataset_hub_id,
-        instruction=args.instruction,
-        system_prompt=args.system_prompt,
-        num_few_shot=num_few_shot if chat else 0,
-        few_shot_data_files=args.few_shot_data_files,
-    )
+    try:
+        dataset = load_math_dataset(
+            args.dataset_name,
+            split=args.dataset_split,
+            data_files=args.data_files,
+            limit=args.limit,
+            hub_id=args.dataset_hub_id,
+            instruction=args.instruction,
+            system_prompt=args.system_prompt,
+            num_few_shot=num_few_shot if chat else 0,
+            few_shot_data_files=args.few_shot_data_files,
+        )
+    except HubUnreachableError as err:
+        if err.few_shot:  # chat turns from the train split: the problems came from the hub already
+            shots = "gsm8k" if kind == "gsm8k" else "math"
+            raise hub_error(err, f"--num_few_shot {num_few_shot} takes its examples", "--few_shot_data_files",
+                            f"path/to/{shots}/train.jsonl") from err  # fmt: skip
+        raise hub_error(err, f"--dataset_name {args.dataset_name} reads its problems", "--data_files",
+                        f"path/to/{kind}/{err.split}.jsonl") from err  # fmt: skip
     if chat:
         return dataset, num_few_shot, protocol
     pool = []
     if num_few_shot and protocol.samples_train_shots:
-        pool = list(load_math_dataset(args.dataset_name, split="train", data_files=args.few_shot_data_files))
+        try:
+            pool = list(load_math_dataset(args.dataset_name, split="train", data_files=args.few_shot_data_files))
+        except HubUnreachableError as err:
+            raise hub_error(err, f"--protocol {protocol.name} takes its few-shot examples", "--few_shot_data_files",
+                            f"path/to/{kind}/train.jsonl") from err  # fmt: skip
     prompts = render_prompts(protocol, list(dataset), pool, num_few_shot, kind)
     return dataset.remove_columns("prompt").add_column("prompt", prompts), num_few_shot, protocol
 
@@ -199,20 +276,29 @@ def evaluate(argv: list[str] | None = None, generator: Generator | None = None, 
     (tests, callers); `tokenizer` (optional with them) supplies the EOS and end-of-turn stop strings."""
     from grpo_ext.protocols import get_protocol
 
-    (args,) = make_parser().parse_args_and_config(argv)
+    args = parse_args(argv)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # every process would generate everything and append to the same samples.jsonl
-        raise RuntimeError(
+        raise InputError(
             "evaluate.py runs as a single process (python launch/evaluate.py ...); for several GPUs use "
             "--backend vllm --tensor_parallel_size N"
         )
-    dataset, num_few_shot, protocol = load_problems(args, get_protocol(args.protocol))
+    check_data_files(args.data_files, "--data_files")
+    check_data_files(args.few_shot_data_files, "--few_shot_data_files")
     if generator is None:
         if args.model_name_or_path is None:
-            raise ValueError("--model_name_or_path is required")
-        from launch.common import check_model_path
-
+            raise InputError("--model_name_or_path is required")
         check_model_path(args.model_name_or_path)  # a missing path is named, not reported as a hub failure
+    # Everything up to the model reads the options and the files and hub data they name: grpo_ext's own checks of
+    # them raise plain ValueErrors (an unknown dataset, a shot count a protocol does not take, too few rows)
+    try:
+        check_output_dir(args.output_dir, args.resume)
+        dataset, num_few_shot, protocol = load_problems(args, get_protocol(args.protocol))
+    except ValueError as err:
+        if type(err) not in (ValueError, OutputDirError):
+            raise  # InputError and DatasetFormatError say what already; any other kind is not a check
+        raise InputError(str(err)) from err
+    if generator is None:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
@@ -259,28 +345,42 @@ def evaluate(argv: list[str] | None = None, generator: Generator | None = None, 
     }
     if protocol.uses_chat_template:
         run_info.update(instruction=args.instruction, system_prompt=args.system_prompt)
-    summary = run_evaluation(
-        dataset,
-        generator,
-        render,
-        params,
-        num_samples=args.num_samples,
-        ks=sorted(set(args.k)),
-        output_dir=args.output_dir,
-        resume=args.resume,
-        chunk_size=args.save_every,
-        answer_timeout=args.answer_timeout,
-        run_info=run_info,
-        scores=protocol.scores,
-        tallies=protocol.tallies,
-    )
+    try:
+        summary = run_evaluation(
+            dataset,
+            generator,
+            render,
+            params,
+            num_samples=args.num_samples,
+            ks=sorted(set(args.k)),
+            output_dir=args.output_dir,
+            resume=args.resume,
+            chunk_size=args.save_every,
+            answer_timeout=args.answer_timeout,
+            run_info=run_info,
+            scores=protocol.scores,
+            tallies=protocol.tallies,
+        )
+    except OutputDirError as err:  # --resume with other settings or a smaller --limit
+        raise InputError(str(err)) from err
     print(markdown_table(summary))
+    print_outputs(args.output_dir)
     return summary
 
 
+def print_outputs(output_dir: str) -> None:
+    """Where the results went, as full paths (the table alone does not say)."""
+    print("Written:")
+    for name, what in ((SUMMARY_FILE, "metrics, settings, library versions"), (TABLE_FILE, "the table above"),
+                       (SAMPLES_FILE, "one line per problem: prompt, completions, answers, verdicts"),
+                       (RUN_CONFIG_FILE, "the settings --resume checks")):  # fmt: skip
+        print(f"  {os.path.join(os.path.abspath(output_dir), name)}  ({what})")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console script `grpo-ext-evaluate` (returns None: the wrapper passes the return value to sys.exit)."""
-    evaluate(argv)
+    """Console script `grpo-ext-evaluate`: bad input ends it with one line, `grpo-ext-evaluate: error: ...`, exit
+    status 2 (returns None: the wrapper passes the return value to sys.exit)."""
+    run_entry_point(evaluate, argv, prog="grpo-ext-evaluate")
 
 
 if __name__ == "__main__":

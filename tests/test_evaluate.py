@@ -15,6 +15,8 @@ from grpo_ext.evaluation import (
     pass_at_k,
     summarize,
 )
+from grpo_ext.protocols import PROTOCOLS
+from launch.common import InputError
 from launch.evaluate import evaluate
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -201,7 +203,7 @@ def eval_args(data_files, out, *extra):
     return ["--data_files", str(data_files), "--limit", "8", "--output_dir", str(out), "--save_every", "3", *extra]
 
 
-def test_greedy_gsm8k_exact_accuracy(shared_data, tmp_path):
+def test_greedy_gsm8k_exact_accuracy(shared_data, tmp_path, capsys):
     golds = gsm8k_golds(shared_data)
     by_question = {}
     for i, (question, gold) in enumerate(golds):
@@ -229,6 +231,11 @@ def test_greedy_gsm8k_exact_accuracy(shared_data, tmp_path):
     assert set(records[0]) >= {"prompt", "completion", "extracted_answer", "gold", "correct"}
     assert json.loads((out / "summary.json").read_text())["overall"]["pass@1"] == 0.5
     assert "| all | 8 | 50.0 |" in (out / "summary.md").read_text()
+    # the table is printed, then where each output went, as full paths
+    printed = capsys.readouterr().out
+    assert (out / "summary.md").read_text() in printed
+    for name in ("summary.json", "summary.md", "samples.jsonl", "run_config.json"):
+        assert f"  {out / name}  (" in printed and (out / name).is_file()  # tmp_path is absolute
 
 
 def test_greedy_math500_exact_accuracy_per_level_and_subject(shared_data, tmp_path):
@@ -312,9 +319,10 @@ def test_resume_continues_a_partial_run(shared_data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         evaluate(args, generator=crashing, render=render_last_user_turn)
     assert len((out / "samples.jsonl").read_text().splitlines()) == 6
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(InputError, match="samples.jsonl exists: pass --resume"):
         evaluate(args, generator=ScriptedGenerator(by_question), render=render_last_user_turn)
-    with pytest.raises(ValueError, match="different settings"):
+    # one line naming what changed, not the two whole settings dicts
+    with pytest.raises(InputError, match=r"different settings: generation\.max_new_tokens: \d+ -> 7$"):
         evaluate(
             args + ["--resume", "--max_new_tokens", "7"],
             generator=ScriptedGenerator(by_question),
@@ -330,17 +338,24 @@ def test_resume_continues_a_partial_run(shared_data, tmp_path):
 
 def test_refuses_to_run_as_several_processes(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(RuntimeError, match="single process"):
+    with pytest.raises(InputError, match="single process"):
         evaluate(["--dataset_name", "gsm8k"])
 
 
 def test_bad_options_are_rejected(tmp_path):
-    with pytest.raises(ValueError, match="not used by the HfArgumentParser.*--num_sample"):
-        evaluate(["--num_sample", "4"])
+    # a misspelt option is named with the closest valid one, before the other options' values are checked
+    with pytest.raises(InputError, match=r"^unrecognized option --num_sample: did you mean --num_samples\?$"):
+        evaluate(["--num_sample", "4", "--k", "4"])
+    with pytest.raises(InputError, match=r"^unrecognized option --tempreature: did you mean --temperature\?$"):
+        evaluate(["--tempreature=0.5"])
+    with pytest.raises(InputError, match=r"unrecognized arguments: 4$"):
+        evaluate(["--limit", "2", "4"])
     config = tmp_path / "c.yaml"
     config.write_text("dataset_name: gsm8k\ntemprature: 0.5\n")
-    with pytest.raises(ValueError, match="temprature"):
+    with pytest.raises(InputError, match=r"c\.yaml: unknown key temprature: did you mean temperature\?$"):
         evaluate(["--config", str(config)])
+    with pytest.raises(InputError, match=r"--config .*missing\.yaml: no such file"):
+        evaluate(["--config", str(tmp_path / "missing.yaml")])
     with pytest.raises(ValueError, match="needs sampling"):
         evaluate(["--num_samples", "4", "--k", "1"])
     with pytest.raises(ValueError, match="k values"):
@@ -349,6 +364,192 @@ def test_bad_options_are_rejected(tmp_path):
                           ("--batch_size", "0"), ("--save_every", "0"), ("--answer_timeout", "0")]:
         with pytest.raises(ValueError, match=option):
             evaluate([option, value])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bad input and unreachable hub data: one line, before any model loads
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class ModelLoaded(Exception):
+    """Raised where evaluate.py loads the tokenizer or the model: an error a test expects must come before it."""
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path):
+    """Offline mode with an empty datasets cache (returned, for tests to fill), and no model loading."""
+    import datasets
+    import transformers
+
+    cache = tmp_path / "datasets-cache"
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache))
+
+    def load(*args, **kwargs):
+        raise ModelLoaded
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", load)
+    monkeypatch.setattr(TransformersGenerator, "from_pretrained", load)
+    return cache
+
+
+def cache_hub_dataset(cache, repo_id, config_name, splits):
+    """`repo_id` laid out in a datasets cache as a download leaves it (namespace___name/config/version/hash, an Arrow
+    file per split), built by datasets' own JSON builder from local files; offline, load_dataset falls back to it."""
+    from datasets.data_files import DataFilesDict
+    from datasets.naming import camelcase_to_snakecase
+    from datasets.packaged_modules.json.json import Json, JsonConfig
+
+    namespace, name = repo_id.split("/")
+    files = DataFilesDict.from_local_or_remote({split: [str(path)] for split, path in splits.items()})
+
+    class Builder(Json):
+        BUILDER_CONFIGS = (JsonConfig(name=config_name, data_files=files),)
+
+    Builder(cache_dir=str(cache), dataset_name=name, config_name=config_name, hash="local").download_and_prepare()
+    (cache / camelcase_to_snakecase(name)).rename(cache / f"{namespace}___{camelcase_to_snakecase(name)}")
+
+
+def required_shots(name, dataset):
+    """--num_few_shot for the protocols with no default (the base-model set-ups)."""
+    return {"qwen25_math_fewshot_cot": ["--num_few_shot", "4"],
+            "deepseek_math": ["--num_few_shot", "8" if dataset == "gsm8k" else "4"]}.get(name, [])  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(PROTOCOLS))
+def test_offline_each_protocol_names_the_option_for_hub_data_before_a_model_loads(
+    name, offline_hub, shared_data, tiny_model_path, tmp_path
+):
+    """Issue 19: offline, a protocol's hub reads fail at once (no retries), before the model, with the option that
+    reads a local file instead: the problems (--data_files), and lm_eval_gsm8k's shots, which it samples from
+    GSM8K's train split (--few_shot_data_files). The other protocols' exemplars are built in: with --data_files
+    they get as far as the model."""
+    from grpo_ext.data import GSM8K_HUB_ID
+
+    protocol = PROTOCOLS[name]
+    dataset = "gsm8k" if "gsm8k" in protocol.datasets else "math500"
+    common = ["--protocol", name, "--dataset_name", dataset, "--model_name_or_path", tiny_model_path, "--limit", "2",
+              "--output_dir", str(tmp_path / "out"), *required_shots(name, dataset)]  # fmt: skip
+    offline = r"which offline mode cannot reach \(and the datasets cache holds no copy\)"
+    with pytest.raises(InputError, match=rf"^--dataset_name {dataset} reads its problems from \S+'s test split on "
+                                         rf"the hub, {offline}: pass --data_files path/to/{dataset}/test\.jsonl$"):  # fmt: skip
+        evaluate(common)
+    local = [*common, "--data_files", str(shared_data / dataset / "test.jsonl")]
+    if protocol.samples_train_shots:
+        with pytest.raises(InputError, match=rf"^--protocol {name} takes its few-shot examples from {GSM8K_HUB_ID}'s "
+                                             rf"train split on the hub, {offline}: pass --few_shot_data_files "
+                                             r"path/to/gsm8k/train\.jsonl$"):  # fmt: skip
+            evaluate(local)
+        local += ["--few_shot_data_files", str(shared_data / "gsm8k" / "train.jsonl")]
+    with pytest.raises(ModelLoaded):
+        evaluate(local)
+
+
+class AnswersZero:
+    def generate(self, prompts, n, params, seeds=None):
+        return [["#### 0"] * n for _ in prompts]
+
+
+def test_offline_hub_data_in_the_datasets_cache_is_used_not_refused(offline_hub, shared_data, tmp_path):
+    """Offline, load_dataset reads a dataset its cache holds, so that is not refused: lm_eval_gsm8k with GSM8K's
+    test and train splits cached runs with no file given. Chat few-shot turns on MATH-500 come from MATH's train
+    split, which is not cached: that read is the one named."""
+    from grpo_ext import data
+
+    gsm8k = shared_data / "gsm8k"
+    cache_hub_dataset(offline_hub, data.GSM8K_HUB_ID, data.GSM8K_HUB_CONFIG,
+                      {"train": gsm8k / "train.jsonl", "test": gsm8k / "test.jsonl"})  # fmt: skip
+    out = tmp_path / "cached"
+    summary = evaluate(["--protocol", "lm_eval_gsm8k", "--limit", "2", "--output_dir", str(out)],
+                       generator=AnswersZero())  # fmt: skip
+    assert summary["overall"]["count"] == 2 and summary["data_files"] is None
+    first = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
+    assert first["prompt"].count("Question: ") == PROTOCOLS["lm_eval_gsm8k"].num_few_shot + 1
+    assert first["prompt"].endswith(f"Question: {read_rows(gsm8k / 'test.jsonl', 1)[0]['question']}\nAnswer:")
+
+    cache_hub_dataset(offline_hub, data.MATH500_HUB_ID, "default", {"test": shared_data / "math500" / "test.jsonl"})
+    with pytest.raises(InputError, match=rf"^--num_few_shot 2 takes its examples from {data.MATH_HUB_ID}'s train "
+                                         r"split on the hub, which offline mode cannot reach .*: pass "
+                                         r"--few_shot_data_files path/to/math/train\.jsonl$"):  # fmt: skip
+        evaluate(["--dataset_name", "math500", "--num_few_shot", "2", "--output_dir", str(tmp_path / "m")],
+                 generator=AnswersZero(), render=render_last_user_turn)  # fmt: skip
+
+
+def test_hub_unreachable_online_is_one_line_naming_the_option(monkeypatch, offline_hub, shared_data, tmp_path):
+    """Online with no network, datasets raises a ConnectionError after its retries: the same one line, with the
+    reason instead of offline mode (simulated: the retries take half a minute)."""
+    import datasets
+
+    def unreachable(path, *args, **kwargs):
+        raise ConnectionError(f"Couldn't reach '{path}' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    args = ["--protocol", "lm_eval_gsm8k", "--data_files", str(shared_data / "gsm8k" / "test.jsonl"), "--limit", "2",
+            "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    with pytest.raises(InputError, match=r"^--protocol lm_eval_gsm8k takes its few-shot examples from \S+'s train "
+                                         r"split on the hub, which could not be reached \(Couldn't reach '\S+' on the "
+                                         r"Hub \(LocalEntryNotFoundError\)\): pass --few_shot_data_files "
+                                         r"path/to/gsm8k/train\.jsonl$"):  # fmt: skip
+        evaluate(args, generator=AnswersZero())
+
+
+def test_bad_input_ends_the_command_with_one_line_before_a_model_loads(
+    offline_hub, shared_data, tiny_model_path, tmp_path, capsys
+):
+    """Through main() (launch.common.run_entry_point): each bad input ends with exit status 2 and one line,
+    `grpo-ext-evaluate: error: ...`, before the model loads (issue 19: a bad model path printed 15 lines)."""
+    from launch.evaluate import main
+
+    bad_rows = tmp_path / "bad.jsonl"
+    bad_rows.write_text('{"question": "1 + 1?", "answer": "#### 2"}\n{"question": \n')
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "samples.jsonl").write_text("")
+    model, data = ["--model_name_or_path", tiny_model_path], ["--data_files", str(shared_data / "gsm8k" / "test.jsonl")]
+    no_model = tmp_path / "no-model"
+    cases = [
+        (["--num_sample", "4"], "unrecognized option --num_sample: did you mean --num_samples?"),
+        (["--model_name_or_path", str(no_model), *data], f"--model_name_or_path {no_model}: no such file"),
+        ([*model, "--protocol", "lm_eval"], "--protocol must be one of "),
+        ([*model, "--data_files", str(tmp_path / "missing.jsonl")], f"--data_files {tmp_path / 'missing.jsonl'}: "),
+        ([*model, "--data_files", str(bad_rows)], f"{bad_rows}, line 2: not valid JSON"),
+        ([*model, *data, "--output_dir", str(used)], f"{used / 'samples.jsonl'} exists: pass --resume"),
+        ([*model, *data, "--dataset_name", "gsm9k"], "Unknown dataset 'gsm9k'"),
+        ([*model, *data, "--protocol", "deepseek_math", "--num_few_shot", "3"], "--num_few_shot 3: protocol "),
+        ([*model, *data, "--protocol", "minerva_math_4shot"], "--protocol minerva_math_4shot is for "),
+    ]
+    for argv, start in cases:
+        with pytest.raises(SystemExit) as exited:
+            main(["--output_dir", str(tmp_path / "out"), *argv])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(f"grpo-ext-evaluate: error: {start}"), err
+
+
+def test_command_errors_are_one_line_on_stderr(shared_data, tiny_model_path, tmp_path):
+    """The real command in a fresh process, offline with an empty Hugging Face home: lm_eval_gsm8k without a
+    few-shot file (issue 19: 20 lines of ConnectionError) and a model path that does not exist (15 lines of
+    traceback) each end with exit status 2 and one line on stderr."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home"),
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    data = ["--data_files", str(shared_data / "gsm8k" / "test.jsonl"), "--output_dir", str(tmp_path / "out")]
+    cases = {
+        "--protocol lm_eval_gsm8k takes its few-shot examples from ": ["--protocol", "lm_eval_gsm8k", *data,
+                                                                       "--model_name_or_path", tiny_model_path],
+        f"--model_name_or_path {tmp_path / 'no-model'}: no such": ["--model_name_or_path", str(tmp_path / "no-model"),
+                                                                   *data],
+    }  # fmt: skip
+    for start, args in cases.items():
+        result = subprocess.run([sys.executable, "-m", "launch.evaluate", *args], cwd=Path(__file__).parent.parent,
+                                env=env, capture_output=True, text=True, check=False)  # fmt: skip
+        assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr[-3000:]
+        assert result.stderr.startswith(f"grpo-ext-evaluate: error: {start}"), result.stderr
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -654,7 +855,7 @@ def test_resume_with_a_smaller_limit_is_refused(shared_data, tmp_path):
     out = tmp_path / "limit"
     args = ["--data_files", str(shared_data / "gsm8k" / "test.jsonl"), "--output_dir", str(out)]
     evaluate(args + ["--limit", "6"], generator=ScriptedGenerator(by_question), render=render_last_user_turn)
-    with pytest.raises(ValueError, match="smaller --limit"):
+    with pytest.raises(InputError, match="smaller --limit"):
         evaluate(args + ["--limit", "3", "--resume"], generator=ScriptedGenerator(by_question),
                  render=render_last_user_turn)  # fmt: skip
     summary = evaluate(args + ["--limit", "8", "--resume"], generator=ScriptedGenerator(by_question),
@@ -687,7 +888,8 @@ def test_lm_eval_gsm8k_protocol_reports_strict_and_flexible(shared_data, tmp_pat
     first = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
     assert first["prompt"].startswith("Question: ") and first["prompt"].endswith("\nAnswer:")
     assert first["scores"]["flexible-extract"]["corrects"] == [True]
-    assert "| all (flexible-extract) | 4 | 50.0 |" in (out / "summary.md").read_text()
+    table = (out / "summary.md").read_text()
+    assert "| all (strict-match) | 4 | 25.0 |" in table and "| all (flexible-extract) | 4 | 50.0 |" in table
     with pytest.raises(ValueError, match="is for"):
         evaluate(["--protocol", "lm_eval_gsm8k", "--dataset_name", "math500"], generator=ByQuestion())
 
