@@ -93,10 +93,13 @@ def check_option_names(parser, argv: list[str]) -> None:
     options = [name for name in parser._option_string_actions if name.startswith("--")]
     for arg in argv:
         name = arg.split("=", 1)[0]
-        if name.startswith("--") and name != "--config" and name not in parser._option_string_actions:
-            raise unknown_option_error(name, options)
-    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+        if name.startswith("--") and name not in ("--config", "--") and name not in parser._option_string_actions:
+            raise unknown_option_error(name, [*options, "--config"])
+    if "--config" in argv:
+        if argv.index("--config") + 1 == len(argv):
+            raise InputError("--config needs a YAML file (a recipe of option: value)")
         path = argv[argv.index("--config") + 1]
+        check_data_files(path, "--config")
         try:
             with open(path, encoding="utf-8") as handle:
                 recipe = yaml.safe_load(handle)
@@ -122,12 +125,15 @@ def parse_command_line(parser, argv: list[str]) -> tuple:
     check_option_names(parser, argv)
     parser.error = _raise_input_error  # argparse would print the whole usage and exit
     try:
-        return parser.parse_args_and_config(argv)
+        *parsed, rest = parser.parse_args_and_config(argv, return_remaining_strings=True)
     except ValueError as err:
         if isinstance(err, InputError):
             raise
         explain_parse_error(err)
         raise InputError(str(err)) from err
+    if rest:  # words no option takes (option names and recipe keys were checked above)
+        raise InputError(f"unrecognized arguments: {' '.join(map(str, rest))}")
+    return tuple(parsed)
 
 
 # ---------------------------------------------------------------------------------------------------------- launch

@@ -17,7 +17,6 @@ the command with one line, `grpo-ext-evaluate: error: ...`, before any model loa
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from launch.common import (
     InputError,
     check_data_files,
     check_model_path,
+    parse_command_line,
     run_entry_point,
 )
 
@@ -160,38 +160,10 @@ def make_parser():
     return TrlParser(EvalArguments, prog="grpo-ext-evaluate", description=__doc__, allow_abbrev=False)
 
 
-def did_you_mean(name: str, known: list[str]) -> str:
-    """": did you mean X?" with the closest of `known`, or a pointer to --help."""
-    close = difflib.get_close_matches(name, known, n=1)
-    return f": did you mean {close[0]}?" if close else " (see --help)"
-
-
 def parse_args(argv: list[str] | None) -> EvalArguments:
-    """The command line (and `--config` YAML, whose keys are the option names) as EvalArguments. A misspelt option
-    or config key is an InputError naming the closest valid one: HfArgumentParser reports it only after checking
-    the other options' values, as a ValueError listing the unused strings. (A helper of this module's own:
-    launch/common.py's serve the TrlParser training scripts.)"""
-    parser = make_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    known = [option for option in parser._option_string_actions if option.startswith("--")]
-    for name in (arg.split("=", 1)[0] for arg in argv):
-        if name.startswith("--") and name not in (*known, "--config", "--"):
-            raise InputError(f"unrecognized option {name}{did_you_mean(name, [*known, '--config'])}")
-    config = None
-    if "--config" in argv:  # TrlParser reads it itself: a missing file would end in a traceback
-        i = argv.index("--config")
-        if i + 1 == len(argv):
-            raise InputError("--config needs a YAML file")
-        config = argv[i + 1]
-        check_data_files(config, "--config")
-    args, from_config, rest = parser.parse_args_and_config(
-        argv, return_remaining_strings=True, separate_remaining_strings=True
-    )
-    if from_config:  # (--key, value) pairs for the keys no option has
-        key = from_config[0][2:]
-        raise InputError(f"--config {config}: unknown key {key}{did_you_mean(key, [o[2:] for o in known])}")
-    if rest:
-        raise InputError(f"unrecognized arguments: {' '.join(rest)}")
+    """The command line (and a `--config` YAML, whose keys are the option names) as EvalArguments; every mistake is
+    one `InputError` (`launch.common.parse_command_line`)."""
+    (args,) = parse_command_line(make_parser(), sys.argv[1:] if argv is None else list(argv))
     return args
 
 

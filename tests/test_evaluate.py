@@ -344,15 +344,15 @@ def test_refuses_to_run_as_several_processes(monkeypatch):
 
 def test_bad_options_are_rejected(tmp_path):
     # a misspelt option is named with the closest valid one, before the other options' values are checked
-    with pytest.raises(InputError, match=r"^unrecognized option --num_sample: did you mean --num_samples\?$"):
+    with pytest.raises(InputError, match=r"^unknown option --num_sample; did you mean --num_samples\?$"):
         evaluate(["--num_sample", "4", "--k", "4"])
-    with pytest.raises(InputError, match=r"^unrecognized option --tempreature: did you mean --temperature\?$"):
+    with pytest.raises(InputError, match=r"^unknown option --tempreature; did you mean --temperature\?$"):
         evaluate(["--tempreature=0.5"])
     with pytest.raises(InputError, match=r"unrecognized arguments: 4$"):
         evaluate(["--limit", "2", "4"])
     config = tmp_path / "c.yaml"
     config.write_text("dataset_name: gsm8k\ntemprature: 0.5\n")
-    with pytest.raises(InputError, match=r"c\.yaml: unknown key temprature: did you mean temperature\?$"):
+    with pytest.raises(InputError, match=r"c\.yaml: unknown option temprature; did you mean temperature\?$"):
         evaluate(["--config", str(config)])
     with pytest.raises(InputError, match=r"--config .*missing\.yaml: no such file"):
         evaluate(["--config", str(tmp_path / "missing.yaml")])
@@ -509,7 +509,7 @@ def test_bad_input_ends_the_command_with_one_line_before_a_model_loads(
     model, data = ["--model_name_or_path", tiny_model_path], ["--data_files", str(shared_data / "gsm8k" / "test.jsonl")]
     no_model = tmp_path / "no-model"
     cases = [
-        (["--num_sample", "4"], "unrecognized option --num_sample: did you mean --num_samples?"),
+        (["--num_sample", "4"], "unknown option --num_sample; did you mean --num_samples?"),
         (["--model_name_or_path", str(no_model), *data], f"--model_name_or_path {no_model}: no such file"),
         ([*model, "--protocol", "lm_eval"], "--protocol must be one of "),
         ([*model, "--data_files", str(tmp_path / "missing.jsonl")], f"--data_files {tmp_path / 'missing.jsonl'}: "),
