@@ -250,6 +250,25 @@ class Generator(Protocol):
     ) -> list[list[str]]: ...
 
 
+def new_tokens_within(max_positions: int | None, prompt_length: int, max_new_tokens: int) -> int:
+    """How many tokens may be generated after a prompt of `prompt_length` tokens: `max_new_tokens`, capped at
+    `max_positions - prompt_length` (>= 0) when the model has a position limit. Past its positions a model's outputs
+    are undefined (transformers warns, "exceeded the model's predefined maximum length"); vLLM stops there too
+    (`max_model_len`)."""
+    if max_positions is None:
+        return max_new_tokens
+    return max(0, min(max_new_tokens, max_positions - prompt_length))
+
+
+def replace_max_new_tokens(config, max_new_tokens: int):
+    """A copy of a `GenerationConfig` with another `max_new_tokens`."""
+    import copy
+
+    config = copy.deepcopy(config)
+    config.max_new_tokens = max_new_tokens
+    return config
+
+
 class TransformersGenerator:
     """`model.generate` in batches of `batch_size` prompts, left padded, longest prompts first.
 
@@ -327,6 +346,7 @@ class TransformersGenerator:
         if do_sample and not per_prompt:
             torch.manual_seed(params.seed)
         results: list[list[str]] = [[] for _ in prompts]
+        max_positions = getattr(self.model.config, "max_position_embeddings", None)
         was_training = self.model.training
         model_config, self.model.generation_config = self.model.generation_config, config  # nothing inherited
         self.model.eval()
@@ -338,10 +358,15 @@ class TransformersGenerator:
                 inputs = inputs.to(self.model.device)
                 if per_prompt:
                     torch.manual_seed(seeds[batch[0]])
-                with torch.no_grad():
-                    output = self.model.generate(**inputs, generation_config=config, tokenizer=self.tokenizer)
-                completions = output[:, inputs["input_ids"].shape[1] :]
-                texts = [self.decode(ids, params.stop) for ids in completions]
+                room = new_tokens_within(max_positions, inputs["input_ids"].shape[1], params.max_new_tokens)
+                if room == 0:  # the prompt fills the model's positions
+                    texts = [""] * (len(batch) * n)
+                else:
+                    batch_config = config if room == params.max_new_tokens else replace_max_new_tokens(config, room)
+                    with torch.no_grad():
+                        output = self.model.generate(**inputs, generation_config=batch_config, tokenizer=self.tokenizer)
+                    completions = output[:, inputs["input_ids"].shape[1] :]
+                    texts = [self.decode(ids, params.stop) for ids in completions]
                 for j, i in enumerate(batch):
                     results[i] = texts[j * n : (j + 1) * n]
         finally:

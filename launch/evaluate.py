@@ -91,7 +91,9 @@ class EvalArguments:
     max_new_tokens: int | None = field(
         default=None,
         metadata={
-            "help": "Maximum new tokens (default the protocol's: chat 1024, lm-eval 256, Qwen 2048, DeepSeek 1024)."
+            "help": "Maximum new tokens (default the protocol's: chat 1024, lm-eval 256, Qwen 2048, DeepSeek 1024); "
+            "never past the model's positions (max_position_embeddings), where generation stops as vLLM's does at "
+            "max_model_len."
         },
     )
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy; > 0 samples (needed for num_samples > 1)."})

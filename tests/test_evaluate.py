@@ -589,6 +589,33 @@ def test_transformers_generator_batching_matches_one_by_one(tiny_model_path):
     assert [len(s) for s in sampled] == [2, 2, 2]
 
 
+def test_generation_stops_at_the_models_positions(tiny_model_path):
+    """--max_new_tokens past max_position_embeddings (the tiny model has 1,024, the chat protocol's default is
+    1,024 new tokens) is capped at the room the prompt leaves, as vLLM caps at max_model_len."""
+    from grpo_ext.evaluation import new_tokens_within
+
+    assert new_tokens_within(1024, 30, 1024) == 994
+    assert new_tokens_within(1024, 30, 100) == 100
+    assert new_tokens_within(1024, 1030, 100) == 0
+    assert new_tokens_within(None, 30, 1024) == 1024
+
+    generator = TransformersGenerator.from_pretrained(tiny_model_path, batch_size=2, dtype="float32")
+    asked = []
+    generate = generator.model.generate
+
+    def recording_generate(**kwargs):
+        asked.append(kwargs["generation_config"].max_new_tokens)
+        return generate(**kwargs)
+
+    generator.model.generate = recording_generate
+    prompt_length = len(generator.tokenizer("1+1?")["input_ids"])
+    generator.model.config.max_position_embeddings = prompt_length + 3
+    out = generator.generate(["1+1?"], 1, SamplingParams(max_new_tokens=20, stop=()))
+    assert asked == [3] and len(generator.tokenizer(out[0][0], add_special_tokens=False)["input_ids"]) <= 3
+    generator.model.config.max_position_embeddings = prompt_length
+    assert generator.generate(["1+1?"], 1, SamplingParams(max_new_tokens=20)) == [[""]] and asked == [3]
+
+
 def test_eval_callback_logs_accuracy_during_training(shared_data, tiny_model_path, tmp_path):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
