@@ -3,6 +3,7 @@
 says why, and it always exits.
 
 * `check_model_path`, `check_data_files`: a path that does not exist is named as such before anything loads.
+* `hub_error`: hub data that could not be read, as one line naming the option that reads a local file instead.
 * `check_distributed_launch`: what the launcher asked for (`WORLD_SIZE`, `ACCELERATE_USE_FSDP`, ...) against the
   state the Accelerator actually built.
 * `end_launch`: the teardown order that cannot hang.
@@ -69,6 +70,16 @@ def check_data_files(files: str | os.PathLike | Iterable[str | os.PathLike] | No
         if not os.path.isfile(path):
             what = "is a directory, not a file" if os.path.isdir(path) else "no such file"
             raise InputError(f"{option} {path}: {what} ({os.path.abspath(path)})")
+
+
+def hub_error(err, who: str, option: str, example: str) -> InputError:
+    """One line for hub data that could not be read: what asked for it, and the option that reads a local file
+    instead. Offline, `datasets` fails at once unless its cache holds the dataset; with no network, after retries."""
+    if err.offline:
+        why = "which offline mode cannot reach (and the datasets cache holds no copy)"
+    else:
+        why = f"which could not be reached ({' '.join(err.reason.split())})"
+    return InputError(f"{who} from {err.source}'s {err.split} split on the hub, {why}: pass {option} {example}")
 
 
 # ---------------------------------------------------------------------------------------------------------- options

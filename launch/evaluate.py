@@ -42,6 +42,7 @@ from launch.common import (
     InputError,
     check_data_files,
     check_model_path,
+    hub_error,
     parse_command_line,
     run_entry_point,
 )
@@ -182,16 +183,6 @@ def check_latex_parser(protocol) -> None:
             f"LaTeX with sympy's parse_latex; that needs antlr4-python3-runtime 4.11 ({reason}). pyproject pins it "
             "(math-verify[antlr4_11_0]): reinstall the project, pip install -e ."
         )
-
-
-def hub_error(err: HubUnreachableError, who: str, option: str, example: str) -> InputError:
-    """One line for hub data that could not be read: what asked for it, and the option that reads a local file
-    instead. Offline, `datasets` fails at once unless its cache holds the dataset; with no network, after retries."""
-    if err.offline:
-        why = "which offline mode cannot reach (and the datasets cache holds no copy)"
-    else:
-        why = f"which could not be reached ({' '.join(err.reason.split())})"
-    return InputError(f"{who} from {err.source}'s {err.split} split on the hub, {why}: pass {option} {example}")
 
 
 def load_problems(args: EvalArguments, protocol):

@@ -33,6 +33,7 @@ from launch.common import (
     check_model_path,
     complete_model_card,
     end_launch,
+    hub_error,
     parse_command_line,
     run_entry_point,
 )
@@ -203,14 +204,49 @@ def write_resolved_config(path: str, argv: list[str], **sections) -> None:
 
 
 def load_training_problems(script_args):
-    """The training problems: `dataset_mixture` when given, else `dataset_name` (hub or `data_files`)."""
-    from grpo_ext.data import load_math_dataset, load_mixture
+    """The training problems: `dataset_mixture` when given, else `dataset_name` (hub or `data_files`). Hub data that
+    cannot be read (offline, not cached; no network) is an `InputError` naming the option for a local file."""
+    from grpo_ext.data import HubUnreachableError, load_mixture
 
     if script_args.dataset_mixture:
-        problems = load_mixture(script_args.dataset_mixture, script_args.instruction, script_args.system_prompt)
+        try:
+            problems = load_mixture(script_args.dataset_mixture, script_args.instruction, script_args.system_prompt)
+        except HubUnreachableError as err:
+            raise hub_error(err, "a dataset_mixture entry reads its problems", "that entry's data_files:",
+                            f"path/to/{err.split}.jsonl") from err  # fmt: skip
         if script_args.max_train_samples is not None:
             problems = problems.select(range(min(script_args.max_train_samples, len(problems))))
         return problems
+    try:
+        return _load_named_problems(script_args)
+    except HubUnreachableError as err:
+        raise hub_error(err, f"--dataset_name {script_args.dataset_name} reads its problems", "--data_files",
+                        f"path/to/{err.split}.jsonl") from err  # fmt: skip
+
+
+def load_eval_problems(script_args):
+    """MathEvalCallback's problems (`math_eval_*`), loaded before any model so that missing data stops the run at
+    once."""
+    from grpo_ext.data import HubUnreachableError, load_math_dataset
+
+    try:
+        return load_math_dataset(
+            script_args.math_eval_dataset_name,
+            split=script_args.math_eval_split,
+            data_files=script_args.math_eval_data_files,
+            limit=script_args.math_eval_limit,
+            instruction=script_args.instruction,
+            system_prompt=script_args.system_prompt,
+        )
+    except HubUnreachableError as err:
+        raise hub_error(err, f"--math_eval_steps evaluates on --math_eval_dataset_name "
+                        f"{script_args.math_eval_dataset_name}", "--math_eval_data_files",
+                        f"path/to/{err.split}.jsonl (or --math_eval_steps 0)") from err  # fmt: skip
+
+
+def _load_named_problems(script_args):
+    from grpo_ext.data import load_math_dataset
+
     return load_math_dataset(
         script_args.dataset_name,
         split=script_args.dataset_train_split,
@@ -310,11 +346,11 @@ def train(argv: list[str] | None = None):
     from trl import get_peft_config, get_quantization_config
 
     from grpo_ext import GRPOTrainer
-    from grpo_ext.data import load_math_dataset
 
     script_args, training_args, model_args = parse_training_args(make_parser(), argv)
 
     train_dataset = load_training_problems(script_args)
+    eval_problems = load_eval_problems(script_args) if script_args.math_eval_steps else None
 
     reward_funcs = build_reward_funcs(script_args.reward_funcs, script_args.reward_func_kwargs)
     if script_args.reward_model_name_or_path:
@@ -342,14 +378,6 @@ def train(argv: list[str] | None = None):
     if script_args.math_eval_steps:
         from grpo_ext.evaluation import MathEvalCallback
 
-        eval_problems = load_math_dataset(
-            script_args.math_eval_dataset_name,
-            split=script_args.math_eval_split,
-            data_files=script_args.math_eval_data_files,
-            limit=script_args.math_eval_limit,
-            instruction=script_args.instruction,
-            system_prompt=script_args.system_prompt,
-        )
         MathEvalCallback(
             trainer,
             eval_problems,

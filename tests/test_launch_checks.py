@@ -188,6 +188,27 @@ def test_bad_values_and_refused_settings_are_one_line(tiny_model_path, tmp_path,
     assert line.startswith("grpo-ext-sft: error: ") and "fp16" in line and "bf16" in line
 
 
+def test_training_names_the_option_for_hub_data_offline(tiny_model_path, shared_data, tmp_path, monkeypatch, capsys):
+    """The default recipe reads GSM8K from the hub: offline, with nothing in the datasets cache, the run stops at once
+    with one line naming --data_files (and --math_eval_data_files for the in-training evaluation)."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "empty-cache"))
+    base = ["--model_name_or_path", tiny_model_path, "--output_dir", str(tmp_path / "o"), *CPU]
+    line = _one_error_line(train_grpo.main, [*base, "--dataset_name", "gsm8k"], capsys)
+    assert line.startswith("grpo-ext-train: error: --dataset_name gsm8k reads its problems from openai/gsm8k's "
+                           "train split on the hub, which offline mode cannot reach") and line.endswith(
+                           "pass --data_files path/to/train.jsonl")  # fmt: skip
+    line = _one_error_line(sft.main, [*base, "--dataset_name", "gsm8k"], capsys)
+    assert line.startswith("grpo-ext-sft: error: --dataset_name gsm8k reads its problems")
+    local = ["--data_files", str(shared_data / "gsm8k" / "train.jsonl"), "--max_train_samples", "4"]
+    line = _one_error_line(train_grpo.main, [*base, *local, "--math_eval_steps", "1", "--math_eval_dataset_name",
+                                             "math500"], capsys)  # fmt: skip
+    assert "--math_eval_steps evaluates on --math_eval_dataset_name math500" in line
+    assert line.endswith("pass --math_eval_data_files path/to/test.jsonl (or --math_eval_steps 0)")
+
+
 def test_a_refusal_at_construction_is_a_configuration_error():
     """What the entry points print as one line is grpo_ext's ConfigurationError, still a ValueError for callers."""
     from grpo_ext import GRPOConfig
