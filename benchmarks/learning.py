@@ -476,6 +476,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     args.argv = argv
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from launch.common import silence_library_deprecations
+
+    silence_library_deprecations()  # TRL's and transformers' notices to each other, not to the user
     return run(args)
 
 
