@@ -346,7 +346,7 @@ class TransformersGenerator:
         if do_sample and not per_prompt:
             torch.manual_seed(params.seed)
         results: list[list[str]] = [[] for _ in prompts]
-        max_positions = getattr(self.model.config, "max_position_embeddings", None)
+        max_positions = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
         was_training = self.model.training
         model_config, self.model.generation_config = self.model.generation_config, config  # nothing inherited
         self.model.eval()
