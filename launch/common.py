@@ -124,6 +124,14 @@ def check_option_names(parser, argv: list[str]) -> None:
                 raise unknown_option_error(str(key), sorted(dests), where=f"--config {path}: ")
 
 
+def split_config_option(argv: list[str]) -> list[str]:
+    """`--config=FILE` as `--config FILE`, the only form TRL's parser reads."""
+    out = []
+    for arg in argv:
+        out.extend(["--config", arg.split("=", 1)[1]] if arg.startswith("--config=") else [arg])
+    return out
+
+
 def _raise_input_error(message: str):
     raise InputError(message)
 
@@ -133,6 +141,7 @@ def parse_command_line(parser, argv: list[str]) -> tuple:
     overrides) with every mistake as one `InputError`: an unknown option (`check_option_names`); argparse's own
     errors, a value of the wrong type or a missing required option, without argparse's usage screen (hundreds of
     options); and a `ValueError` from the dataclasses' checks (transformers', TRL's, grpo_ext's), with its message."""
+    argv = split_config_option(argv)
     check_option_names(parser, argv)
     parser.error = _raise_input_error  # argparse would print the whole usage and exit
     try:

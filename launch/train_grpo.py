@@ -36,6 +36,7 @@ from launch.common import (
     hub_error,
     parse_command_line,
     run_entry_point,
+    split_config_option,
 )
 
 RESOLVED_CONFIG_FILE = "resolved_config.yaml"
@@ -282,8 +283,9 @@ def load_process_reward_model(path: str, step_delimiter: str):
 
 
 def resolve_recipe(argv: list[str]) -> list[str]:
-    """`--config NAME` may name a shipped recipe (`launch/recipes/NAME.yaml`) instead of a path."""
-    argv = list(argv)
+    """`--config NAME` (or `--config=NAME`) may name a shipped recipe (`launch/recipes/NAME.yaml`) instead of a
+    path."""
+    argv = split_config_option(list(argv))
     if "--config" in argv:
         i = argv.index("--config") + 1
         if i < len(argv) and not os.path.exists(argv[i]):

@@ -171,6 +171,8 @@ def test_every_entry_point_names_the_closest_option_to_a_misspelt_one(tiny_model
     line = _one_error_line(train_grpo.main, ["--config", str(recipe)], capsys)
     assert line == (f"grpo-ext-train: error: --config {recipe}: unknown option num_generaitons; did you mean "
                     "num_generations?")
+    line = _one_error_line(train_grpo.main, [f"--config={recipe}"], capsys)  # the = form reads the same recipe
+    assert line.endswith("unknown option num_generaitons; did you mean num_generations?")
     recipe.write_text("- a list\n")
     line = _one_error_line(sft.main, ["--config", str(recipe)], capsys)
     assert line == f"grpo-ext-sft: error: --config {recipe}: expected a YAML mapping of option: value, got list"
