@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 from transformers import TrainerCallback
 
+from .versions import library_versions
+
 SAMPLES_FILE = "samples.jsonl"
 SUMMARY_FILE = "summary.json"
 TABLE_FILE = "summary.md"
@@ -260,15 +262,6 @@ def new_tokens_within(max_positions: int | None, prompt_length: int, max_new_tok
     return max(0, min(max_new_tokens, max_positions - prompt_length))
 
 
-def replace_max_new_tokens(config, max_new_tokens: int):
-    """A copy of a `GenerationConfig` with another `max_new_tokens`."""
-    import copy
-
-    config = copy.deepcopy(config)
-    config.max_new_tokens = max_new_tokens
-    return config
-
-
 class TransformersGenerator:
     """`model.generate` in batches of `batch_size` prompts, left padded, longest prompts first.
 
@@ -362,7 +355,8 @@ class TransformersGenerator:
                 if room == 0:  # the prompt fills the model's positions
                     texts = [""] * (len(batch) * n)
                 else:
-                    batch_config = config if room == params.max_new_tokens else replace_max_new_tokens(config, room)
+                    batch_config = (config if room == params.max_new_tokens
+                                    else self.generation_config(n, replace(params, max_new_tokens=room)))
                     with torch.no_grad():
                         output = self.model.generate(**inputs, generation_config=batch_config, tokenizer=self.tokenizer)
                     completions = output[:, inputs["input_ids"].shape[1] :]
@@ -614,8 +608,6 @@ def run_evaluation(
     bar.close()
 
     records.sort(key=lambda r: r["idx"])
-    from grpo_ext.versions import library_versions
-
     summary = {**run_info, "generation": generation, "versions": library_versions(), "overall": summarize(records, ks)}
     if scores:
         summary["answer_timeouts"] = timeouts

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import gc
+import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -231,7 +232,7 @@ def complete_model_card(output_dir: str, base_model: str | None) -> bool:
     with open(path, encoding="utf-8") as handle:
         card = handle.read()
     completed = card.replace("[None](https://huggingface.co/None)", f"the local model `{base_model}`")
-    completed = completed.replace('model="None"', f"model={output_dir!r}".replace("'", '"'))
+    completed = completed.replace('model="None"', f"model={json.dumps(output_dir)}")
     if completed == card:
         return False
     with open(path, "w", encoding="utf-8") as handle:
@@ -284,22 +285,19 @@ def _destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
-def _prints_errors(env: Mapping[str, str] | None = None) -> bool:
+def _prints_errors() -> bool:
     """Whether this process prints a bad-input line: the first process of each machine. Every process of a launch
     checks the same command line, recipe and files, so the others would print the same line again."""
-    env = os.environ if env is None else env
-    return env.get("LOCAL_RANK", "0") in ("", "0")
+    return os.environ.get("LOCAL_RANK", "0") in ("", "0")
 
 
-def record_for_launcher(line: str, env: Mapping[str, str] | None = None) -> None:
+def record_for_launcher(line: str) -> None:
     """Give torchrun (`accelerate launch` with several processes) this process's error line: its failure summary
     shows the error file's message as the failed rank's cause, instead of "To enable traceback see: ...". Written by
     every process, so the line survives when torchrun stops the first process before it printed."""
-    import json
     import time
 
-    env = os.environ if env is None else env
-    path = env.get("TORCHELASTIC_ERROR_FILE")
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if path:
         with open(path, "w", encoding="utf-8") as handle:
             json.dump({"message": line, "timestamp": int(time.time())}, handle)

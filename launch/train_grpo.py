@@ -207,7 +207,7 @@ def write_resolved_config(path: str, argv: list[str], **sections) -> None:
 def load_training_problems(script_args):
     """The training problems: `dataset_mixture` when given, else `dataset_name` (hub or `data_files`). Hub data that
     cannot be read (offline, not cached; no network) is an `InputError` naming the option for a local file."""
-    from grpo_ext.data import HubUnreachableError, load_mixture
+    from grpo_ext.data import HubUnreachableError, load_math_dataset, load_mixture
 
     if script_args.dataset_mixture:
         try:
@@ -219,7 +219,17 @@ def load_training_problems(script_args):
             problems = problems.select(range(min(script_args.max_train_samples, len(problems))))
         return problems
     try:
-        return _load_named_problems(script_args)
+        return load_math_dataset(
+            script_args.dataset_name,
+            split=script_args.dataset_train_split,
+            data_files=script_args.data_files,
+            limit=script_args.max_train_samples,
+            hub_id=script_args.dataset_hub_id,
+            instruction=script_args.instruction,
+            system_prompt=script_args.system_prompt,
+            question_column=script_args.question_column,
+            answer_column=script_args.answer_column,
+        )
     except HubUnreachableError as err:
         raise hub_error(err, f"--dataset_name {script_args.dataset_name} reads its problems", "--data_files",
                         f"path/to/{err.split}.jsonl") from err  # fmt: skip
@@ -243,22 +253,6 @@ def load_eval_problems(script_args):
         raise hub_error(err, f"--math_eval_steps evaluates on --math_eval_dataset_name "
                         f"{script_args.math_eval_dataset_name}", "--math_eval_data_files",
                         f"path/to/{err.split}.jsonl (or --math_eval_steps 0)") from err  # fmt: skip
-
-
-def _load_named_problems(script_args):
-    from grpo_ext.data import load_math_dataset
-
-    return load_math_dataset(
-        script_args.dataset_name,
-        split=script_args.dataset_train_split,
-        data_files=script_args.data_files,
-        limit=script_args.max_train_samples,
-        hub_id=script_args.dataset_hub_id,
-        instruction=script_args.instruction,
-        system_prompt=script_args.system_prompt,
-        question_column=script_args.question_column,
-        answer_column=script_args.answer_column,
-    )
 
 
 def load_process_reward_model(path: str, step_delimiter: str):
